@@ -1,0 +1,662 @@
+//! The one TOML file an admin writes, checked before anything starts.
+//!
+//! Loading happens in two steps: serde reads the file into `raw` structs
+//! (unknown keys are rejected there, with line and column), then
+//! [`validate`] turns them into the typed [`Config`] and collects *every*
+//! problem at once, each naming the key and the fix, so an admin fixes the
+//! file in one pass instead of one error per restart.
+//!
+//! `${NAME}` in secret-bearing values (the bot token, header values, OAuth
+//! client credentials) is replaced by the environment variable `NAME`, so the
+//! file itself can be committed without secrets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::secret::Secret;
+
+/// Where `mcpgram` looks when neither `--config` nor `MCPGRAM_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "config/mcpgram.toml";
+
+const DEFAULT_API_URL: &str = "https://api.telegram.org";
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub telegram: TelegramConfig,
+    pub http: HttpConfig,
+    pub vault: VaultConfig,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramConfig {
+    pub token: Secret,
+    pub api_url: Url,
+    /// Empty means everyone may use the bot.
+    pub allowed_users: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Set when the callback is reachable from the internet (behind HTTPS).
+    pub public_url: Option<Url>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub dir: PathBuf,
+    /// Where the age identity lives; defaults to `<dir>/identity.txt`.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub id: String,
+    pub name: String,
+    pub url: Url,
+    /// Permits loopback and private addresses for this server.
+    pub trusted: bool,
+    /// Upper bound for connecting plus one request.
+    pub timeout: Duration,
+    pub auth: ServerAuth,
+}
+
+#[derive(Debug, Clone)]
+pub enum ServerAuth {
+    None,
+    /// Static headers sent with every request (values already resolved).
+    Headers(BTreeMap<String, Secret>),
+    OAuth(OAuthSettings),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OAuthSettings {
+    pub scopes: Vec<String>,
+    /// A client registered out of band; without it mcpgram registers one
+    /// dynamically (RFC 7591).
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+}
+
+impl Config {
+    pub fn server(&self, id: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|server| server.id == id)
+    }
+}
+
+impl ServerConfig {
+    pub fn is_oauth(&self) -> bool {
+        matches!(self.auth, ServerAuth::OAuth(_))
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One invalid value: which key, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Reads and validates the file, resolving `${NAME}` from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Parses config text; `env` answers `${NAME}` lookups (tests pass their own).
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: raw::File = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: error.to_string().trim_end().to_owned(),
+    })?;
+    validate(raw, env).map_err(|problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// The file as written, before validation.
+mod raw {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub telegram: Telegram,
+        #[serde(default)]
+        pub http: Http,
+        #[serde(default)]
+        pub vault: Vault,
+        #[serde(default)]
+        pub mcp: Mcp,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Telegram {
+        pub token: String,
+        pub api_url: Option<String>,
+        #[serde(default)]
+        pub allowed_users: Vec<u64>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Http {
+        pub listen: Option<String>,
+        pub public_url: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Vault {
+        pub dir: Option<String>,
+        pub key_file: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Mcp {
+        #[serde(default)]
+        pub servers: Vec<Server>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub id: String,
+        pub name: Option<String>,
+        pub url: String,
+        #[serde(default)]
+        pub trusted: bool,
+        pub timeout_secs: Option<u64>,
+        pub oauth: Option<OAuth>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OAuth {
+        #[serde(default = "yes")]
+        pub enabled: bool,
+        #[serde(default)]
+        pub scopes: Vec<String>,
+        pub client_id: Option<String>,
+        pub client_secret: Option<String>,
+    }
+
+    fn yes() -> bool {
+        true
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems::default();
+
+    let token = expand(&raw.telegram.token, "telegram.token", env, &mut problems);
+    if token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+        problems.add(
+            "telegram.token",
+            "is empty; put the token from @BotFather here, e.g. \"${TELEGRAM_BOT_TOKEN}\"",
+        );
+    }
+    let api_url = raw
+        .telegram
+        .api_url
+        .as_deref()
+        .unwrap_or(DEFAULT_API_URL)
+        .to_owned();
+    let api_url = http_url(&api_url, "telegram.api_url", &mut problems);
+
+    let listen = raw.http.listen.as_deref().unwrap_or("127.0.0.1:18766");
+    let listen = match listen.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.add(
+                "http.listen",
+                format!("\"{listen}\" is not an address:port; write e.g. \"127.0.0.1:18766\""),
+            );
+            None
+        }
+    };
+    let public_url = raw.http.public_url.as_deref().and_then(|value| {
+        let url = http_url(value, "http.public_url", &mut problems)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            problems.add(
+                "http.public_url",
+                "must be a plain base URL without ?query or #fragment",
+            );
+        }
+        Some(url)
+    });
+
+    let dir = PathBuf::from(raw.vault.dir.as_deref().unwrap_or("./data/vault"));
+    let key_file = raw
+        .vault
+        .key_file
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("identity.txt"));
+
+    let mut servers = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, server) in raw.mcp.servers.into_iter().enumerate() {
+        let key = format!("mcp.servers[{index}]");
+        if !is_valid_id(&server.id) {
+            problems.add(
+                format!("{key}.id"),
+                format!(
+                    "\"{}\" is not a valid id; use 1 to 32 characters of a-z, 0-9, _ and -",
+                    server.id
+                ),
+            );
+        } else if !seen.insert(server.id.clone()) {
+            problems.add(
+                format!("{key}.id"),
+                format!(
+                    "\"{}\" is used by an earlier server; ids must be unique",
+                    server.id
+                ),
+            );
+        }
+        if let Some(server) = validate_server(server, &key, env, &mut problems) {
+            servers.push(server);
+        }
+    }
+
+    match (token, api_url, listen) {
+        (Some(token), Some(api_url), Some(listen)) if problems.0.is_empty() => Ok(Config {
+            telegram: TelegramConfig {
+                token,
+                api_url,
+                allowed_users: raw.telegram.allowed_users,
+            },
+            http: HttpConfig { listen, public_url },
+            vault: VaultConfig { dir, key_file },
+            servers,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+fn validate_server(
+    server: raw::Server,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<ServerConfig> {
+    let url = http_url(&server.url, &format!("{key}.url"), problems);
+    let name = match server.name {
+        Some(name) if !name.trim().is_empty() => name.trim().to_owned(),
+        Some(_) => {
+            problems.add(format!("{key}.name"), "is empty; remove it or give a name");
+            String::new()
+        }
+        None => server.id.clone(),
+    };
+    let timeout = match server.timeout_secs {
+        Some(0) => {
+            problems.add(format!("{key}.timeout_secs"), "must be at least 1");
+            Duration::from_secs(DEFAULT_TIMEOUT_SECS)
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+    };
+
+    let oauth = server.oauth.filter(|oauth| oauth.enabled);
+    if oauth.is_some() && !server.headers.is_empty() {
+        problems.add(
+            format!("{key}.headers"),
+            "cannot be combined with [mcp.servers.oauth] enabled = true; keep one of them",
+        );
+    }
+
+    let mut headers = BTreeMap::new();
+    for (name, value) in &server.headers {
+        let header_key = format!("{key}.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.add(&header_key, "is not a valid HTTP header name");
+            continue;
+        }
+        if let Some(value) = expand(value, &header_key, env, problems) {
+            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+                problems.add(
+                    &header_key,
+                    "resolves to a value that cannot be sent in an HTTP header (control characters?)",
+                );
+            }
+            headers.insert(name.clone(), value);
+        }
+    }
+
+    let auth = match oauth {
+        Some(oauth) => {
+            let client_id = oauth
+                .client_id
+                .as_deref()
+                .and_then(|id| expand(id, &format!("{key}.oauth.client_id"), env, problems))
+                .map(|id| id.expose().to_owned());
+            let client_secret = oauth.client_secret.as_deref().and_then(|secret| {
+                expand(secret, &format!("{key}.oauth.client_secret"), env, problems)
+            });
+            if client_secret.is_some() && client_id.is_none() {
+                problems.add(
+                    format!("{key}.oauth.client_secret"),
+                    "needs client_id as well; set both or neither",
+                );
+            }
+            for scope in &oauth.scopes {
+                if scope.is_empty() || scope.contains(char::is_whitespace) {
+                    problems.add(
+                        format!("{key}.oauth.scopes"),
+                        format!("\"{scope}\" is not a scope; list each scope as its own string"),
+                    );
+                }
+            }
+            ServerAuth::OAuth(OAuthSettings {
+                scopes: oauth.scopes,
+                client_id,
+                client_secret,
+            })
+        }
+        None if !headers.is_empty() => ServerAuth::Headers(headers),
+        None => ServerAuth::None,
+    };
+
+    Some(ServerConfig {
+        id: server.id,
+        name,
+        url: url?,
+        trusted: server.trusted,
+        timeout,
+        auth,
+    })
+}
+
+fn is_valid_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn http_url(value: &str, key: &str, problems: &mut Problems) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Some(url),
+        Ok(_) => {
+            problems.add(
+                key,
+                format!("\"{value}\" must be an http:// or https:// URL with a host"),
+            );
+            None
+        }
+        Err(error) => {
+            problems.add(
+                key,
+                format!(
+                    "\"{value}\" is not a URL ({error}); write e.g. \"https://example.com/mcp\""
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Replaces each `${NAME}` with the environment variable `NAME`.
+fn expand(
+    value: &str,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<Secret> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    let mut ok = true;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            problems.add(key, "has \"${\" without a closing \"}\"");
+            return None;
+        };
+        let name = &after[..end];
+        let valid_name = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_name {
+            problems.add(
+                key,
+                format!("\"${{{name}}}\" is not a variable reference; names use A-Z, 0-9 and _"),
+            );
+            ok = false;
+        } else {
+            match env(name) {
+                Some(resolved) => out.push_str(&resolved),
+                None => {
+                    problems.add(
+                        key,
+                        format!(
+                            "environment variable {name} is not set; export {name}=... before starting mcpgram"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    ok.then(|| Secret::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[telegram]
+token = "${TELEGRAM_BOT_TOKEN}"
+api_url = "http://127.0.0.1:9999"
+allowed_users = [42]
+
+[http]
+listen = "127.0.0.1:18766"
+
+[vault]
+dir = "/tmp/vault"
+
+[[mcp.servers]]
+id = "demo"
+name = "Demo"
+url = "http://localhost:3000/mcp"
+trusted = true
+[mcp.servers.oauth]
+enabled = true
+scopes = ["mcp:tools"]
+
+[[mcp.servers]]
+id = "todoist-token"
+url = "https://api.todoist.com/mcp/v1"
+[mcp.servers.headers]
+Authorization = "Bearer ${TODOIST_API_TOKEN}"
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "TELEGRAM_BOT_TOKEN" => Some("123:abc".into()),
+            "TODOIST_API_TOKEN" => Some("todo-secret".into()),
+            _ => None,
+        }
+    }
+
+    fn problems_of(text: &str) -> Vec<Problem> {
+        match parse(text, Path::new("test.toml"), &env) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    fn keys_of(text: &str) -> Vec<String> {
+        problems_of(text).into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn example_shape_parses_and_resolves_env() {
+        let config = parse(GOOD, Path::new("test.toml"), &env).unwrap();
+        assert_eq!(config.telegram.token.expose(), "123:abc");
+        assert_eq!(config.telegram.allowed_users, vec![42]);
+        assert_eq!(config.servers.len(), 2);
+        let demo = config.server("demo").unwrap();
+        assert_eq!(demo.name, "Demo");
+        assert!(demo.trusted && demo.is_oauth());
+        let ServerAuth::Headers(headers) = &config.server("todoist-token").unwrap().auth else {
+            panic!("expected headers");
+        };
+        assert_eq!(headers["Authorization"].expose(), "Bearer todo-secret");
+        assert_eq!(
+            config.server("todoist-token").unwrap().name,
+            "todoist-token"
+        );
+        assert_eq!(
+            config.vault.key_file,
+            PathBuf::from("/tmp/vault/identity.txt")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let text = GOOD.replace("trusted = true", "trusted = true\ntrustd = true");
+        let error = parse(&text, Path::new("test.toml"), &env).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Syntax { message, .. } if message.contains("trustd")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let text = GOOD.replace("id = \"todoist-token\"", "id = \"demo\"");
+        assert_eq!(keys_of(&text), vec!["mcp.servers[1].id"]);
+    }
+
+    #[test]
+    fn ids_outside_the_alphabet_are_rejected() {
+        for bad in ["Demo", "", "a b", "x".repeat(33).as_str(), "dé"] {
+            let text = GOOD.replace("id = \"demo\"", &format!("id = \"{bad}\""));
+            assert_eq!(keys_of(&text), vec!["mcp.servers[0].id"], "id {bad:?}");
+        }
+        let text = GOOD.replace("id = \"demo\"", "id = \"a_b-9\"");
+        parse(&text, Path::new("t"), &env).unwrap();
+    }
+
+    #[test]
+    fn headers_with_oauth_are_rejected() {
+        let text = GOOD.replace(
+            "scopes = [\"mcp:tools\"]",
+            "scopes = [\"mcp:tools\"]\n[mcp.servers.headers]\nX-Key = \"v\"",
+        );
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "mcp.servers[0].headers");
+        assert!(problems[0].message.contains("cannot be combined"));
+    }
+
+    #[test]
+    fn malformed_urls_are_rejected() {
+        let text = GOOD.replace("http://localhost:3000/mcp", "localhost:3000/mcp");
+        assert_eq!(keys_of(&text), vec!["mcp.servers[0].url"]);
+        let text = GOOD.replace("http://localhost:3000/mcp", "not a url");
+        assert_eq!(keys_of(&text), vec!["mcp.servers[0].url"]);
+        let text = GOOD.replace("http://127.0.0.1:9999", "ftp://x");
+        assert_eq!(keys_of(&text), vec!["telegram.api_url"]);
+    }
+
+    #[test]
+    fn unset_variables_are_named() {
+        let text = GOOD.replace("${TODOIST_API_TOKEN}", "${NOT_SET_ANYWHERE}");
+        let problems = problems_of(&text);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "mcp.servers[1].headers.Authorization");
+        assert!(problems[0].message.contains("NOT_SET_ANYWHERE is not set"));
+    }
+
+    #[test]
+    fn unparsable_listen_address_is_rejected() {
+        let text = GOOD.replace("127.0.0.1:18766", "localhost");
+        let problems = problems_of(&text);
+        assert_eq!(problems[0].key, "http.listen");
+        assert!(problems[0].message.contains("127.0.0.1:18766"));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = GOOD
+            .replace("127.0.0.1:18766", "nope")
+            .replace("id = \"todoist-token\"", "id = \"Bad Id\"")
+            .replace("${TELEGRAM_BOT_TOKEN}", "${MISSING_TOKEN}");
+        assert_eq!(
+            keys_of(&text),
+            vec!["telegram.token", "http.listen", "mcp.servers[1].id"]
+        );
+    }
+
+    #[test]
+    fn disabled_oauth_is_no_auth() {
+        let text = GOOD.replace("enabled = true", "enabled = false");
+        let config = parse(&text, Path::new("t"), &env).unwrap();
+        assert!(matches!(
+            config.server("demo").unwrap().auth,
+            ServerAuth::None
+        ));
+    }
+}
