@@ -52,3 +52,42 @@ mod tests {
         assert_eq!(secret.expose(), "hunter2-token");
     }
 }
+
+/// `#[serde(with = "crate::secret::exposed")]`: writes the plaintext. Only
+/// for records that go into the encrypted vault.
+pub mod exposed {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Secret;
+
+    pub fn serialize<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(secret.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        String::deserialize(deserializer).map(Secret::new)
+    }
+
+    /// The same for `Option<Secret>`.
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        use super::Secret;
+
+        pub fn serialize<S: Serializer>(
+            secret: &Option<Secret>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match secret {
+                Some(secret) => serializer.serialize_some(secret.expose()),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Secret>, D::Error> {
+            Option::<String>::deserialize(deserializer).map(|value| value.map(Secret::new))
+        }
+    }
+}
