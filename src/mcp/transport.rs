@@ -1,0 +1,166 @@
+//! The three ways mcpgram reaches an MCP server over streamable HTTP:
+//! with the user's OAuth tokens, with static headers, or with nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use rmcp::RoleClient;
+use rmcp::service::{RunningService, ServiceExt};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::auth::AuthClient;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+use super::McpError;
+use crate::config::{ServerAuth, ServerConfig};
+use crate::net_guard::{self, GuardedResolver};
+use crate::oauth::{Connector, discovery};
+use crate::secret::Secret;
+
+pub type Session = RunningService<RoleClient, ()>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP client for one server's MCP traffic. Redirects are not
+/// followed (a redirect could lead an untrusted server's requests, token
+/// included, anywhere), and untrusted servers resolve through the guard.
+fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT.min(server.timeout));
+    if !server.trusted {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver));
+    }
+    builder
+        .build()
+        .map_err(|error| McpError::Unreachable(error.to_string()))
+}
+
+/// Opens and initializes an MCP session for `user_id` on `server`.
+pub async fn connect(
+    server: &ServerConfig,
+    user_id: u64,
+    connector: &Connector,
+) -> Result<Session, McpError> {
+    net_guard::check_url(&server.url, server.trusted)?;
+    let http = http_client(server)?;
+    let config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str());
+    let started = match &server.auth {
+        ServerAuth::None => {
+            ().serve(StreamableHttpClientTransport::with_client(http, config))
+                .await
+        }
+        ServerAuth::Headers(headers) => {
+            let config = with_headers(config, headers)?;
+            ().serve(StreamableHttpClientTransport::with_client(http, config))
+                .await
+        }
+        ServerAuth::OAuth(_) => {
+            let store = connector.store(user_id, &server.id);
+            let (Some(stored), Some(client)) = (store.stored().await?, store.client().await?)
+            else {
+                return Err(McpError::NotConnected);
+            };
+            if stored.token_response.is_none() {
+                return Err(McpError::NotConnected);
+            }
+            let discovered = discovery::discover(server).await?;
+            // Tokens minted by another issuer must not be sent here.
+            if stored.issuer.is_some() && stored.issuer != discovered.issuer() {
+                tracing::warn!(server = %server.id, user = user_id, "issuer changed; reconnect needed");
+                return Err(McpError::NotConnected);
+            }
+            let mut manager = discovered.manager;
+            manager.set_credential_store(store);
+            discovery::use_client(&mut manager, &client)?;
+            let auth = AuthClient::new(http, manager);
+            ().serve(StreamableHttpClientTransport::with_client(auth, config))
+                .await
+        }
+    };
+    started.map_err(|error| {
+        if error.is_authorization_required() {
+            McpError::NotConnected
+        } else {
+            McpError::Unreachable(error.to_string())
+        }
+    })
+}
+
+/// Static headers. A `Bearer` Authorization goes through rmcp's
+/// `auth_header` (which adds "Bearer " itself) so it is never sent twice;
+/// any other scheme is passed through unchanged.
+fn with_headers(
+    config: StreamableHttpClientTransportConfig,
+    headers: &std::collections::BTreeMap<String, Secret>,
+) -> Result<StreamableHttpClientTransportConfig, McpError> {
+    let mut custom = HashMap::new();
+    let mut bearer = None;
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| McpError::Config(format!("header name {name} is invalid")))?;
+        if name == AUTHORIZATION
+            && let Some(token) = strip_bearer(value.expose())
+        {
+            bearer = Some(token.to_owned());
+            continue;
+        }
+        let mut value = HeaderValue::from_str(value.expose())
+            .map_err(|_| McpError::Config(format!("header {name} has an invalid value")))?;
+        value.set_sensitive(true);
+        custom.insert(name, value);
+    }
+    let mut config = config.custom_headers(custom);
+    if let Some(token) = bearer {
+        config = config.auth_header(token);
+    }
+    Ok(config)
+}
+
+fn strip_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_authorization_becomes_the_bare_auth_header() {
+        let mut headers = std::collections::BTreeMap::new();
+        headers.insert("Authorization".to_owned(), Secret::new("Bearer abc123"));
+        headers.insert("X-Team".to_owned(), Secret::new("blue"));
+        let config = with_headers(
+            StreamableHttpClientTransportConfig::with_uri("http://x"),
+            &headers,
+        )
+        .unwrap();
+        assert_eq!(config.auth_header.as_deref(), Some("abc123"));
+        assert!(!config.custom_headers.contains_key(&AUTHORIZATION));
+        assert_eq!(
+            config.custom_headers[&HeaderName::from_static("x-team")],
+            "blue"
+        );
+    }
+
+    #[test]
+    fn other_authorization_schemes_pass_through() {
+        let mut headers = std::collections::BTreeMap::new();
+        headers.insert(
+            "authorization".to_owned(),
+            Secret::new("Basic dXNlcjpwdw=="),
+        );
+        let config = with_headers(
+            StreamableHttpClientTransportConfig::with_uri("http://x"),
+            &headers,
+        )
+        .unwrap();
+        assert_eq!(config.auth_header, None);
+        assert_eq!(config.custom_headers[&AUTHORIZATION], "Basic dXNlcjpwdw==");
+    }
+}
