@@ -1,0 +1,132 @@
+//! Wiring: build every component from the config, run the HTTP server and
+//! the bot side by side, and stop both cleanly on SIGINT or SIGTERM.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{self, HttpState};
+use crate::mcp::McpHub;
+use crate::oauth::{Connector, RefreshLocks};
+use crate::telegram::{Telegram, TelegramError};
+use crate::vault::{KeySource, Vault, VaultError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("cannot listen on {addr}: {source} (is another mcpgram running? change http.listen)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Telegram(#[from] TelegramError),
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Where the authorization server sends the browser back to.
+///
+/// With `http.public_url` that is the public address; otherwise the
+/// loopback address actually bound (so `listen = "127.0.0.1:0"` works),
+/// written as an IP literal as RFC 8252 §7.3 asks of native clients.
+pub fn redirect_uri(config: &Config, bound: SocketAddr) -> String {
+    if let Some(public) = &config.http.public_url {
+        return format!("{}/oauth/callback", public.as_str().trim_end_matches('/'));
+    }
+    let ip = match bound.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!(
+        "http://{}/oauth/callback",
+        SocketAddr::new(ip, bound.port())
+    )
+}
+
+/// Runs the bot until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    run_until(config, stop_rx).await
+}
+
+/// Runs the bot until `stop` turns true.
+pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<(), AppError> {
+    let config = Arc::new(config);
+    let key = KeySource::from_env_or_file(config.vault.key_file.clone());
+    let vault = Arc::new(Vault::open(&config.vault.dir, &key)?);
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: config.http.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(AppError::Http)?;
+    let redirect = redirect_uri(&config, bound);
+
+    let connector = Arc::new(Connector::new(
+        vault,
+        RefreshLocks::default(),
+        redirect.clone(),
+        config.http.public_url.is_some(),
+    ));
+    let hub = Arc::new(McpHub::new(config.clone(), connector.clone()));
+    let telegram = Telegram::connect(&config.telegram).await?;
+
+    let state = HttpState {
+        connector: connector.clone(),
+        hub: hub.clone(),
+        notifier: telegram.notifier(),
+    };
+    let http_stop = stopped(stop.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(http_stop)
+            .await
+    });
+    tracing::info!(%bound, redirect_uri = %redirect, "listening for OAuth callbacks");
+
+    telegram
+        .run(config.clone(), connector, hub.clone(), stopped(stop))
+        .await;
+    hub.close_all().await;
+    match server.await {
+        Ok(result) => result.map_err(AppError::Http),
+        Err(join) => Err(AppError::Http(std::io::Error::other(join.to_string()))),
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
