@@ -1,0 +1,213 @@
+//! The whole journey on loopback: a Telegram user connects the MCP
+//! TypeScript SDK's OAuth-protected example server through the bot, lists
+//! and calls its tools; another user gets nothing of hers.
+
+mod support;
+
+use std::time::Duration;
+
+use mcpgram::vault::{KeySource, Namespace, Vault};
+use support::bot::{BotProcess, base_config};
+use support::browser;
+use support::fake_telegram::{FakeTelegram, SentMessage};
+use support::peers::TsDemoServer;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn demo_server(url: &str) -> String {
+    format!(
+        r#"
+[[mcp.servers]]
+id = "demo"
+name = "Demo"
+url = "{url}"
+trusted = true
+timeout_secs = 20
+[mcp.servers.oauth]
+enabled = true
+"#
+    )
+}
+
+fn contains(needle: &'static str) -> impl Fn(&SentMessage) -> bool {
+    move |m: &SentMessage| m.text.contains(needle)
+}
+
+fn connect_button(message: &SentMessage) -> String {
+    let buttons = message.url_buttons();
+    assert_eq!(buttons.len(), 1, "one URL button: {message:?}");
+    assert!(buttons[0].0.contains("Demo"), "{buttons:?}");
+    assert!(message.link_preview_disabled, "link previews must be off");
+    buttons[0].1.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &demo_server(&mcp_url)
+    })
+    .await;
+    let alice = telegram.user(1001, "Alice");
+    let bob = telegram.user(2002, "Bob");
+
+    // 2. /connect answers with a native message and one URL button.
+    telegram.send_private(&alice, "/connect demo");
+    let offer = telegram
+        .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    assert!(offer.text.contains("Demo"), "{}", offer.text);
+    let link = connect_button(&offer);
+    assert!(
+        link.contains("/authorize"),
+        "button opens the authorize URL: {link}"
+    );
+    assert!(link.contains("code_challenge_method=S256"), "{link}");
+    let state = url::Url::parse(&link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("the link carries a state");
+    assert!(state.len() >= 43, "a 256-bit state: {state}");
+
+    // 3. The browser approves and lands on the bot's callback.
+    let visit = browser::open(&link).await;
+    assert_eq!(visit.status, 200, "callback page: {}", visit.body);
+    assert!(visit.body.contains("Connected to Demo"), "{}", visit.body);
+    assert!(visit.body.contains("close this tab"), "{}", visit.body);
+    let callback = visit.hops.last().unwrap().clone();
+    assert_eq!(callback.path(), "/oauth/callback");
+    let code = visit.last_param("code").expect("the AS sent a code");
+    telegram
+        .wait_for_message(1001, WAIT, contains("Connected to Demo"))
+        .await;
+
+    // A replayed callback is refused and changes nothing.
+    let replay = browser::open(callback.as_str()).await;
+    assert_eq!(replay.status, 400, "{}", replay.body);
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+
+    // 4. Tools and a call, with Alice's token.
+    telegram.send_private(&alice, "/tools demo");
+    let tools = telegram
+        .wait_for_message(1001, WAIT, contains("greet"))
+        .await;
+    assert!(
+        tools.text.contains("• greet — A simple greeting tool"),
+        "{}",
+        tools.text
+    );
+    telegram.send_private(&alice, "/call demo greet {\"name\": \"Alice\"}");
+    telegram
+        .wait_for_message(1001, WAIT, contains("Hello, Alice!"))
+        .await;
+    telegram.send_private(&alice, "/servers");
+    let servers = telegram
+        .wait_for_message(1001, WAIT, contains("Servers:"))
+        .await;
+    assert!(
+        servers.text.contains("Demo (demo): connected"),
+        "{}",
+        servers.text
+    );
+
+    // 5. Bob never connected: a refusal and his own connect button.
+    telegram.send_private(&bob, "/tools demo");
+    let refusal = telegram
+        .wait_for_message(2002, WAIT, contains("not connected"))
+        .await;
+    assert!(
+        refusal.text.contains("You are not connected to Demo"),
+        "{}",
+        refusal.text
+    );
+    assert_ne!(connect_button(&refusal), link);
+    assert!(
+        telegram
+            .messages(2002)
+            .iter()
+            .all(|m| !m.text.contains("greet"))
+    );
+
+    // The tokens are in Alice's namespace only, and only encrypted on disk.
+    let vault = Vault::open(
+        &bot.vault_dir(),
+        &KeySource::File(bot.vault_dir().join("identity.txt")),
+    )
+    .unwrap();
+    let record = vault
+        .get(Namespace::User(1001), "mcp.oauth.demo.credentials")
+        .await
+        .unwrap()
+        .expect("Alice's tokens are stored");
+    let record: serde_json::Value = serde_json::from_str(record.expose()).unwrap();
+    let token = record["token_response"]["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    assert!(record["token_received_at"].is_u64(), "{record}");
+    assert_eq!(
+        vault
+            .get(Namespace::User(2002), "mcp.oauth.demo.credentials")
+            .await
+            .unwrap(),
+        None
+    );
+    for entry in std::fs::read_dir(bot.vault_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{} holds the token in plaintext",
+            path.display()
+        );
+    }
+
+    // /disconnect deletes them; the next call asks to connect again.
+    telegram.send_private(&alice, "/disconnect demo");
+    telegram
+        .wait_for_message(1001, WAIT, contains("Disconnected from Demo"))
+        .await;
+    telegram.send_private(&alice, "/tools demo");
+    telegram
+        .wait_for_message(1001, WAIT, contains("You are not connected to Demo"))
+        .await;
+
+    let logs = bot.stop().await;
+    assert!(logs.contains("DEBUG"), "debug logging was on:\n{logs}");
+    assert!(
+        !logs.contains(&token),
+        "the access token leaked into the logs"
+    );
+    assert!(
+        !logs.contains(&code),
+        "the authorization code leaked into the logs"
+    );
+    let commands: Vec<String> = telegram
+        .bot_commands()
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    for expected in [
+        "start",
+        "help",
+        "servers",
+        "status",
+        "connect",
+        "tools",
+        "call",
+        "disconnect",
+    ] {
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.trim_start_matches('/') == expected),
+            "{commands:?}"
+        );
+    }
+    let rejected = telegram.errors();
+    assert!(rejected.is_empty(), "Telegram rejected calls: {rejected:?}");
+}

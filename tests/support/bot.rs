@@ -1,0 +1,137 @@
+//! The real `mcpgram` binary, run as a child process against test peers,
+//! with its stderr (the logs) captured for assertions.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::fake_telegram::FakeTelegram;
+
+/// A running bot and the directory holding its config and vault.
+#[allow(dead_code)]
+pub struct BotProcess {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// The `[telegram]`, `[http]` and `[vault]` tables for a bot talking to
+/// `telegram`, with its vault in `dir`; append `[[mcp.servers]]` to it.
+#[allow(dead_code)]
+pub fn base_config(telegram: &FakeTelegram, dir: &Path) -> String {
+    format!(
+        r#"[telegram]
+token = "{token}"
+api_url = "{api}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[vault]
+dir = "{vault}"
+"#,
+        token = telegram.token(),
+        api = telegram.api_url(),
+        vault = dir.join("vault").display(),
+    )
+}
+
+#[allow(dead_code)]
+impl BotProcess {
+    /// Writes `config` into a fresh directory and starts the bot with
+    /// debug logging; returns once it polls Telegram for updates.
+    pub async fn start(telegram: &FakeTelegram, config: impl FnOnce(&Path) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mcpgram.toml");
+        std::fs::write(&path, config(dir.path())).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "debug")
+            .env_remove("MCPGRAM_VAULT_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mcpgram");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut logs = logs.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            }));
+        }
+        let bot = Self {
+            child,
+            logs,
+            readers,
+            dir,
+        };
+        let waited = tokio::time::timeout(
+            Duration::from_secs(60),
+            telegram.wait_for_call("getupdates", Duration::from_secs(60)),
+        )
+        .await;
+        if waited.is_err() {
+            panic!("the bot did not start polling; its logs:\n{}", bot.logs());
+        }
+        bot
+    }
+
+    pub fn vault_dir(&self) -> PathBuf {
+        self.dir.path().join("vault")
+    }
+
+    /// Everything the bot printed so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Stops the bot with SIGTERM, as an admin's service manager would,
+    /// waits for it to exit, and returns its complete logs.
+    pub async fn stop(mut self) -> String {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        if status.is_err() {
+            let _ = self.child.kill().await;
+        }
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        let logs = self.logs();
+        assert!(
+            matches!(status, Ok(Ok(s)) if s.success()),
+            "the bot did not exit cleanly on SIGTERM ({status:?}); its logs:\n{logs}"
+        );
+        logs
+    }
+}
