@@ -651,6 +651,25 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
     }
 
     #[test]
+    fn the_shipped_example_is_valid_also_with_its_commented_server() {
+        let example = include_str!("../config/mcpgram.example.toml");
+        let config = parse(example, Path::new("example"), &env).unwrap();
+        assert_eq!(config.servers.len(), 1);
+        let uncommented: String = example
+            .lines()
+            .skip_while(|line| !line.starts_with("# [[mcp.servers]]"))
+            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let both = format!("{example}\n{uncommented}");
+        let config = parse(&both, Path::new("example"), &env).unwrap();
+        assert!(matches!(
+            config.server("todoist-token").unwrap().auth,
+            ServerAuth::Headers(_)
+        ));
+    }
+
+    #[test]
     fn disabled_oauth_is_no_auth() {
         let text = GOOD.replace("enabled = true", "enabled = false");
         let config = parse(&text, Path::new("t"), &env).unwrap();
