@@ -11,8 +11,9 @@ use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::mcp::McpHub;
 use crate::oauth::{Connector, RefreshLocks};
+use crate::secret::Secret;
 use crate::telegram::{Telegram, TelegramError};
-use crate::vault::{KeySource, Vault, VaultError};
+use crate::vault::{KeySource, Namespace, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -64,6 +65,14 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     let config = Arc::new(config);
     let key = KeySource::from_env_or_file(config.vault.key_file.clone());
     let vault = Arc::new(Vault::open(&config.vault.dir, &key)?);
+    // A replaced or wrong key shows up now, at start, rather than as
+    // failures in users' chats later: the system namespace always exists
+    // and must decrypt.
+    if vault.keys(Namespace::System).await?.is_empty() {
+        vault
+            .put(Namespace::System, "vault.format", Secret::new("1"))
+            .await?;
+    }
 
     let listener = TcpListener::bind(config.http.listen)
         .await

@@ -7,6 +7,7 @@
 //! per command would be slow and wasteful. Sessions of different users
 //! never share a lock; every operation is bounded by the server's timeout.
 
+mod failure;
 pub mod render;
 pub mod transport;
 
@@ -39,11 +40,15 @@ pub enum McpError {
     Unreachable(String),
     #[error("the server answered with an error: {0}")]
     Server(String),
+    #[error("the server refused the bot's credentials (HTTP {0})")]
+    Refused(u16),
     #[error("refusing to contact the server: {0}")]
     Guard(#[from] GuardError),
     #[error("{0}")]
     OAuth(#[from] OAuthError),
-    #[error("{0}")]
+    /// Users see a generic sentence; the detail (paths, key trouble) is
+    /// for the admin's logs.
+    #[error("the bot's encrypted storage cannot be read; the bot's admin must check its logs")]
     Vault(#[from] VaultError),
     #[error("server configuration: {0}")]
     Config(String),
@@ -129,17 +134,19 @@ impl McpHub {
                 let (peer, fresh) = self.peer(server, user_id).await?;
                 match op(peer).await {
                     Ok(value) => return Ok(value),
-                    Err(error) if error.is_authorization_required() => {
-                        self.forget(user_id, server_id).await;
-                        return Err(McpError::NotConnected);
-                    }
                     Err(ServiceError::McpError(data)) => {
                         return Err(McpError::Server(data.message.to_string()));
                     }
                     Err(error) => {
                         self.forget(user_id, server_id).await;
-                        if fresh || retried {
-                            return Err(McpError::Unreachable(error.to_string()));
+                        let failure = failure::classify(
+                            &error,
+                            error.is_authorization_required(),
+                            server.is_oauth(),
+                        );
+                        let transient = matches!(failure, McpError::Unreachable(_));
+                        if fresh || retried || !transient {
+                            return Err(failure);
                         }
                         tracing::debug!(server = %server_id, %error, "session failed; reopening once");
                         retried = true;

@@ -80,11 +80,7 @@ pub async fn connect(
         }
     };
     started.map_err(|error| {
-        if error.is_authorization_required() {
-            McpError::NotConnected
-        } else {
-            McpError::Unreachable(error.to_string())
-        }
+        super::failure::classify(&error, error.is_authorization_required(), server.is_oauth())
     })
 }
 

@@ -51,7 +51,9 @@ pub enum OAuthError {
     Registration(String),
     #[error("refusing to contact {0}")]
     Guard(#[from] GuardError),
-    #[error("{0}")]
+    /// Users see a generic sentence; the detail (paths, key trouble) is
+    /// for the admin's logs.
+    #[error("the bot's encrypted storage cannot be read; the bot's admin must check its logs")]
     Vault(#[from] VaultError),
     #[error("{0}")]
     Auth(String),

@@ -68,7 +68,14 @@ async fn handle(
             let Some(server) = server_of(&server_id) else {
                 return send::text(&bot, chat, &unknown(&server_id)).await;
             };
-            offer_connect(&bot, msg, user, server, ctx, None).await
+            let intro = match ctx.connector.is_connected(user_id, &server.id).await {
+                Ok(true) => Some(format!(
+                    "You are already connected to {}. The link below connects again (for example with another account).",
+                    server.name
+                )),
+                _ => None,
+            };
+            offer_connect(&bot, msg, user, server, ctx, intro.as_deref()).await
         }
         Request::Disconnect(server_id) => {
             let Some(server) = server_of(&server_id) else {
@@ -146,7 +153,7 @@ async fn mcp_failure(
             let intro = format!("You are not connected to {}.", server.name);
             offer_connect(bot, msg, user, server, ctx, Some(&intro)).await
         }
-        McpError::NotConnected => {
+        McpError::NotConnected | McpError::Refused(_) => {
             let text = format!(
                 "{} refused the bot's credentials; ask the bot's admin to check its config.",
                 server.name
@@ -154,8 +161,8 @@ async fn mcp_failure(
             send::text(bot, msg.chat.id, &text).await
         }
         error => {
-            tracing::warn!(server = %server.id, user = user.id.0, %error, "MCP operation failed");
-            let text = format!("{}: {error}", server.name);
+            tracing::warn!(server = %server.id, user = user.id.0, error = ?error, "MCP operation failed");
+            let text = format!("{}: {}", server.name, short(&error.to_string()));
             send::text(bot, msg.chat.id, &text).await
         }
     }
@@ -191,8 +198,12 @@ async fn offer_connect(
     let flow = match ctx.connector.start(owner, server).await {
         Ok(flow) => flow,
         Err(error) => {
-            tracing::warn!(server = %server.id, %error, "could not start authorization");
-            let text = format!("Cannot connect to {} right now: {error}", server.name);
+            tracing::warn!(server = %server.id, error = ?error, "could not start authorization");
+            let text = format!(
+                "Cannot connect to {} right now: {}",
+                server.name,
+                short(&error.to_string())
+            );
             return send::text(bot, chat, &text).await;
         }
     };
@@ -247,6 +258,21 @@ async fn offer_connect(
         }
         Err(error) => Err(error),
     }
+}
+
+/// Errors can quote whole response bodies of remote servers; a chat gets
+/// the first few hundred characters.
+fn short(text: &str) -> String {
+    const LIMIT: usize = 300;
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(LIMIT)
+        .collect();
+    if text.chars().count() > LIMIT {
+        out.push('…');
+    }
+    out
 }
 
 fn start_text(ctx: &Ctx) -> String {

@@ -59,7 +59,9 @@ pub async fn link(
 pub fn is_forbidden(error: &RequestError) -> bool {
     match error {
         RequestError::Api(ApiError::BotBlocked | ApiError::CantInitiateConversation) => true,
-        RequestError::Api(other) => other.to_string().starts_with("Forbidden"),
+        // Telegram now says "Forbidden: bot can't initiate conversation…",
+        // which teloxide's table (written for "Unauthorized: …") misses.
+        RequestError::Api(ApiError::Unknown(text)) => text.starts_with("Forbidden"),
         _ => false,
     }
 }

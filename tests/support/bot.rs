@@ -46,6 +46,15 @@ impl BotProcess {
     /// Writes `config` into a fresh directory and starts the bot with
     /// debug logging; returns once it polls Telegram for updates.
     pub async fn start(telegram: &FakeTelegram, config: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_with_env(telegram, &[], config).await
+    }
+
+    /// Like [`BotProcess::start`], with extra environment variables.
+    pub async fn start_with_env(
+        telegram: &FakeTelegram,
+        env: &[(&str, &str)],
+        config: impl FnOnce(&Path) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mcpgram.toml");
         std::fs::write(&path, config(dir.path())).expect("write config");
@@ -54,6 +63,7 @@ impl BotProcess {
             .arg(&path)
             .env("RUST_LOG", "debug")
             .env_remove("MCPGRAM_VAULT_KEY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

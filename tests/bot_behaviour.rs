@@ -1,0 +1,293 @@
+//! How the bot answers through the (fake) Telegram when things are not on
+//! the happy path: bad input, strangers, groups, and servers that are down
+//! or hang.
+
+mod support;
+
+use std::time::Duration;
+
+use support::bot::{BotProcess, base_config};
+use support::fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram, SentMessage};
+use support::peers::TsDemoServer;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn contains(needle: &'static str) -> impl Fn(&SentMessage) -> bool {
+    move |m: &SentMessage| m.text.contains(needle)
+}
+
+fn open_server(id: &str, url: &str, timeout_secs: u64) -> String {
+    format!(
+        "\n[[mcp.servers]]\nid = \"{id}\"\nurl = \"{url}\"\ntrusted = true\ntimeout_secs = {timeout_secs}\n"
+    )
+}
+
+fn oauth_server(id: &str, name: &str, url: &str) -> String {
+    format!(
+        "\n[[mcp.servers]]\nid = \"{id}\"\nname = \"{name}\"\nurl = \"{url}\"\ntrusted = true\n[mcp.servers.oauth]\nenabled = true\n"
+    )
+}
+
+async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_commands_get_one_line_hints() {
+    let telegram = FakeTelegram::start().await;
+    let port = closed_port().await;
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir)
+            + &open_server("down", &format!("http://127.0.0.1:{port}/mcp"), 5)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    for (text, expected) in [
+        ("/frobnicate", "Unknown command /frobnicate"),
+        ("/connect", "Usage: /connect <server>"),
+        ("/tools nowhere", "Unknown server \"nowhere\""),
+        ("/call down", "Usage: /call"),
+        ("/call down tool {oops", "not valid JSON"),
+        ("/call down tool [1, 2]", "must be a JSON object"),
+        ("hello there", "Send /help"),
+    ] {
+        telegram.send_private(&alice, text);
+        let reply = telegram.wait_for_message(1, WAIT, |_| true).await;
+        assert!(
+            reply.text.contains(expected),
+            "{text:?} got {:?}",
+            reply.text
+        );
+        assert!(
+            !reply.text.contains('\n'),
+            "one line for {text:?}: {:?}",
+            reply.text
+        );
+    }
+
+    telegram.send_private(&alice, "/help");
+    let help = telegram.wait_for_message(1, WAIT, |_| true).await;
+    for command in [
+        "/connect",
+        "/tools",
+        "/call",
+        "/disconnect",
+        "/servers",
+        "/status",
+    ] {
+        assert!(help.text.contains(command), "{}", help.text);
+    }
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_others() {
+    let telegram = FakeTelegram::start().await;
+    let down = closed_port().await;
+    // Accepts connections and never answers.
+    let hang = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/mcp", hang.local_addr().unwrap());
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hang.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir)
+            + &open_server("down", &format!("http://127.0.0.1:{down}/mcp"), 5)
+            + &open_server("hang", &hang_url, 3)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+    let bob = telegram.user(2, "Bob");
+
+    telegram.send_private(&alice, "/tools down");
+    let reply = telegram.wait_for_message(1, WAIT, |_| true).await;
+    assert!(reply.text.contains("cannot be reached"), "{}", reply.text);
+
+    telegram.send_private(&alice, "/call hang anything");
+    accepted
+        .recv()
+        .await
+        .expect("the bot connects to the hanging server");
+    // While Alice waits on the hanging server, Bob is served.
+    telegram.send_private(&bob, "/servers");
+    let servers = telegram.wait_for_message(2, WAIT, |_| true).await;
+    assert!(servers.text.contains("hang"), "{}", servers.text);
+    assert_eq!(telegram.message_count(1), 1, "Alice has no answer yet");
+
+    let timeout = telegram.wait_for_message(1, WAIT, |_| true).await;
+    assert!(
+        timeout.text.contains("did not answer within 3 s"),
+        "{}",
+        timeout.text
+    );
+    bot.stop().await;
+    holder.abort();
+    telegram.assert_no_errors();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_outside_allowed_users_are_refused() {
+    let telegram = FakeTelegram::start().await;
+    let port = closed_port().await;
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir).replace("[http]", "allowed_users = [10]\n\n[http]")
+            + &open_server("down", &format!("http://127.0.0.1:{port}/mcp"), 5)
+    })
+    .await;
+    let member = telegram.user(10, "Member");
+    let stranger = telegram.user(66, "Stranger");
+
+    for text in ["/servers", "/connect down", "/tools down", "/start"] {
+        telegram.send_private(&stranger, text);
+        let reply = telegram.wait_for_message(66, WAIT, |_| true).await;
+        assert_eq!(reply.text, "Sorry, this bot is private.", "for {text}");
+    }
+    telegram.send_private(&member, "/servers");
+    let reply = telegram.wait_for_message(10, WAIT, |_| true).await;
+    assert!(reply.text.contains("down"), "{}", reply.text);
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_group_the_link_goes_to_the_private_chat_only() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &oauth_server("demo", "Demo", &mcp_url)
+    })
+    .await;
+    let group = ChatKind::Group {
+        id: -100,
+        title: "Team".into(),
+    };
+    let alice = telegram.user(1, "Alice");
+    let carol = telegram.user(3, "Carol");
+    telegram.send_private(&alice, "/start");
+    telegram.wait_for_message(1, WAIT, |_| true).await;
+
+    // Alice has a private chat with the bot: the link goes there.
+    telegram.send_text(&alice, &group, &format!("/connect@{BOT_USERNAME} demo"));
+    telegram
+        .wait_for_message(-100, WAIT, contains("sent you a private message"))
+        .await;
+    let private = telegram
+        .wait_for_message(1, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    assert!(private.url_buttons()[0].1.contains("/authorize"));
+
+    // Carol never started the bot: the group gets a deep link, no OAuth URL.
+    telegram.send_text(&carol, &group, "/connect demo");
+    let pointer = telegram
+        .wait_for_message(-100, WAIT, contains("private chat"))
+        .await;
+    let buttons = pointer.url_buttons();
+    assert_eq!(
+        buttons[0].1,
+        format!("https://t.me/{BOT_USERNAME}?start=connect-demo")
+    );
+    telegram.send_private(&carol, "/start connect-demo");
+    let offer = telegram
+        .wait_for_message(3, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    assert!(offer.url_buttons()[0].1.contains("/authorize"));
+
+    for message in telegram.messages(-100) {
+        for (_, url) in message.url_buttons() {
+            assert!(!url.contains("state="), "a group saw a connect link: {url}");
+        }
+        assert!(!message.text.contains("state="), "{}", message.text);
+    }
+    bot.stop().await;
+    let errors = telegram.errors();
+    assert!(
+        errors.iter().all(|e| e
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("can't initiate conversation")),
+        "only the expected 403 for Carol: {errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_headers_are_resolved_from_the_environment_and_sent_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let telegram = FakeTelegram::start().await;
+    // Records the first request's head, then answers 401 like a server
+    // that does not like the token.
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", server.local_addr().unwrap());
+    let (head_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let recorder = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = server.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = head_tx.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let bot = BotProcess::start_with_env(
+        &telegram,
+        &[("TEST_STATIC_TOKEN", "s3cr3t-from-env")],
+        |dir| {
+            base_config(&telegram, dir)
+                + &format!(
+                    "\n[[mcp.servers]]\nid = \"static\"\nname = \"Static\"\nurl = \"{url}\"\ntrusted = true\n\
+                     [mcp.servers.headers]\nAuthorization = \"Bearer ${{TEST_STATIC_TOKEN}}\"\nX-Team = \"blue\"\n"
+                )
+        },
+    )
+    .await;
+    let alice = telegram.user(1, "Alice");
+    telegram.send_private(&alice, "/tools static");
+    let head = heads.recv().await.expect("the bot reached the server");
+    let lines: Vec<&str> = head.lines().collect();
+    let authorizations: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .collect();
+    assert_eq!(authorizations.len(), 1, "exactly one Authorization: {head}");
+    assert_eq!(
+        authorizations[0].split_once(':').unwrap().1.trim(),
+        "Bearer s3cr3t-from-env"
+    );
+    assert!(
+        lines.iter().any(|l| l.eq_ignore_ascii_case("x-team: blue")),
+        "{head}"
+    );
+
+    let reply = telegram.wait_for_message(1, WAIT, |_| true).await;
+    assert!(
+        reply.text.contains("Static refused the bot's credentials"),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains("s3cr3t"), "{}", reply.text);
+    let logs = bot.stop().await;
+    assert!(
+        !logs.contains("s3cr3t-from-env"),
+        "the static token leaked into the logs"
+    );
+    recorder.abort();
+}

@@ -1,0 +1,126 @@
+//! The `mcpgram` command line as an admin meets it.
+
+use std::process::Command;
+
+use mcpgram::secret::Secret;
+use mcpgram::vault::{KeySource, Namespace, Vault};
+
+fn mcpgram() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcpgram"));
+    command
+        .env_remove("MCPGRAM_CONFIG")
+        .env_remove("MCPGRAM_VAULT_KEY");
+    command
+}
+
+const VALID: &str = r#"
+[telegram]
+token = "${TEST_BOT_TOKEN}"
+api_url = "http://127.0.0.1:9/"
+[http]
+listen = "127.0.0.1:0"
+[[mcp.servers]]
+id = "demo"
+url = "http://localhost:3000/mcp"
+[mcp.servers.oauth]
+enabled = true
+"#;
+
+#[test]
+fn check_config_exits_zero_for_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let out = mcpgram()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("TEST_BOT_TOKEN", "1:x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 server(s))"));
+}
+
+#[test]
+fn check_config_exits_one_naming_each_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let bad =
+        VALID.replace("id = \"demo\"", "id = \"Demo!\"") + "[mcp.servers.headers]\nX = \"y\"\n";
+    std::fs::write(&path, bad).unwrap();
+    let out = mcpgram()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("TEST_BOT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "telegram.token: environment variable TEST_BOT_TOKEN is not set",
+        "mcp.servers[0].id: \"Demo!\" is not a valid id",
+        "mcp.servers[0].headers: cannot be combined",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn config_path_comes_from_the_environment_when_not_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.toml");
+    std::fs::write(&path, VALID).unwrap();
+    let out = mcpgram()
+        .arg("check-config")
+        .env("MCPGRAM_CONFIG", &path)
+        .env("TEST_BOT_TOKEN", "1:x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_vault_the_key_cannot_decrypt_stops_the_bot_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault_dir = dir.path().join("vault");
+    {
+        let vault =
+            Vault::open(&vault_dir, &KeySource::File(dir.path().join("old-key.txt"))).unwrap();
+        vault
+            .put(Namespace::System, "x", Secret::new("y"))
+            .await
+            .unwrap();
+    }
+    // [vault] goes before the [[mcp.servers]] array of tables.
+    let config = VALID.replace(
+        "[[mcp.servers]]",
+        &format!(
+            "[vault]\ndir = \"{}\"\nkey_file = \"{}\"\n\n[[mcp.servers]]",
+            vault_dir.display(),
+            dir.path().join("new-key.txt").display()
+        ),
+    );
+    let path = dir.path().join("mcpgram.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+        .arg("--config")
+        .arg(&path)
+        .env("TEST_BOT_TOKEN", "1:x")
+        .env_remove("MCPGRAM_VAULT_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot decrypt"), "{stderr}");
+    assert!(stderr.contains("system.age"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
