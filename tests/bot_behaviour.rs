@@ -7,15 +7,12 @@ mod support;
 use std::time::Duration;
 
 use support::bot::{BotProcess, base_config};
-use support::fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram, SentMessage};
+use support::fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram};
 use support::peers::TsDemoServer;
+use support::text_contains;
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn contains(needle: &'static str) -> impl Fn(&SentMessage) -> bool {
-    move |m: &SentMessage| m.text.contains(needle)
-}
 
 fn open_server(id: &str, url: &str, timeout_secs: u64) -> String {
     format!(
@@ -178,7 +175,7 @@ async fn in_a_group_the_link_goes_to_the_private_chat_only() {
     // Alice has a private chat with the bot: the link goes there.
     telegram.send_text(&alice, &group, &format!("/connect@{BOT_USERNAME} demo"));
     telegram
-        .wait_for_message(-100, WAIT, contains("sent you a private message"))
+        .wait_for_message(-100, WAIT, text_contains("sent you a private message"))
         .await;
     let private = telegram
         .wait_for_message(1, WAIT, |m| !m.url_buttons().is_empty())
@@ -188,7 +185,7 @@ async fn in_a_group_the_link_goes_to_the_private_chat_only() {
     // Carol never started the bot: the group gets a deep link, no OAuth URL.
     telegram.send_text(&carol, &group, "/connect demo");
     let pointer = telegram
-        .wait_for_message(-100, WAIT, contains("private chat"))
+        .wait_for_message(-100, WAIT, text_contains("private chat"))
         .await;
     let buttons = pointer.url_buttons();
     assert_eq!(

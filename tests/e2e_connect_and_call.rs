@@ -11,6 +11,7 @@ use support::bot::{BotProcess, base_config};
 use support::browser;
 use support::fake_telegram::{FakeTelegram, SentMessage};
 use support::peers::TsDemoServer;
+use support::text_contains;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,10 +28,6 @@ timeout_secs = 20
 enabled = true
 "#
     )
-}
-
-fn contains(needle: &'static str) -> impl Fn(&SentMessage) -> bool {
-    move |m: &SentMessage| m.text.contains(needle)
 }
 
 fn connect_button(message: &SentMessage) -> String {
@@ -82,7 +79,7 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     assert_eq!(callback.path(), "/oauth/callback");
     let code = visit.last_param("code").expect("the AS sent a code");
     telegram
-        .wait_for_message(1001, WAIT, contains("Connected to Demo"))
+        .wait_for_message(1001, WAIT, text_contains("Connected to Demo"))
         .await;
 
     // A replayed callback is refused and changes nothing.
@@ -93,7 +90,7 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     // 4. Tools and a call, with Alice's token.
     telegram.send_private(&alice, "/tools demo");
     let tools = telegram
-        .wait_for_message(1001, WAIT, contains("greet"))
+        .wait_for_message(1001, WAIT, text_contains("greet"))
         .await;
     assert!(
         tools.text.contains("• greet — A simple greeting tool"),
@@ -102,11 +99,11 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     );
     telegram.send_private(&alice, "/call demo greet {\"name\": \"Alice\"}");
     telegram
-        .wait_for_message(1001, WAIT, contains("Hello, Alice!"))
+        .wait_for_message(1001, WAIT, text_contains("Hello, Alice!"))
         .await;
     telegram.send_private(&alice, "/servers");
     let servers = telegram
-        .wait_for_message(1001, WAIT, contains("Servers:"))
+        .wait_for_message(1001, WAIT, text_contains("Servers:"))
         .await;
     assert!(
         servers.text.contains("Demo (demo): connected"),
@@ -117,7 +114,7 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     // 5. Bob never connected: a refusal and his own connect button.
     telegram.send_private(&bob, "/tools demo");
     let refusal = telegram
-        .wait_for_message(2002, WAIT, contains("not connected"))
+        .wait_for_message(2002, WAIT, text_contains("not connected"))
         .await;
     assert!(
         refusal.text.contains("You are not connected to Demo"),
@@ -169,11 +166,11 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     // /disconnect deletes them; the next call asks to connect again.
     telegram.send_private(&alice, "/disconnect demo");
     telegram
-        .wait_for_message(1001, WAIT, contains("Disconnected from Demo"))
+        .wait_for_message(1001, WAIT, text_contains("Disconnected from Demo"))
         .await;
     telegram.send_private(&alice, "/tools demo");
     telegram
-        .wait_for_message(1001, WAIT, contains("You are not connected to Demo"))
+        .wait_for_message(1001, WAIT, text_contains("You are not connected to Demo"))
         .await;
 
     let logs = bot.stop().await;

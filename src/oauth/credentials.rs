@@ -83,38 +83,18 @@ impl VaultCredentialStore {
 
     /// The stored tokens, if this user has connected this server.
     pub async fn stored(&self) -> Result<Option<StoredCredentials>, VaultError> {
-        let Some(text) = self
-            .vault
-            .get(self.namespace(), &credentials_key(&self.server_id))
-            .await?
-        else {
-            return Ok(None);
-        };
-        // A record that no longer parses (format change, manual edit) means
-        // "reconnect", not a crash.
-        Ok(serde_json::from_str(text.expose()).ok())
+        let key = credentials_key(&self.server_id);
+        self.vault.get_json(self.namespace(), &key).await
     }
 
     pub async fn client(&self) -> Result<Option<ClientRecord>, VaultError> {
-        let Some(text) = self
-            .vault
-            .get(self.namespace(), &client_key(&self.server_id))
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_str(text.expose()).ok())
+        let key = client_key(&self.server_id);
+        self.vault.get_json(self.namespace(), &key).await
     }
 
     pub async fn save_client(&self, record: &ClientRecord) -> Result<(), VaultError> {
-        let text = serde_json::to_string(record).map_err(|e| VaultError::Encrypt(e.to_string()))?;
-        self.vault
-            .put(
-                self.namespace(),
-                &client_key(&self.server_id),
-                Secret::new(text),
-            )
-            .await
+        let key = client_key(&self.server_id);
+        self.vault.put_json(self.namespace(), &key, record).await
     }
 
     /// Deletes tokens and client record of this slot.
@@ -136,13 +116,9 @@ impl CredentialStore for VaultCredentialStore {
     }
 
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
-        let text = serde_json::to_string(&credentials).map_err(store_error)?;
+        let key = credentials_key(&self.server_id);
         self.vault
-            .put(
-                self.namespace(),
-                &credentials_key(&self.server_id),
-                Secret::new(text),
-            )
+            .put_json(self.namespace(), &key, &credentials)
             .await
             .map_err(store_error)
     }

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use super::credentials::ClientRecord;
-use crate::secret::Secret;
 use crate::vault::{Namespace, Vault, VaultError};
 
 fn key(server_id: &str) -> String {
@@ -34,17 +33,16 @@ impl Registrations {
         redirect_uri: &str,
         issuer: Option<&str>,
     ) -> Result<Option<ClientRecord>, VaultError> {
-        let Some(text) = self.vault.get(Namespace::System, &key(server_id)).await? else {
-            return Ok(None);
-        };
-        let record: Option<ClientRecord> = serde_json::from_str(text.expose()).ok();
+        let record: Option<ClientRecord> = self
+            .vault
+            .get_json(Namespace::System, &key(server_id))
+            .await?;
         Ok(record.filter(|r| r.redirect_uri == redirect_uri && r.issuer.as_deref() == issuer))
     }
 
     pub async fn remember(&self, server_id: &str, record: &ClientRecord) -> Result<(), VaultError> {
-        let text = serde_json::to_string(record).map_err(|e| VaultError::Encrypt(e.to_string()))?;
         self.vault
-            .put(Namespace::System, &key(server_id), Secret::new(text))
+            .put_json(Namespace::System, &key(server_id), record)
             .await
     }
 }

@@ -115,6 +115,30 @@ impl Vault {
         .map(|_| ())
     }
 
+    /// A JSON record. One that no longer parses (format change, manual
+    /// edit) reads as absent: for tokens that means "connect again", which
+    /// is the right answer, rather than an error on every command.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: Namespace,
+        key: &str,
+    ) -> Result<Option<T>, VaultError> {
+        Ok(self
+            .get(ns, key)
+            .await?
+            .and_then(|text| serde_json::from_str(text.expose()).ok()))
+    }
+
+    pub async fn put_json<T: serde::Serialize>(
+        &self,
+        ns: Namespace,
+        key: &str,
+        value: &T,
+    ) -> Result<(), VaultError> {
+        let text = serde_json::to_string(value).map_err(|e| VaultError::Encrypt(e.to_string()))?;
+        self.put(ns, key, Secret::new(text)).await
+    }
+
     /// Removes one key; answers whether it was there.
     pub async fn remove(&self, ns: Namespace, key: &str) -> Result<bool, VaultError> {
         self.update(ns, |entries| entries.remove(key).is_some())
