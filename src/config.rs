@@ -257,7 +257,13 @@ fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         .as_deref()
         .unwrap_or(DEFAULT_API_URL)
         .to_owned();
-    let api_url = http_url(&api_url, "telegram.api_url", &mut problems);
+    // teloxide appends "/bot<token>/<method>" as path segments; a trailing
+    // slash on a prefix path would leave an empty segment in between.
+    let api_url = http_url(&api_url, "telegram.api_url", &mut problems).map(|mut url| {
+        let trimmed = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&trimmed);
+        url
+    });
 
     let listen = raw.http.listen.as_deref().unwrap_or("127.0.0.1:18766");
     let listen = match listen.parse::<SocketAddr>() {
@@ -667,6 +673,13 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
             config.server("todoist-token").unwrap().auth,
             ServerAuth::Headers(_)
         ));
+    }
+
+    #[test]
+    fn api_url_prefix_paths_lose_their_trailing_slash() {
+        let text = GOOD.replace("http://127.0.0.1:9999", "http://127.0.0.1:9999/tg/");
+        let config = parse(&text, Path::new("t"), &env).unwrap();
+        assert_eq!(config.telegram.api_url.path(), "/tg");
     }
 
     #[test]

@@ -45,8 +45,11 @@ async fn oauth_callback(
             state.notifier.connected(&connected).await;
             page(
                 StatusCode::OK,
-                &format!("Connected to {}", connected.server_name),
-                "You can close this tab and go back to Telegram.",
+                &format!(
+                    "Connected to {} — you can close this tab",
+                    connected.server_name
+                ),
+                "Go back to Telegram: the bot has confirmed the connection there.",
             )
         }
         Err(error) => {

@@ -1,0 +1,159 @@
+//! The OAuth callback endpoint on its own: the library's router served on
+//! loopback, flows started against the TypeScript SDK's example server,
+//! and a notifier that records what the chat would be told.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use mcpgram::config::{self, Config};
+use mcpgram::http::{HttpState, router};
+use mcpgram::mcp::McpHub;
+use mcpgram::notify::ChatNotifier;
+use mcpgram::oauth::{Connected, Connector, FlowOwner, RefreshLocks};
+use mcpgram::vault::{KeySource, Vault};
+use support::browser;
+use support::peers::TsDemoServer;
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl ChatNotifier for Recorder {
+    async fn connected(&self, connected: &Connected) {
+        self.0.lock().unwrap().push(format!(
+            "connected {} {} {}",
+            connected.owner.user_id, connected.owner.chat_id, connected.server_id
+        ));
+    }
+
+    async fn connect_failed(&self, owner: FlowOwner, server_id: &str, _: &str, reason: &str) {
+        self.0.lock().unwrap().push(format!(
+            "failed {} {} {server_id}: {reason}",
+            owner.user_id, owner.chat_id
+        ));
+    }
+}
+
+struct Harness {
+    base: String,
+    connector: Arc<Connector>,
+    config: Arc<Config>,
+    notes: Arc<Recorder>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(mcp_url: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[telegram]\ntoken = \"1:x\"\n[[mcp.servers]]\nid = \"demo\"\nname = \"Demo\"\nurl = \"{mcp_url}\"\ntrusted = true\n[mcp.servers.oauth]\nenabled = true\n"
+    );
+    let config = Arc::new(config::parse(&text, dir.path(), &|_| None).unwrap());
+    let vault = Arc::new(
+        Vault::open(
+            &dir.path().join("vault"),
+            &KeySource::File(dir.path().join("key")),
+        )
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let connector = Arc::new(Connector::new(
+        vault,
+        RefreshLocks::default(),
+        format!("{base}/oauth/callback"),
+        false,
+    ));
+    let notes = Arc::new(Recorder::default());
+    let state = HttpState {
+        connector: connector.clone(),
+        hub: Arc::new(McpHub::new(config.clone(), connector.clone())),
+        notifier: notes.clone(),
+    };
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    Harness {
+        base,
+        connector,
+        config,
+        notes,
+        _dir: dir,
+    }
+}
+
+const ALICE: FlowOwner = FlowOwner {
+    user_id: 7,
+    chat_id: 7,
+};
+
+#[tokio::test]
+async fn health_and_direct_visits_are_answered_plainly() {
+    let h = harness("http://localhost:9/mcp").await;
+    let health = reqwest::get(format!("{}/healthz", h.base)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    for query in ["", "?code=abc", "?code=abc&state=never-issued", "?state="] {
+        let visit = browser::open(&format!("{}/oauth/callback{query}", h.base)).await;
+        assert_eq!(visit.status, 400, "{query}: {}", visit.body);
+        assert!(
+            visit.body.contains("Not connected"),
+            "{query}: {}",
+            visit.body
+        );
+    }
+    assert!(h.notes.0.lock().unwrap().is_empty(), "nobody to tell");
+}
+
+#[tokio::test]
+async fn a_refusal_at_the_authorization_server_tells_the_owner_and_spends_the_link() {
+    let demo = TsDemoServer::start().await;
+    let h = harness(&demo.mcp_url()).await;
+    let server = h.config.server("demo").unwrap();
+    let flow = h.connector.start(ALICE, server).await.unwrap();
+    let state = url::Url::parse(flow.authorize_url.expose())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+
+    let denied = format!(
+        "{}/oauth/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}",
+        h.base
+    );
+    let visit = browser::open(&denied).await;
+    assert_eq!(visit.status, 400);
+    assert!(visit.body.contains("access_denied"), "{}", visit.body);
+    assert!(!visit.body.contains("<script>"), "escaped: {}", visit.body);
+    let notes = h.notes.0.lock().unwrap().clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("failed 7 7 demo: the authorization server refused: access_denied")
+    );
+
+    // The same state cannot be used again, with or without a code.
+    let again = browser::open(&format!("{}/oauth/callback?code=x&state={state}", h.base)).await;
+    assert_eq!(again.status, 400);
+    assert!(!h.connector.is_connected(7, "demo").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_newer_link_replaces_the_older_one() {
+    let demo = TsDemoServer::start().await;
+    let h = harness(&demo.mcp_url()).await;
+    let server = h.config.server("demo").unwrap();
+    let first = h.connector.start(ALICE, server).await.unwrap();
+    let second = h.connector.start(ALICE, server).await.unwrap();
+
+    let stale = browser::open(first.authorize_url.expose()).await;
+    assert_eq!(stale.status, 400, "{}", stale.body);
+    let fresh = browser::open(second.authorize_url.expose()).await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert!(h.connector.is_connected(7, "demo").await.unwrap());
+    assert_eq!(
+        h.notes.0.lock().unwrap().clone(),
+        vec!["connected 7 7 demo".to_owned()]
+    );
+}
