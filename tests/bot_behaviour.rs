@@ -198,6 +198,22 @@ async fn in_a_group_the_link_goes_to_the_private_chat_only() {
         .await;
     assert!(offer.url_buttons()[0].1.contains("/authorize"));
 
+    // Commands for other bots are not answered in a group; updates of one
+    // user are handled in order, so the /servers reply proves /frobnicate
+    // was seen first.
+    telegram.send_text(&alice, &group, "/frobnicate");
+    telegram.send_text(&alice, &group, &format!("/servers@{BOT_USERNAME}"));
+    telegram
+        .wait_for_message(-100, WAIT, text_contains("Servers:"))
+        .await;
+    assert!(
+        telegram
+            .messages(-100)
+            .iter()
+            .all(|m| !m.text.contains("Unknown command")),
+        "answered another bot's command"
+    );
+
     for message in telegram.messages(-100) {
         for (_, url) in message.url_buttons() {
             assert!(!url.contains("state="), "a group saw a connect link: {url}");

@@ -54,9 +54,14 @@ pub enum Parsed {
     /// Not a command, or a command for another bot in a group.
     NotForUs,
     Request(Request),
-    /// A command we know with bad arguments, or one we don't know: the
-    /// text is the one-line hint to send back.
+    /// A command we know with bad arguments: the one-line hint to send back.
     Invalid(String),
+    /// A command we don't know. In a group it may be another bot's, so it
+    /// is answered there only when addressed to us by name.
+    Unknown {
+        hint: String,
+        addressed: bool,
+    },
 }
 
 const START_CONNECT_PREFIX: &str = "connect-";
@@ -78,10 +83,13 @@ pub fn parse(text: &str, bot_username: &str, config: &Config) -> Parsed {
         Ok(command) => command,
         Err(ParseError::WrongBotName(_)) => return Parsed::NotForUs,
         Err(_) => {
-            return Parsed::Invalid(format!(
-                "Unknown command {}. Send /help to see what I can do.",
-                head.split('@').next().unwrap_or(head)
-            ));
+            return Parsed::Unknown {
+                hint: format!(
+                    "Unknown command {}. Send /help to see what I can do.",
+                    head.split('@').next().unwrap_or(head)
+                ),
+                addressed: head.contains('@'),
+            };
         }
     };
     match request(command, config) {
@@ -256,7 +264,6 @@ url = "https://example.com/mcp"
             ("/call demo", "See the tools with /tools demo"),
             ("/call demo greet {bad", "not valid JSON"),
             ("/call demo greet [1]", "must be a JSON object"),
-            ("/frobnicate", "Unknown command /frobnicate"),
         ] {
             match parsed(text) {
                 Parsed::Invalid(hint) => {
@@ -266,6 +273,24 @@ url = "https://example.com/mcp"
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn unknown_commands_say_whether_they_named_us() {
+        assert_eq!(
+            parsed("/frobnicate now"),
+            Parsed::Unknown {
+                hint: "Unknown command /frobnicate. Send /help to see what I can do.".into(),
+                addressed: false
+            }
+        );
+        assert!(matches!(
+            parsed("/frobnicate@mcpgram_bot"),
+            Parsed::Unknown {
+                addressed: true,
+                ..
+            }
+        ));
     }
 
     #[test]

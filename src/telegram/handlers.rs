@@ -28,7 +28,15 @@ pub async fn on_message(bot: Bot, msg: Message, ctx: Arc<Ctx>) -> HandlerResult 
         return Ok(());
     };
     let parsed = commands::parse(text, &ctx.bot_username, &ctx.config);
-    if matches!(parsed, Parsed::NotForUs) && !msg.chat.is_private() {
+    let for_someone_else = matches!(
+        parsed,
+        Parsed::NotForUs
+            | Parsed::Unknown {
+                addressed: false,
+                ..
+            }
+    );
+    if for_someone_else && !msg.chat.is_private() {
         return Ok(());
     }
     if !ctx.is_allowed(user.id.0) {
@@ -41,7 +49,9 @@ pub async fn on_message(bot: Bot, msg: Message, ctx: Arc<Ctx>) -> HandlerResult 
     }
     match parsed {
         Parsed::NotForUs => send::text(&bot, msg.chat.id, "Send /help to see what I can do.").await,
-        Parsed::Invalid(hint) => send::text(&bot, msg.chat.id, &hint).await,
+        Parsed::Invalid(hint) | Parsed::Unknown { hint, .. } => {
+            send::text(&bot, msg.chat.id, &hint).await
+        }
         Parsed::Request(request) => handle(bot, &msg, &user, request, &ctx).await,
     }
 }
