@@ -53,17 +53,15 @@ async fn oauth_callback(
             )
         }
         Err(error) => {
-            if let Some((owner, server_id, server_name)) = error.flow() {
-                let reason = match &error {
-                    CallbackError::Denied { reason, .. } => {
-                        format!("the authorization server refused: {reason}")
-                    }
-                    CallbackError::Exchange { reason, .. } => reason.clone(),
-                    _ => "the link expired".to_owned(),
-                };
+            if let Some(report) = error.chat_report() {
                 state
                     .notifier
-                    .connect_failed(owner, server_id, server_name, &reason)
+                    .connect_failed(
+                        report.owner,
+                        report.server_id,
+                        report.server_name,
+                        &report.reason,
+                    )
                     .await;
             }
             let status = match error {

@@ -24,6 +24,7 @@
 //! - [`notify`]: the port through which finished flows reach a chat.
 //! - [`http`]: the axum router for the OAuth callback and health checks.
 //! - [`app`]: wiring, running and graceful shutdown.
+//! - [`text`]: clipping foreign text for chats and pages.
 //! - [`logging`]: tracing setup that keeps secrets out of logs even at
 //!   debug level.
 
@@ -37,4 +38,5 @@ pub mod notify;
 pub mod oauth;
 pub mod secret;
 pub mod telegram;
+pub mod text;
 pub mod vault;

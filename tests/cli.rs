@@ -26,17 +26,24 @@ url = "http://localhost:3000/mcp"
 enabled = true
 "#;
 
+/// `mcpgram check-config --config <file holding text>`, with the bot
+/// token variable set to `token` or unset.
+fn check_config(text: &str, token: Option<&str>) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgram.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut command = mcpgram();
+    command.args(["check-config", "--config"]).arg(&path);
+    match token {
+        Some(token) => command.env("TEST_BOT_TOKEN", token),
+        None => command.env_remove("TEST_BOT_TOKEN"),
+    };
+    command.output().unwrap()
+}
+
 #[test]
 fn check_config_exits_zero_for_a_valid_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ok.toml");
-    std::fs::write(&path, VALID).unwrap();
-    let out = mcpgram()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("TEST_BOT_TOKEN", "1:x")
-        .output()
-        .unwrap();
+    let out = check_config(VALID, Some("1:x"));
     assert!(
         out.status.success(),
         "{}",
@@ -47,17 +54,9 @@ fn check_config_exits_zero_for_a_valid_file() {
 
 #[test]
 fn check_config_exits_one_naming_each_bad_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
     let bad =
         VALID.replace("id = \"demo\"", "id = \"Demo!\"") + "[mcp.servers.headers]\nX = \"y\"\n";
-    std::fs::write(&path, bad).unwrap();
-    let out = mcpgram()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env_remove("TEST_BOT_TOKEN")
-        .output()
-        .unwrap();
+    let out = check_config(&bad, None);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [

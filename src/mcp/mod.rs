@@ -60,6 +60,8 @@ pub struct McpHub {
     config: Arc<Config>,
     connector: Arc<Connector>,
     sessions: DashMap<(u64, String), Slot>,
+    /// One HTTP client per server id, made on first use.
+    clients: DashMap<String, reqwest::Client>,
 }
 
 impl McpHub {
@@ -68,6 +70,7 @@ impl McpHub {
             config,
             connector,
             sessions: DashMap::new(),
+            clients: DashMap::new(),
         }
     }
 
@@ -129,7 +132,6 @@ impl McpHub {
             .ok_or_else(|| McpError::UnknownServer(server_id.to_owned()))?;
         let limit = server.timeout;
         let work = async {
-            let mut retried = false;
             loop {
                 let (peer, fresh) = self.peer(server, user_id).await?;
                 match op(peer).await {
@@ -144,12 +146,13 @@ impl McpHub {
                             error.is_authorization_required(),
                             server.is_oauth(),
                         );
+                        // A reused session may have died quietly; one fresh
+                        // session is tried. A fresh one failing is final.
                         let transient = matches!(failure, McpError::Unreachable(_));
-                        if fresh || retried || !transient {
+                        if fresh || !transient {
                             return Err(failure);
                         }
                         tracing::debug!(server = %server_id, %error, "session failed; reopening once");
-                        retried = true;
                     }
                 }
             }
@@ -174,7 +177,12 @@ impl McpHub {
         if let Some(session) = guard.as_ref().filter(|s| !s.is_closed()) {
             return Ok((session.peer().clone(), false));
         }
-        let session = transport::connect(server, user_id, &self.connector).await?;
+        let http = self
+            .clients
+            .entry(server.id.clone())
+            .or_try_insert_with(|| transport::http_client(server))?
+            .clone();
+        let session = transport::connect(server, http, user_id, &self.connector).await?;
         let peer = session.peer().clone();
         *guard = Some(session);
         Ok((peer, true))

@@ -22,10 +22,12 @@ pub type Session = RunningService<RoleClient, ()>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The HTTP client for one server's MCP traffic. Redirects are not
-/// followed (a redirect could lead an untrusted server's requests, token
-/// included, anywhere), and untrusted servers resolve through the guard.
-fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
+/// The HTTP client for one server's MCP traffic, shared by every user's
+/// session with it (building one loads the system's CA roots). Redirects
+/// are not followed (a redirect could lead an untrusted server's requests,
+/// token included, anywhere), and untrusted servers resolve through the
+/// guard.
+pub fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT.min(server.timeout));
@@ -40,11 +42,11 @@ fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
 /// Opens and initializes an MCP session for `user_id` on `server`.
 pub async fn connect(
     server: &ServerConfig,
+    http: reqwest::Client,
     user_id: u64,
     connector: &Connector,
 ) -> Result<Session, McpError> {
     net_guard::check_url(&server.url, server.trusted)?;
-    let http = http_client(server)?;
     let config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str());
     let started = match &server.auth {
         ServerAuth::None => {

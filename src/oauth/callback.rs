@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::pending::TakeError;
 use super::{Connector, FlowOwner};
 use crate::secret::Secret;
+use crate::text::clip;
 
 /// The redirect's query (RFC 6749 §4.1.2, RFC 9207 `iss`).
 #[derive(Deserialize, Default)]
@@ -65,34 +66,52 @@ pub enum CallbackError {
     },
 }
 
+/// What a failed flow's owner is told in their chat.
+pub struct ChatReport<'a> {
+    pub owner: FlowOwner,
+    pub server_id: &'a str,
+    pub server_name: &'a str,
+    pub reason: String,
+}
+
 impl CallbackError {
-    /// The flow's owner, server id and display name, when known.
-    pub fn flow(&self) -> Option<(FlowOwner, &str, &str)> {
-        match self {
+    /// The report for the flow's owner; `None` when no flow was found, so
+    /// there is nobody to tell.
+    pub fn chat_report(&self) -> Option<ChatReport<'_>> {
+        let (owner, server_id, server_name, reason) = match self {
             CallbackError::Denied {
                 owner,
                 server_id,
                 server_name,
-                ..
-            }
-            | CallbackError::Exchange {
+                reason,
+            } => (
                 owner,
                 server_id,
                 server_name,
-                ..
-            } => Some((*owner, server_id, server_name)),
-            CallbackError::Expired { owner, server_id } => Some((*owner, server_id, server_id)),
-            CallbackError::MissingState | CallbackError::UnknownState => None,
-        }
+                format!("the authorization server refused: {reason}"),
+            ),
+            CallbackError::Exchange {
+                owner,
+                server_id,
+                server_name,
+                reason,
+            } => (owner, server_id, server_name, reason.clone()),
+            CallbackError::Expired { owner, server_id } => {
+                (owner, server_id, server_id, "the link expired".to_owned())
+            }
+            CallbackError::MissingState | CallbackError::UnknownState => return None,
+        };
+        Some(ChatReport {
+            owner: *owner,
+            server_id,
+            server_name,
+            reason,
+        })
     }
 }
 
-/// Authorization servers' error texts end up in a chat and a web page:
-/// keep them short and printable.
-fn tidy(text: &str) -> String {
-    let clean: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
-    clean.trim().to_owned()
-}
+/// How much of an authorization server's error text reaches a chat or page.
+const REASON_CHARS: usize = 200;
 
 impl Connector {
     /// Finds the flow by `state` (consuming it), then exchanges the code;
@@ -113,10 +132,14 @@ impl Connector {
 
         if let Some(error) = params.error.as_deref() {
             let reason = match params.error_description.as_deref() {
-                Some(description) => format!("{} ({})", tidy(error), tidy(description)),
-                None => tidy(error),
+                Some(description) => format!(
+                    "{} ({})",
+                    clip(error, REASON_CHARS),
+                    clip(description, REASON_CHARS)
+                ),
+                None => clip(error, REASON_CHARS),
             };
-            tracing::info!(server = %server_id, user = owner.user_id, error = %tidy(error), "authorization refused");
+            tracing::info!(server = %server_id, user = owner.user_id, error = %clip(error, REASON_CHARS), "authorization refused");
             return Err(CallbackError::Denied {
                 owner,
                 server_id,
@@ -154,7 +177,7 @@ impl Connector {
                 owner,
                 server_id,
                 server_name,
-                reason: tidy(&error.to_string()),
+                reason: clip(&error.to_string(), REASON_CHARS),
             });
         }
         tracing::info!(server = %server_id, user = owner.user_id, "connected");

@@ -17,7 +17,7 @@ pub mod registration;
 use std::sync::Arc;
 
 use rmcp::transport::auth::{
-    AuthError, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
+    AuthError, AuthorizationManager, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
 };
 use url::Url;
 
@@ -107,10 +107,6 @@ impl Connector {
         }
     }
 
-    pub fn redirect_uri(&self) -> &str {
-        &self.redirect_uri
-    }
-
     /// The vault-backed token store of one (user, server) slot.
     pub fn store(&self, user_id: u64, server_id: &str) -> VaultCredentialStore {
         VaultCredentialStore::new(self.vault.clone(), user_id, server_id, self.locks.clone())
@@ -145,10 +141,8 @@ impl Connector {
         let advertised = discovered.advertised_scopes();
         let mut manager = discovered.manager;
 
-        let store = self.store(owner.user_id, &server.id);
-        manager.set_credential_store(store);
-        let states = FlowStateStore::default();
-        manager.set_state_store(states);
+        manager.set_credential_store(self.store(owner.user_id, &server.id));
+        manager.set_state_store(FlowStateStore::default());
 
         let client = match self
             .client_for(settings, &server.id, issuer.as_deref())
@@ -156,41 +150,8 @@ impl Connector {
         {
             Some(client) => client,
             None => {
-                // rmcp has no setter for the DCR application_type; configuring
-                // a placeholder client is how it takes one before registering.
-                manager
-                    .configure_client(
-                        OAuthClientConfig::new("", self.redirect_uri.clone())
-                            .with_application_type(self.application_type),
-                    )
-                    .map_err(OAuthError::from_auth)?;
-                // Register for every advertised scope: some servers treat the
-                // registration's scope as the client's allow-list, and a later
-                // step-up must not be refused for it.
-                let mut scopes = advertised.clone();
-                for scope in &settings.scopes {
-                    if !scopes.contains(scope) {
-                        scopes.push(scope.clone());
-                    }
-                }
-                let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                let registered = tokio::time::timeout(
-                    server.timeout,
-                    manager.register_client(CLIENT_NAME, &self.redirect_uri, &scope_refs),
-                )
-                .await
-                .map_err(|_| OAuthError::Timeout(server.timeout.as_secs()))?
-                .map_err(OAuthError::from_auth)?;
-                let record = ClientRecord {
-                    client_id: registered.client_id,
-                    client_secret: registered.client_secret.map(Secret::new),
-                    redirect_uri: self.redirect_uri.clone(),
-                    issuer: issuer.clone(),
-                    scopes,
-                };
-                self.registrations.remember(&server.id, &record).await?;
-                tracing::info!(server = %server.id, "registered an OAuth client");
-                record
+                self.register(&mut manager, server, settings, advertised, issuer)
+                    .await?
             }
         };
 
@@ -220,6 +181,53 @@ impl Connector {
         Ok(StartedFlow {
             authorize_url: Secret::new(authorize_url),
         })
+    }
+
+    /// Registers a client dynamically (RFC 7591) and caches it for every
+    /// user of the server.
+    async fn register(
+        &self,
+        manager: &mut AuthorizationManager,
+        server: &ServerConfig,
+        settings: &OAuthSettings,
+        advertised: Vec<String>,
+        issuer: Option<String>,
+    ) -> Result<ClientRecord, OAuthError> {
+        // rmcp has no setter for the DCR application_type; configuring a
+        // placeholder client is how it takes one before registering.
+        manager
+            .configure_client(
+                OAuthClientConfig::new("", self.redirect_uri.clone())
+                    .with_application_type(self.application_type),
+            )
+            .map_err(OAuthError::from_auth)?;
+        // Register for every advertised scope: some servers treat the
+        // registration's scope as the client's allow-list, and a later
+        // step-up must not be refused for it.
+        let mut scopes = advertised;
+        for scope in &settings.scopes {
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        let registered = tokio::time::timeout(
+            server.timeout,
+            manager.register_client(CLIENT_NAME, &self.redirect_uri, &scope_refs),
+        )
+        .await
+        .map_err(|_| OAuthError::Timeout(server.timeout.as_secs()))?
+        .map_err(OAuthError::from_auth)?;
+        let record = ClientRecord {
+            client_id: registered.client_id,
+            client_secret: registered.client_secret.map(Secret::new),
+            redirect_uri: self.redirect_uri.clone(),
+            issuer,
+            scopes,
+        };
+        self.registrations.remember(&server.id, &record).await?;
+        tracing::info!(server = %server.id, "registered an OAuth client");
+        Ok(record)
     }
 
     /// The client to use: configured, or cached from an earlier

@@ -128,14 +128,6 @@ impl<T> PendingFlows<T> {
         }
         Ok(flow)
     }
-
-    pub fn len(&self) -> usize {
-        self.flows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
-    }
 }
 
 /// rmcp's view of one flow's PKCE verifier. The manager is created per flow,

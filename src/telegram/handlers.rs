@@ -13,6 +13,7 @@ use super::send;
 use crate::config::ServerConfig;
 use crate::mcp::{McpError, render};
 use crate::oauth::FlowOwner;
+use crate::text::clip;
 
 pub type HandlerResult = Result<(), teloxide::RequestError>;
 
@@ -172,7 +173,7 @@ async fn mcp_failure(
         }
         error => {
             tracing::warn!(server = %server.id, user = user.id.0, error = ?error, "MCP operation failed");
-            let text = format!("{}: {}", server.name, short(&error.to_string()));
+            let text = format!("{}: {}", server.name, clip(&error.to_string(), ERROR_CHARS));
             send::text(bot, msg.chat.id, &text).await
         }
     }
@@ -212,7 +213,7 @@ async fn offer_connect(
             let text = format!(
                 "Cannot connect to {} right now: {}",
                 server.name,
-                short(&error.to_string())
+                clip(&error.to_string(), ERROR_CHARS)
             );
             return send::text(bot, chat, &text).await;
         }
@@ -272,18 +273,7 @@ async fn offer_connect(
 
 /// Errors can quote whole response bodies of remote servers; a chat gets
 /// the first few hundred characters.
-fn short(text: &str) -> String {
-    const LIMIT: usize = 300;
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(LIMIT)
-        .collect();
-    if text.chars().count() > LIMIT {
-        out.push('…');
-    }
-    out
-}
+const ERROR_CHARS: usize = 300;
 
 fn start_text(ctx: &Ctx) -> String {
     let first = ctx

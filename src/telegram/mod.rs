@@ -74,10 +74,6 @@ impl Telegram {
         Ok(Self { bot, username })
     }
 
-    pub fn username(&self) -> &str {
-        &self.username
-    }
-
     pub fn notifier(&self) -> Arc<dyn ChatNotifier> {
         Arc::new(notifier::TelegramNotifier::new(self.bot.clone()))
     }

@@ -96,10 +96,6 @@ impl Vault {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub async fn get(&self, ns: Namespace, key: &str) -> Result<Option<Secret>, VaultError> {
         let slot = self.slot(ns);
         let mut guard = slot.lock().await;

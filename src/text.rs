@@ -1,0 +1,27 @@
+//! Text that comes from elsewhere (an authorization server's error, a
+//! remote server's error body) shown to a user in a chat or a page.
+
+/// At most `limit` characters of `text` without control characters,
+/// trimmed, with an ellipsis when something was cut.
+pub fn clip(text: &str, limit: usize) -> String {
+    let mut chars = text.chars().filter(|c| !c.is_control());
+    let mut out: String = chars.by_ref().take(limit).collect();
+    let cut = chars.next().is_some();
+    out = out.trim().to_owned();
+    if cut {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_go_and_long_text_is_cut() {
+        assert_eq!(clip(" a\u{7}b\n ", 10), "ab");
+        assert_eq!(clip("abcdef", 3), "abc…");
+        assert_eq!(clip("abc", 3), "abc");
+    }
+}
