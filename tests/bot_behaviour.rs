@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram};
 use support::bot::{BotProcess, base_config};
-use support::fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram};
-use support::peers::TsDemoServer;
 use support::text_contains;
+use test_peers::TsDemoServer;
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(60);

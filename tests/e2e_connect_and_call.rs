@@ -6,12 +6,12 @@ mod support;
 
 use std::time::Duration;
 
+use fake_telegram::{FakeTelegram, SentMessage};
 use mcpgram::vault::{KeySource, Namespace, Vault};
 use support::bot::{BotProcess, base_config};
-use support::browser;
-use support::fake_telegram::{FakeTelegram, SentMessage};
-use support::peers::TsDemoServer;
 use support::text_contains;
+use test_peers::TsDemoServer;
+use test_peers::browser;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -2,7 +2,6 @@
 //! loopback, flows started against the TypeScript SDK's example server,
 //! and a notifier that records what the chat would be told.
 
-mod support;
 
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +11,8 @@ use mcpgram::mcp::McpHub;
 use mcpgram::notify::ChatNotifier;
 use mcpgram::oauth::{Connected, Connector, FlowOwner, RefreshLocks};
 use mcpgram::vault::{KeySource, Vault};
-use support::browser;
-use support::peers::TsDemoServer;
+use test_peers::TsDemoServer;
+use test_peers::browser;
 use tokio::net::TcpListener;
 
 #[derive(Default)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::fake_telegram::FakeTelegram;
+use fake_telegram::FakeTelegram;
 
 /// A running bot and the directory holding its config and vault.
 #[allow(dead_code)]

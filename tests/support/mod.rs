@@ -1,9 +1,7 @@
-//! Stand-ins for the outside world, shared by the integration tests.
+//! Helpers shared by the integration tests. The fake Telegram and the
+//! third-party peers are crates of their own (`crates/`), built once.
 
 pub mod bot;
-pub mod browser;
-pub mod fake_telegram;
-pub mod peers;
 
 /// A `wait_for_message` predicate: the message text contains `needle`.
 #[allow(dead_code)]

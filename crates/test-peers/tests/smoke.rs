@@ -2,12 +2,10 @@
 //! example server comes up with its demo OAuth provider, advertises what the bot relies on, and
 //! listens on loopback only.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
-use support::peers::TsDemoServer;
+use test_peers::TsDemoServer;
 
 #[tokio::test]
 async fn ts_demo_server_advertises_oauth_and_listens_on_loopback_only() {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use reqwest::header::LOCATION;
 use url::Url;
 
-#[allow(dead_code)]
 pub struct Visit {
     /// Every URL requested, in order.
     pub hops: Vec<Url>,
@@ -15,7 +14,6 @@ pub struct Visit {
     pub body: String,
 }
 
-#[allow(dead_code)]
 impl Visit {
     /// The last hop's query parameter `name`.
     pub fn last_param(&self, name: &str) -> Option<String> {
@@ -28,7 +26,6 @@ impl Visit {
 }
 
 /// GETs `url` and follows up to ten redirects.
-#[allow(dead_code)]
 pub async fn open(url: &str) -> Visit {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -3,12 +3,10 @@
 //! teloxide can parse everything it returns and that it is strict where real
 //! Telegram is. Every test starts its own fake, so they run in parallel.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use fake_telegram::{ChatKind, FakeTelegram};
 use serde_json::{Value, json};
-use support::fake_telegram::{ChatKind, FakeTelegram};
 use teloxide::prelude::*;
 use teloxide::types::{
     BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, MessageEntityKind,

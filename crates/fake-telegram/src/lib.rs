@@ -18,9 +18,6 @@
 //! Every reply is a 2xx or 4xx envelope, never 5xx: teloxide sleeps 10 s after
 //! a 5xx, which would only make tests slow.
 
-// Not every test uses every helper; this attribute is module-scoped.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::{self, Display, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};

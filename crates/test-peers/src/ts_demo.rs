@@ -23,7 +23,6 @@ use tokio::time::Instant;
 /// redirect URI, no refresh tokens). Both listen on 127.0.0.1 only. Every value is kept in the
 /// process's memory, so each test should start its own server (registration is also rate-limited
 /// per client IP). Dropping the value kills the process and reaps it.
-#[allow(dead_code)]
 pub struct TsDemoServer {
     mcp_port: u16,
     auth_port: u16,
@@ -36,7 +35,6 @@ pub struct TsDemoServer {
 }
 
 /// What the background tasks report to [`TsDemoServer::start`].
-#[allow(dead_code)]
 enum Event {
     StdoutLine(String),
     /// The child exited and both of its output pipes reached end of file.
@@ -44,14 +42,12 @@ enum Event {
 }
 
 /// Why one attempt to start the server failed.
-#[allow(dead_code)]
 enum StartFailure {
     /// Another process took one of the chosen ports before the server bound it: try other ports.
     PortTaken(String),
     Fatal(String),
 }
 
-#[allow(dead_code)]
 impl TsDemoServer {
     const EXAMPLE: &'static str =
         "node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js";
@@ -78,7 +74,7 @@ impl TsDemoServer {
                 format!("npm ci --prefix {}", dir.display())
             } else {
                 format!(
-                    "cd {} && npm ci --prefix tests/peers",
+                    "cd {}/../.. && npm ci --prefix tests/peers",
                     env!("CARGO_MANIFEST_DIR")
                 )
             };
@@ -144,7 +140,7 @@ impl TsDemoServer {
     fn peers_dir() -> PathBuf {
         match std::env::var_os("MCPGRAM_PEERS_DIR") {
             Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers")),
+            None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/peers")),
         }
     }
 
