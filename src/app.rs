@@ -8,26 +8,27 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::gateway::Gateway;
 use crate::http::{self, HttpState};
-use crate::mcp::McpHub;
-use crate::oauth::{Connector, RefreshLocks};
 use crate::secret::Secret;
+use crate::store::Stores;
 use crate::telegram::{Telegram, TelegramError};
 use crate::vault::{KeySource, Namespace, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("{0}")]
+    #[error(transparent)]
     Vault(#[from] VaultError),
-    #[error("cannot listen on {addr}: {source} (is another mcpgram running? change http.listen)")]
+    #[error("cannot listen on {addr} (is another mcpgram running? change http.listen)")]
     Listen {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Telegram(#[from] TelegramError),
-    #[error("the HTTP server failed: {0}")]
-    Http(std::io::Error),
+    #[error("the HTTP server failed")]
+    Http(#[source] std::io::Error),
 }
 
 /// Where the authorization server sends the browser back to.
@@ -49,6 +50,20 @@ pub fn redirect_uri(config: &Config, bound: SocketAddr) -> String {
     )
 }
 
+/// Opens the vault and proves the key fits. A replaced or wrong key shows
+/// up now, at start, rather than as failures in users' chats later: the
+/// system namespace always exists and must decrypt.
+pub async fn open_vault(config: &Config) -> Result<Arc<Vault>, VaultError> {
+    let key = KeySource::from_env_or_file(config.vault.key_file.clone());
+    let vault = Arc::new(Vault::open(&config.vault.dir, &key)?);
+    if vault.keys(Namespace::System).await?.is_empty() {
+        vault
+            .put(Namespace::System, "vault.format", Secret::new("1"))
+            .await?;
+    }
+    Ok(vault)
+}
+
 /// Runs the bot until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -63,16 +78,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 /// Runs the bot until `stop` turns true.
 pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<(), AppError> {
     let config = Arc::new(config);
-    let key = KeySource::from_env_or_file(config.vault.key_file.clone());
-    let vault = Arc::new(Vault::open(&config.vault.dir, &key)?);
-    // A replaced or wrong key shows up now, at start, rather than as
-    // failures in users' chats later: the system namespace always exists
-    // and must decrypt.
-    if vault.keys(Namespace::System).await?.is_empty() {
-        vault
-            .put(Namespace::System, "vault.format", Secret::new("1"))
-            .await?;
-    }
+    let vault = open_vault(&config).await?;
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -83,19 +89,16 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     let bound = listener.local_addr().map_err(AppError::Http)?;
     let redirect = redirect_uri(&config, bound);
 
-    let connector = Arc::new(Connector::new(
-        vault,
-        RefreshLocks::default(),
-        redirect.clone(),
-        config.http.public_url.is_some(),
-    ));
-    let hub = Arc::new(McpHub::new(config.clone(), connector.clone()));
     let telegram = Telegram::connect(&config.telegram).await?;
+    let gateway = Arc::new(Gateway::new(
+        config.clone(),
+        Stores::embedded(vault),
+        redirect.clone(),
+        telegram.notifier(),
+    ));
 
     let state = HttpState {
-        connector: connector.clone(),
-        hub: hub.clone(),
-        notifier: telegram.notifier(),
+        gateway: gateway.clone(),
     };
     let http_stop = stopped(stop.clone());
     let server = tokio::spawn(async move {
@@ -105,14 +108,14 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     });
     tracing::info!(%bound, redirect_uri = %redirect, "listening for OAuth callbacks");
 
-    telegram
-        .run(config.clone(), connector, hub.clone(), stopped(stop))
-        .await;
-    hub.close_all().await;
-    match server.await {
+    let polled = telegram.run(gateway.clone(), stopped(stop)).await;
+    gateway.shutdown().await;
+    let served = match server.await {
         Ok(result) => result.map_err(AppError::Http),
-        Err(join) => Err(AppError::Http(std::io::Error::other(join.to_string()))),
-    }
+        Err(join) => Err(AppError::Http(std::io::Error::other(join))),
+    };
+    polled?;
+    served
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -30,7 +31,8 @@ pub struct Config {
     pub telegram: TelegramConfig,
     pub http: HttpConfig,
     pub vault: VaultConfig,
-    pub servers: Vec<ServerConfig>,
+    /// Shared: a command resolves its server once and passes it along.
+    pub servers: Vec<Arc<ServerConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +57,7 @@ pub struct VaultConfig {
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub id: String,
     pub name: String,
@@ -67,7 +69,7 @@ pub struct ServerConfig {
     pub auth: ServerAuth,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ServerAuth {
     None,
     /// Static headers sent with every request (values already resolved).
@@ -75,7 +77,7 @@ pub enum ServerAuth {
     OAuth(OAuthSettings),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OAuthSettings {
     pub scopes: Vec<String>,
     /// A client registered out of band; without it mcpgram registers one
@@ -85,7 +87,7 @@ pub struct OAuthSettings {
 }
 
 impl Config {
-    pub fn server(&self, id: &str) -> Option<&ServerConfig> {
+    pub fn server(&self, id: &str) -> Option<&Arc<ServerConfig>> {
         self.servers.iter().find(|server| server.id == id)
     }
 }
@@ -316,7 +318,7 @@ fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             );
         }
         if let Some(server) = validate_server(server, &key, env, &mut problems) {
-            servers.push(server);
+            servers.push(Arc::new(server));
         }
     }
 

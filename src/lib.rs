@@ -3,40 +3,49 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: `telegram` → (`oauth` | `mcp`) → `vault`. The HTTP
-//! callback reaches a chat only through the [`notify::ChatNotifier`] port,
-//! and nothing outside `telegram` knows Telegram exists.
+//! Data flows one way: adapters (`telegram`, `http`, `terminal`) →
+//! `gateway` (the use cases) → (`oauth` | `mcp`) → `store` → `vault`.
+//! Each adapter has one place where outcomes become its own words; the core
+//! returns typed outcomes and errors that keep their causes for the log.
 //!
+//! - [`gateway`]: the application core. Start and complete a connect, list
+//!   tools, call a tool, disconnect, status; the [`gateway::ChatNotifier`]
+//!   port through which a finished flow reaches its chat.
+//! - [`oauth`]: authorization-code flows with PKCE on rmcp's `auth` module:
+//!   flows kept as data and owned by who asked, registration reuse, the
+//!   callback that completes a flow, the per-slot credentials rmcp refreshes.
+//! - [`mcp`]: per-user MCP sessions over streamable HTTP (no lock across a
+//!   network call), the transports for OAuth, static-header and open
+//!   servers, and the classification of rmcp's errors into [`mcp::McpError`].
+//! - [`store`]: the storage ports (pending flows, credentials, client
+//!   registrations, refresh locks) and their embedded implementations.
+//! - [`vault`]: age-encrypted files, one per Telegram user, written
+//!   atomically.
+//! - [`telegram`]: the chat adapter: the dptree schema, commands, endpoints,
+//!   the chat's wording, message chunking, the notifier.
+//! - [`http`]: the browser adapter: the OAuth callback page and health
+//!   checks.
+//! - [`terminal`]: the admin's adapter (`mcpgram tools <server>`).
+//! - [`app`]: wiring, running and graceful shutdown.
 //! - [`config`]: the admin's TOML file, validated in one pass with every
 //!   problem named by key; `${NAME}` secret references.
-//! - [`secret`]: the redacting string type every token travels in.
-//! - [`vault`]: age-encrypted storage, one file per Telegram user, written
-//!   atomically.
-//! - [`oauth`]: authorization-code flows with PKCE on top of rmcp's `auth`
-//!   module: the pending-flow table (owner, expiry, single use), the
-//!   vault-backed credential store, the client registration cache, and the
-//!   callback that completes a flow.
-//! - [`mcp`]: per-user MCP sessions over streamable HTTP, the transports for
-//!   OAuth, static-header and open servers, and rendering of tool results.
 //! - [`net_guard`]: which addresses an untrusted server may resolve to.
-//! - [`telegram`]: commands, the dptree handler schema, message formatting
-//!   and chunking, and the notifier the callback uses.
-//! - [`notify`]: the port through which finished flows reach a chat.
-//! - [`http`]: the axum router for the OAuth callback and health checks.
-//! - [`app`]: wiring, running and graceful shutdown.
-//! - [`text`]: clipping foreign text for chats and pages.
+//! - [`secret`]: the redacting string type every token travels in.
+//! - [`text`]: foreign text clipped and scrubbed for chats and pages.
 //! - [`logging`]: tracing setup that keeps secrets out of logs even at
-//!   debug level.
+//!   debug level; error chains for log lines.
 
 pub mod app;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod mcp;
 pub mod net_guard;
-pub mod notify;
 pub mod oauth;
 pub mod secret;
+pub mod store;
 pub mod telegram;
+pub mod terminal;
 pub mod text;
 pub mod vault;

@@ -5,8 +5,8 @@
 //! record) could point the bot at loopback services, the private network or
 //! a cloud metadata endpoint. rmcp filters only its own OAuth requests; this
 //! module guards the MCP transport itself: IP literals are checked up front
-//! and host names through a resolver that drops forbidden answers, which
-//! also closes the DNS-rebinding gap between a check and the connect.
+//! and host names through a [`Resolver`] that drops forbidden answers,
+//! which also closes the DNS-rebinding gap between a check and the connect.
 //! Servers marked `trusted = true` in config skip the guard.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,8 +19,8 @@ pub enum GuardError {
         "{host} is a loopback, private or link-local address; mark the server trusted = true in config if that is intended"
     )]
     Forbidden { host: String },
-    #[error("{0} has no host")]
-    NoHost(String),
+    #[error("the URL has no host")]
+    NoHost,
 }
 
 /// Whether a request to `ip` may leave for an untrusted server.
@@ -61,14 +61,12 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// Rejects URLs whose host is a forbidden IP literal or a `localhost` name;
-/// other names are checked at connect time by [`GuardedResolver`].
+/// other names are checked at connect time by [`Resolver`].
 pub fn check_url(url: &Url, trusted: bool) -> Result<(), GuardError> {
     if trusted {
         return Ok(());
     }
-    let host = url
-        .host()
-        .ok_or_else(|| GuardError::NoHost(url.to_string()))?;
+    let host = url.host().ok_or(GuardError::NoHost)?;
     let forbidden = match host {
         Host::Ipv4(ip) => !is_public(IpAddr::V4(ip)),
         Host::Ipv6(ip) => !is_public(IpAddr::V6(ip)),
@@ -85,17 +83,39 @@ pub fn check_url(url: &Url, trusted: bool) -> Result<(), GuardError> {
     Ok(())
 }
 
-/// A reqwest resolver that answers only with public addresses.
-#[derive(Debug, Clone, Default)]
-pub struct GuardedResolver;
+/// A host name that did not resolve, told apart from every other network
+/// failure so a user can be told "that host does not exist".
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {host}")]
+pub struct ResolveError {
+    pub host: String,
+    #[source]
+    pub source: std::io::Error,
+}
 
-impl reqwest::dns::Resolve for GuardedResolver {
+/// The resolver of every MCP HTTP client: for an untrusted server it
+/// answers only with public addresses; for all, a failed lookup is a typed
+/// [`ResolveError`].
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    pub trusted: bool,
+}
+
+impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let trusted = self.trusted;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|addr| is_public(addr.ip()))
+            let found = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|source| {
+                    Box::new(ResolveError {
+                        host: host.clone(),
+                        source,
+                    }) as Box<dyn std::error::Error + Send + Sync>
+                })?;
+            let addrs: Vec<SocketAddr> = found
+                .filter(|addr| trusted || is_public(addr.ip()))
                 .collect();
             if addrs.is_empty() {
                 return Err(Box::new(GuardError::Forbidden { host }) as _);

@@ -14,9 +14,23 @@ pub fn clip(text: &str, limit: usize) -> String {
     out
 }
 
+/// Foreign text made fit to show: URL query strings (which may hold API
+/// keys) redacted, control characters gone, at most `limit` characters.
+pub fn foreign(text: &str, limit: usize) -> String {
+    clip(&crate::logging::scrub(text), limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_text_loses_query_strings() {
+        assert_eq!(
+            foreign("see https://x.example/a?key=SECRET now", 100),
+            "see https://x.example/a?[redacted] now"
+        );
+    }
 
     #[test]
     fn control_characters_go_and_long_text_is_cut() {

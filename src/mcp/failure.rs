@@ -1,80 +1,272 @@
-//! Turning rmcp's layered transport errors into what a user needs to know.
+//! Turning rmcp's layered errors into a [`McpError`].
 //!
 //! An rmcp failure is a chain (service error → transport wrapper →
-//! streamable-HTTP error → reqwest → io) whose top-level text names Rust
-//! types. The chain is walked for the facts that matter: did the
-//! connection fail, did it time out, which HTTP status came back.
+//! streamable-HTTP error → reqwest → hyper → io or TLS) whose top-level
+//! text names Rust types. The chain is walked by type, never by text, for
+//! the facts that matter: no usable token, which HTTP status, did the name
+//! resolve, was the connection refused, did TLS fail, did it time out.
+//!
+//! One exception, in one place: rmcp 3.11 types only 429 and 5xx statuses
+//! ([`HttpStatusError`]); any other non-success status reaches us as
+//! [`StreamableHttpError::UnexpectedServerResponse`] whose text rmcp
+//! formats as `HTTP <status>: <body>`. That prefix is read there and
+//! nowhere else.
 
 use std::error::Error;
+use std::io::ErrorKind;
+use std::time::Duration;
 
-use rmcp::transport::streamable_http_client::{HttpStatusError, StreamableHttpError};
+use rmcp::service::{ClientInitializeError, ServiceError};
+use rmcp::transport::auth::AuthError;
+use rmcp::transport::streamable_http_client::StreamableHttpError;
 
-use super::McpError;
-use crate::net_guard::GuardError;
+use super::error::{BoxError, McpError};
+use crate::net_guard::{GuardError, ResolveError};
 
-/// Classifies any error of an MCP operation. `is_auth` is rmcp's own
-/// verdict (a 401 with a challenge, or no usable token).
-pub fn classify(error: &(dyn Error + 'static), is_auth: bool, oauth: bool) -> McpError {
-    if is_auth {
-        return McpError::NotConnected;
+type HttpError = StreamableHttpError<reqwest::Error>;
+
+/// What the chain turned out to mean; the error itself is attached after.
+enum Kind {
+    NotAuthorized,
+    InsufficientScope(Option<String>),
+    NameNotResolved,
+    Refused,
+    Unreachable,
+    Tls,
+    Timeout,
+    Status(u16, Option<String>),
+    Protocol,
+    Lost,
+    Guard,
+    Unknown,
+}
+
+/// Classifies a failed request on an initialized session. `limit` is the
+/// operation's timeout, reported when rmcp's own timer fired.
+pub fn from_service(error: ServiceError, limit: Duration) -> McpError {
+    match error {
+        ServiceError::McpError(data) => McpError::Rpc {
+            code: data.code.0,
+            message: data.message.into_owned(),
+        },
+        ServiceError::Timeout { .. } => McpError::Timeout(limit),
+        ServiceError::TransportClosed => McpError::ConnectionLost { source: None },
+        error @ ServiceError::TransportSend(_) => {
+            let kind = kind_of(&error);
+            attach(kind, Box::new(error), limit)
+        }
+        other => McpError::Other {
+            source: Box::new(other),
+        },
     }
-    let mut status = None;
-    let mut deepest = error.to_string();
+}
+
+/// Classifies a failed `initialize` (opening a session).
+pub fn from_initialize(error: ClientInitializeError, limit: Duration) -> McpError {
+    match error {
+        ClientInitializeError::JsonRpcError(data) => McpError::Rpc {
+            code: data.code.0,
+            message: data.message.into_owned(),
+        },
+        ClientInitializeError::LegacyFallbackFailed { fallback, .. } => {
+            from_initialize(*fallback, limit)
+        }
+        ClientInitializeError::ConnectionClosed(_) | ClientInitializeError::Cancelled => {
+            McpError::ConnectionLost {
+                source: Some(Box::new(error)),
+            }
+        }
+        ClientInitializeError::TransportError { error, .. } => {
+            // The transport error is a field here, not a `source()`, so it
+            // becomes the source itself.
+            let kind = kind_of(error.error.as_ref());
+            attach(kind, Box::new(error), limit)
+        }
+        other => McpError::Protocol {
+            source: Box::new(other),
+        },
+    }
+}
+
+fn attach(kind: Kind, source: BoxError, limit: Duration) -> McpError {
+    match kind {
+        Kind::NotAuthorized => McpError::NotAuthorized {
+            source: Some(source),
+        },
+        Kind::InsufficientScope(required) => McpError::InsufficientScope { required, source },
+        Kind::NameNotResolved => McpError::NameNotResolved { source },
+        Kind::Refused => McpError::ConnectionRefused { source },
+        Kind::Unreachable => McpError::Unreachable { source },
+        Kind::Tls => McpError::Tls { source },
+        Kind::Timeout => McpError::Timeout(limit),
+        Kind::Status(status, retry_after) => McpError::Status {
+            status,
+            retry_after,
+            source,
+        },
+        Kind::Protocol => McpError::Protocol { source },
+        Kind::Lost => McpError::ConnectionLost {
+            source: Some(source),
+        },
+        Kind::Guard => match find::<GuardError>(source.as_ref()) {
+            Some(GuardError::Forbidden { host }) => {
+                McpError::Guard(GuardError::Forbidden { host: host.clone() })
+            }
+            _ => McpError::Guard(GuardError::NoHost),
+        },
+        Kind::Unknown => McpError::Other { source },
+    }
+}
+
+fn find<'a, T: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a T> {
     let mut current = Some(error);
     while let Some(level) = current {
-        if let Some(guard) = level.downcast_ref::<GuardError>() {
-            return McpError::Unreachable(guard.to_string());
+        if let Some(found) = level.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = level.source();
+    }
+    None
+}
+
+/// Walks the chain below `error` for the first fact that decides.
+fn kind_of(error: &(dyn Error + 'static)) -> Kind {
+    let mut current = Some(error);
+    let mut connect = false;
+    while let Some(level) = current {
+        if let Some(http) = level.downcast_ref::<HttpError>() {
+            match http_kind(http) {
+                Some(kind) => return kind,
+                // `Client(reqwest::Error)` holds its cause as a field.
+                None => {
+                    if let HttpError::Client(inner) = http {
+                        return reqwest_kind(inner);
+                    }
+                }
+            }
+        }
+        if let Some(auth) = level.downcast_ref::<AuthError>()
+            && let Some(kind) = auth_kind(auth)
+        {
+            return kind;
         }
         if let Some(http) = level.downcast_ref::<reqwest::Error>() {
             if http.is_timeout() {
-                return McpError::Unreachable("the request timed out".to_owned());
+                return Kind::Timeout;
             }
-            if http.is_connect() {
-                let cause = root(level);
-                return McpError::Unreachable(format!("cannot connect ({})", lowercase(&cause)));
-            }
+            connect |= http.is_connect();
         }
-        if let Some(http) = level.downcast_ref::<HttpStatusError>() {
-            status = Some(http.status);
+        if let Some(kind) = leaf_kind(level) {
+            return kind;
         }
-        if let Some(StreamableHttpError::<reqwest::Error>::UnexpectedServerResponse(text)) =
-            level.downcast_ref::<StreamableHttpError<reqwest::Error>>()
-        {
-            status = status.or_else(|| http_status(text));
-        }
-        status = status.or_else(|| http_status(&level.to_string()));
-        deepest = level.to_string();
         current = level.source();
     }
-    match status {
-        Some(401) if oauth => McpError::NotConnected,
-        Some(code @ (401 | 403)) => McpError::Refused(code),
-        Some(404) => McpError::Server("HTTP 404: is the server URL in the config right?".into()),
-        Some(code) => McpError::Server(format!("HTTP {code}")),
-        None => McpError::Unreachable(lowercase(&deepest)),
+    if connect {
+        Kind::Unreachable
+    } else {
+        Kind::Unknown
     }
 }
 
-fn root(error: &(dyn Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
+fn http_kind(error: &HttpError) -> Option<Kind> {
+    Some(match error {
+        HttpError::AuthRequired(_) => Kind::NotAuthorized,
+        HttpError::InsufficientScope(scope) => {
+            Kind::InsufficientScope(scope.get_required_scope().map(str::to_owned))
+        }
+        HttpError::HttpStatus(status) => Kind::Status(status.status, status.retry_after.clone()),
+        HttpError::UnexpectedServerResponse(text) => match status_prefix(text) {
+            Some(status) => Kind::Status(status, None),
+            None => Kind::Protocol,
+        },
+        HttpError::SessionExpired
+        | HttpError::SessionRecoveryTimeout
+        | HttpError::ReinitializationFailed(_)
+        | HttpError::TransportChannelClosed
+        | HttpError::UnexpectedEndOfStream => Kind::Lost,
+        HttpError::UnexpectedContentType(_)
+        | HttpError::Deserialize(_)
+        | HttpError::ResponseBodyTooLarge { .. }
+        | HttpError::MissingSessionIdInResponse
+        | HttpError::ServerDoesNotSupportSse
+        | HttpError::ServerDoesNotSupportDeleteSession => Kind::Protocol,
+        HttpError::ControlRequestTimeout => Kind::Timeout,
+        HttpError::Auth(auth) => return auth_kind(auth),
+        _ => return None,
+    })
 }
 
-fn lowercase(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
+fn auth_kind(error: &AuthError) -> Option<Kind> {
+    match error {
+        AuthError::AuthorizationRequired
+        | AuthError::TokenRefreshRejected(_)
+        | AuthError::TokenExpired => Some(Kind::NotAuthorized),
+        AuthError::InsufficientScope { required_scope, .. } => {
+            Some(Kind::InsufficientScope(Some(required_scope.clone())))
+        }
+        AuthError::HttpError(inner) => Some(reqwest_kind(inner)),
+        // A refresh that failed for a transient reason keeps the tokens:
+        // not a reason to send the user a new link.
+        AuthError::TokenRefreshFailed(_) => Some(Kind::Unreachable),
+        _ => None,
     }
 }
 
-/// Finds "HTTP 401" style status codes in an error text.
-fn http_status(text: &str) -> Option<u16> {
-    let at = text.find("HTTP ")?;
-    let digits: String = text[at + 5..].chars().take(3).collect();
+fn reqwest_kind(error: &reqwest::Error) -> Kind {
+    if error.is_timeout() {
+        return Kind::Timeout;
+    }
+    let mut current = error.source();
+    while let Some(level) = current {
+        if let Some(kind) = leaf_kind(level) {
+            return kind;
+        }
+        current = level.source();
+    }
+    if error.is_connect() {
+        Kind::Unreachable
+    } else if error.is_body() || error.is_decode() {
+        Kind::Lost
+    } else {
+        Kind::Unknown
+    }
+}
+
+/// The causes at the bottom of a network failure.
+fn leaf_kind(error: &(dyn Error + 'static)) -> Option<Kind> {
+    if error.is::<GuardError>() {
+        return Some(Kind::Guard);
+    }
+    if error.is::<ResolveError>() {
+        return Some(Kind::NameNotResolved);
+    }
+    if error.is::<rustls::Error>() {
+        return Some(Kind::Tls);
+    }
+    let io = error.downcast_ref::<std::io::Error>()?;
+    // An io::Error's own `source()` skips the error it wraps; look inside.
+    if let Some(inner) = io.get_ref()
+        && let Some(kind) = leaf_kind(inner)
+    {
+        return Some(kind);
+    }
+    Some(match io.kind() {
+        ErrorKind::ConnectionRefused => Kind::Refused,
+        ErrorKind::TimedOut => Kind::Timeout,
+        ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::AddrNotAvailable => Kind::Unreachable,
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof => Kind::Lost,
+        _ => return None,
+    })
+}
+
+/// `HTTP 404 Not Found: <body>` → 404 (see the module doc).
+fn status_prefix(text: &str) -> Option<u16> {
+    let digits = text.strip_prefix("HTTP ")?.get(..3)?;
     digits.parse().ok().filter(|code| (100..600).contains(code))
 }
 
@@ -82,62 +274,53 @@ fn http_status(text: &str) -> Option<u16> {
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
-    struct Layer(&'static str, Option<Box<dyn Error + 'static>>);
+    #[test]
+    fn only_rmcps_own_status_prefix_is_read() {
+        assert_eq!(status_prefix("HTTP 404 Not Found: nope"), Some(404));
+        assert_eq!(status_prefix("HTTP 401 Unauthorized: "), Some(401));
+        assert_eq!(status_prefix("upstream said HTTP 500"), None);
+        assert_eq!(status_prefix("HTTP 9xx"), None);
+    }
 
-    impl std::fmt::Display for Layer {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
+    #[test]
+    fn a_json_rpc_error_keeps_code_and_message() {
+        let error = ServiceError::McpError(rmcp::model::ErrorData::invalid_params(
+            "name: expected string",
+            None,
+        ));
+        assert!(matches!(
+            from_service(error, Duration::from_secs(1)),
+            McpError::Rpc { code: -32602, message } if message == "name: expected string"
+        ));
+    }
+
+    /// A real reqwest error whose resolver failed, as for a host that does
+    /// not exist, without asking any DNS server.
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_is_named_as_such() {
+        #[derive(Debug)]
+        struct NoSuchHost;
+        impl reqwest::dns::Resolve for NoSuchHost {
+            fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+                let host = name.as_str().to_owned();
+                Box::pin(async move {
+                    Err(Box::new(ResolveError {
+                        host,
+                        source: std::io::Error::other("Name or service not known"),
+                    }) as _)
+                })
+            }
         }
-    }
-
-    impl Error for Layer {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            self.1.as_deref()
-        }
-    }
-
-    #[test]
-    fn statuses_deep_in_the_chain_are_found() {
-        let chain = Layer(
-            "Send message error Transport [Worker<...>] error",
-            Some(Box::new(Layer(
-                "unexpected server response: HTTP 401 Unauthorized: ",
-                None,
-            ))),
-        );
-        assert!(matches!(
-            classify(&chain, false, false),
-            McpError::Refused(401)
-        ));
-        assert!(matches!(
-            classify(&chain, false, true),
-            McpError::NotConnected
-        ));
-        let chain = Layer(
-            "x",
-            Some(Box::new(Layer("HTTP 503 Service Unavailable", None))),
-        );
-        assert!(matches!(classify(&chain, false, false), McpError::Server(s) if s == "HTTP 503"));
-    }
-
-    #[test]
-    fn rmcp_auth_verdict_wins() {
-        let chain = Layer("anything", None);
-        assert!(matches!(
-            classify(&chain, true, true),
-            McpError::NotConnected
-        ));
-    }
-
-    #[test]
-    fn unknown_failures_keep_the_deepest_message() {
-        let chain = Layer(
-            "Wrapper",
-            Some(Box::new(Layer("Transport channel closed", None))),
-        );
-        assert!(
-            matches!(classify(&chain, false, false), McpError::Unreachable(s) if s == "transport channel closed")
-        );
+        let client = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(NoSuchHost))
+            .build()
+            .unwrap();
+        let error = client
+            .get("http://no-such-host.invalid/mcp")
+            .send()
+            .await
+            .unwrap_err();
+        let wrapped = HttpError::Client(error);
+        assert!(matches!(kind_of(&wrapped), Kind::NameNotResolved));
     }
 }

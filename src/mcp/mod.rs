@@ -3,12 +3,13 @@
 //!
 //! One live session is kept per (Telegram user, server): an MCP session is
 //! stateful (initialize handshake, session id) and an OAuth session also
-//! owns its `AuthorizationManager` with two HTTP clients, so rebuilding it
-//! per command would be slow and wasteful. Sessions of different users
-//! never share a lock; every operation is bounded by the server's timeout.
+//! owns its `AuthorizationManager`, so rebuilding it per command would be
+//! slow and wasteful. No lock is held across a network call: a slot is a
+//! once-cell that only callers of that same slot wait on while it opens,
+//! and dropping a session (after a reconnect, say) never waits at all.
 
+mod error;
 mod failure;
-pub mod render;
 pub mod transport;
 
 use std::future::Future;
@@ -18,65 +19,39 @@ use dashmap::DashMap;
 use rmcp::RoleClient;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
 use rmcp::service::{Peer, ServiceError};
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
-use crate::config::{Config, ServerConfig};
-use crate::net_guard::GuardError;
-use crate::oauth::{Connector, OAuthError};
-use crate::vault::VaultError;
+use crate::config::ServerConfig;
+use crate::oauth::Connector;
 
+pub use error::{BoxError, INVALID_PARAMS, McpError};
 use transport::Session;
 
-/// Why an MCP operation failed, in words fit for the user.
-#[derive(Debug, thiserror::Error)]
-pub enum McpError {
-    #[error("unknown server {0}")]
-    UnknownServer(String),
-    #[error("not connected")]
-    NotConnected,
-    #[error("the server did not answer within {0} s")]
-    Timeout(u64),
-    #[error("the server cannot be reached: {0}")]
-    Unreachable(String),
-    #[error("the server answered with an error: {0}")]
-    Server(String),
-    #[error("the server refused the bot's credentials (HTTP {0})")]
-    Refused(u16),
-    #[error("refusing to contact the server: {0}")]
-    Guard(#[from] GuardError),
-    #[error("{0}")]
-    OAuth(#[from] OAuthError),
-    /// Users see a generic sentence; the detail (paths, key trouble) is
-    /// for the admin's logs.
-    #[error("the bot's encrypted storage cannot be read; the bot's admin must check its logs")]
-    Vault(#[from] VaultError),
-    #[error("server configuration: {0}")]
-    Config(String),
-}
+type Slot = Arc<OnceCell<Session>>;
 
-type Slot = Arc<Mutex<Option<Session>>>;
-
-pub struct McpHub {
-    config: Arc<Config>,
+pub struct Sessions {
     connector: Arc<Connector>,
-    sessions: DashMap<(u64, String), Slot>,
+    slots: DashMap<(u64, String), Slot>,
     /// One HTTP client per server id, made on first use.
     clients: DashMap<String, reqwest::Client>,
 }
 
-impl McpHub {
-    pub fn new(config: Arc<Config>, connector: Arc<Connector>) -> Self {
+impl Sessions {
+    pub fn new(connector: Arc<Connector>) -> Self {
         Self {
-            config,
             connector,
-            sessions: DashMap::new(),
+            slots: DashMap::new(),
             clients: DashMap::new(),
         }
     }
 
     /// Every tool of the server, across pages.
-    pub async fn list_tools(&self, user_id: u64, server_id: &str) -> Result<Vec<Tool>, McpError> {
-        self.run(user_id, server_id, |peer| async move {
+    pub async fn list_tools(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+    ) -> Result<Vec<Tool>, McpError> {
+        self.run(server, user_id, |peer| async move {
             peer.list_all_tools().await
         })
         .await
@@ -84,8 +59,8 @@ impl McpHub {
 
     pub async fn call_tool(
         &self,
+        server: &ServerConfig,
         user_id: u64,
-        server_id: &str,
         tool: &str,
         arguments: Option<JsonObject>,
     ) -> Result<CallToolResult, McpError> {
@@ -93,7 +68,7 @@ impl McpHub {
         if let Some(arguments) = arguments {
             params = params.with_arguments(arguments);
         }
-        self.run(user_id, server_id, move |peer| {
+        self.run(server, user_id, move |peer| {
             let params = params.clone();
             async move { peer.call_tool(params).await }
         })
@@ -101,90 +76,113 @@ impl McpHub {
     }
 
     /// Drops the user's session with the server, e.g. after the tokens
-    /// changed; the next operation opens a new one.
-    pub async fn forget(&self, user_id: u64, server_id: &str) {
-        if let Some((_, slot)) = self.sessions.remove(&(user_id, server_id.to_owned()))
-            && let Some(session) = slot.lock().await.take()
-        {
-            let _ = session.cancel().await;
-        }
+    /// changed; the next operation opens a new one. The session closes in
+    /// the background; nothing here waits on the network.
+    pub fn forget(&self, user_id: u64, server_id: &str) {
+        self.slots.remove(&(user_id, server_id.to_owned()));
     }
 
     /// Closes every session (at shutdown).
     pub async fn close_all(&self) {
-        let keys: Vec<_> = self.sessions.iter().map(|e| e.key().clone()).collect();
-        for (user_id, server_id) in keys {
-            self.forget(user_id, &server_id).await;
+        let slots: Vec<Slot> = self.slots.iter().map(|e| e.value().clone()).collect();
+        self.slots.clear();
+        for slot in slots {
+            if let Ok(slot) = Arc::try_unwrap(slot)
+                && let Some(mut session) = slot.into_inner()
+            {
+                let _ = session.close().await;
+            }
         }
     }
 
-    /// Runs `op` on the user's session, opening one when needed. A session
-    /// whose transport died is replaced once; an authorization failure
-    /// drops the session and reports `NotConnected`.
-    async fn run<T, F, Fut>(&self, user_id: u64, server_id: &str, op: F) -> Result<T, McpError>
+    /// Runs `op` on the user's session, opening one when needed. A reused
+    /// session that fails in a way a fresh one might not is replaced once.
+    async fn run<T, F, Fut>(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+        op: F,
+    ) -> Result<T, McpError>
     where
         F: Fn(Peer<RoleClient>) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let server = self
-            .config
-            .server(server_id)
-            .ok_or_else(|| McpError::UnknownServer(server_id.to_owned()))?;
         let limit = server.timeout;
         let work = async {
             loop {
-                let (peer, fresh) = self.peer(server, user_id).await?;
-                match op(peer).await {
+                let (slot, peer, fresh) = self.peer(server, user_id).await?;
+                let error = match op(peer).await {
                     Ok(value) => return Ok(value),
-                    Err(ServiceError::McpError(data)) => {
-                        return Err(McpError::Server(data.message.to_string()));
-                    }
-                    Err(error) => {
-                        self.forget(user_id, server_id).await;
-                        let failure = failure::classify(
-                            &error,
-                            error.is_authorization_required(),
-                            server.is_oauth(),
-                        );
-                        // A reused session may have died quietly; one fresh
-                        // session is tried. A fresh one failing is final.
-                        let transient = matches!(failure, McpError::Unreachable(_));
-                        if fresh || !transient {
-                            return Err(failure);
-                        }
-                        tracing::debug!(server = %server_id, %error, "session failed; reopening once");
-                    }
+                    Err(error) => failure::from_service(error, limit).for_server(server),
+                };
+                if !error.keeps_session() {
+                    self.drop_slot(user_id, &server.id, &slot);
                 }
+                if fresh || !error.is_transient() {
+                    return Err(error);
+                }
+                tracing::debug!(server = %server.id, user = user_id, error = %crate::logging::chain(&error), "session failed; reopening once");
             }
         };
         tokio::time::timeout(limit, work)
             .await
-            .unwrap_or_else(|_| Err(McpError::Timeout(limit.as_secs())))
+            .unwrap_or(Err(McpError::Timeout(limit)))
     }
 
-    /// The live session's peer, and whether it was opened just now.
+    /// The live session's peer, the slot it lives in, and whether it was
+    /// opened just now.
     async fn peer(
         &self,
         server: &ServerConfig,
         user_id: u64,
-    ) -> Result<(Peer<RoleClient>, bool), McpError> {
-        let slot = self
-            .sessions
-            .entry((user_id, server.id.clone()))
-            .or_default()
-            .clone();
-        let mut guard = slot.lock().await;
-        if let Some(session) = guard.as_ref().filter(|s| !s.is_closed()) {
-            return Ok((session.peer().clone(), false));
+    ) -> Result<(Slot, Peer<RoleClient>, bool), McpError> {
+        loop {
+            let slot = self
+                .slots
+                .entry((user_id, server.id.clone()))
+                .or_default()
+                .clone();
+            let mut opened = false;
+            let session = slot
+                .get_or_try_init(|| async {
+                    opened = true;
+                    let http = self.http(server)?;
+                    transport::connect(server, http, user_id, &self.connector)
+                        .await
+                        .map_err(|error| error.for_server(server))
+                })
+                .await;
+            let session = match session {
+                Ok(session) => session,
+                Err(error) => {
+                    self.drop_slot(user_id, &server.id, &slot);
+                    return Err(error);
+                }
+            };
+            if session.is_closed() {
+                // Died since it was opened: make room for a new one.
+                self.drop_slot(user_id, &server.id, &slot);
+                continue;
+            }
+            let peer = session.peer().clone();
+            return Ok((slot, peer, opened));
         }
-        let http = self
-            .clients
-            .entry(server.id.clone())
-            .or_try_insert_with(|| transport::http_client(server))?
-            .clone();
-        let session = transport::connect(server, http, user_id, &self.connector).await?;
-        let peer = session.peer().clone();
-        *guard = Some(session);
-        Ok((peer, true))
+    }
+
+    fn http(&self, server: &ServerConfig) -> Result<reqwest::Client, McpError> {
+        if let Some(client) = self.clients.get(&server.id) {
+            return Ok(client.clone());
+        }
+        let client = transport::http_client(server)?;
+        self.clients.insert(server.id.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Removes `slot` unless a newer one has taken its place.
+    fn drop_slot(&self, user_id: u64, server_id: &str, slot: &Slot) {
+        self.slots
+            .remove_if(&(user_id, server_id.to_owned()), |_, current| {
+                Arc::ptr_eq(current, slot)
+            });
     }
 }

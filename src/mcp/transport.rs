@@ -1,7 +1,7 @@
 //! The three ways mcpgram reaches an MCP server over streamable HTTP:
 //! with the user's OAuth tokens, with static headers, or with nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +13,10 @@ use rmcp::transport::auth::AuthClient;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
 use super::McpError;
+use super::failure;
 use crate::config::{ServerAuth, ServerConfig};
-use crate::net_guard::{self, GuardedResolver};
-use crate::oauth::{Connector, discovery};
+use crate::net_guard::{self, Resolver};
+use crate::oauth::Connector;
 use crate::secret::Secret;
 
 pub type Session = RunningService<RoleClient, ()>;
@@ -25,18 +26,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The HTTP client for one server's MCP traffic, shared by every user's
 /// session with it (building one loads the system's CA roots). Redirects
 /// are not followed (a redirect could lead an untrusted server's requests,
-/// token included, anywhere), and untrusted servers resolve through the
-/// guard.
+/// token included, anywhere), and names resolve through the guard.
 pub fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
-    let mut builder = reqwest::Client::builder()
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT.min(server.timeout));
-    if !server.trusted {
-        builder = builder.dns_resolver(Arc::new(GuardedResolver));
-    }
-    builder
+        .connect_timeout(CONNECT_TIMEOUT.min(server.timeout))
+        .dns_resolver(Arc::new(Resolver {
+            trusted: server.trusted,
+        }))
         .build()
-        .map_err(|error| McpError::Unreachable(error.to_string()))
+        .map_err(|error| McpError::Other {
+            source: Box::new(error),
+        })
 }
 
 /// Opens and initializes an MCP session for `user_id` on `server`.
@@ -59,31 +60,15 @@ pub async fn connect(
                 .await
         }
         ServerAuth::OAuth(_) => {
-            let store = connector.store(user_id, &server.id);
-            let (Some(stored), Some(client)) = (store.stored().await?, store.client().await?)
-            else {
-                return Err(McpError::NotConnected);
+            let Some(manager) = connector.session_manager(server, user_id).await? else {
+                return Err(McpError::NotAuthorized { source: None });
             };
-            if stored.token_response.is_none() {
-                return Err(McpError::NotConnected);
-            }
-            let discovered = discovery::discover(server).await?;
-            // Tokens minted by another issuer must not be sent here.
-            if stored.issuer.is_some() && stored.issuer != discovered.issuer() {
-                tracing::warn!(server = %server.id, user = user_id, "issuer changed; reconnect needed");
-                return Err(McpError::NotConnected);
-            }
-            let mut manager = discovered.manager;
-            manager.set_credential_store(store);
-            discovery::use_client(&mut manager, &client)?;
             let auth = AuthClient::new(http, manager);
             ().serve(StreamableHttpClientTransport::with_client(auth, config))
                 .await
         }
     };
-    started.map_err(|error| {
-        super::failure::classify(&error, error.is_authorization_required(), server.is_oauth())
-    })
+    started.map_err(|error| failure::from_initialize(error, server.timeout))
 }
 
 /// Static headers. A `Bearer` Authorization goes through rmcp's
@@ -91,23 +76,22 @@ pub async fn connect(
 /// any other scheme is passed through unchanged.
 fn with_headers(
     config: StreamableHttpClientTransportConfig,
-    headers: &std::collections::BTreeMap<String, Secret>,
+    headers: &BTreeMap<String, Secret>,
 ) -> Result<StreamableHttpClientTransportConfig, McpError> {
     let mut custom = HashMap::new();
     let mut bearer = None;
     for (name, value) in headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| McpError::Config(format!("header name {name} is invalid")))?;
-        if name == AUTHORIZATION
+        let bad = || McpError::BadHeader { name: name.clone() };
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        if header == AUTHORIZATION
             && let Some(token) = strip_bearer(value.expose())
         {
             bearer = Some(token.to_owned());
             continue;
         }
-        let mut value = HeaderValue::from_str(value.expose())
-            .map_err(|_| McpError::Config(format!("header {name} has an invalid value")))?;
+        let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad())?;
         value.set_sensitive(true);
-        custom.insert(name, value);
+        custom.insert(header, value);
     }
     let mut config = config.custom_headers(custom);
     if let Some(token) = bearer {
@@ -130,7 +114,7 @@ mod tests {
 
     #[test]
     fn bearer_authorization_becomes_the_bare_auth_header() {
-        let mut headers = std::collections::BTreeMap::new();
+        let mut headers = BTreeMap::new();
         headers.insert("Authorization".to_owned(), Secret::new("Bearer abc123"));
         headers.insert("X-Team".to_owned(), Secret::new("blue"));
         let config = with_headers(
@@ -148,7 +132,7 @@ mod tests {
 
     #[test]
     fn other_authorization_schemes_pass_through() {
-        let mut headers = std::collections::BTreeMap::new();
+        let mut headers = BTreeMap::new();
         headers.insert(
             "authorization".to_owned(),
             Secret::new("Basic dXNlcjpwdw=="),

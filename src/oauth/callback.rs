@@ -1,11 +1,11 @@
 //! Completing a flow when the authorization server redirects back.
 
+use rmcp::transport::auth::{CredentialStore, InMemoryCredentialStore};
 use serde::Deserialize;
 
-use super::pending::TakeError;
-use super::{Connector, FlowOwner};
+use super::{Connector, OAuthError, discovery, state::OneFlowState};
 use crate::secret::Secret;
-use crate::text::clip;
+use crate::store::{Connection, FlowOwner, StoreError, TakeError};
 
 /// The redirect's query (RFC 6749 §4.1.2, RFC 9207 `iss`).
 #[derive(Deserialize, Default)]
@@ -28,163 +28,162 @@ impl std::fmt::Debug for CallbackParams {
     }
 }
 
-/// A finished flow: `owner` now holds tokens for `server_id`.
-#[derive(Debug, Clone)]
-pub struct Connected {
+/// Whose flow a callback belonged to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRef {
     pub owner: FlowOwner,
     pub server_id: String,
-    pub server_name: String,
 }
 
-/// Why a callback did not connect anything. Variants that know the flow's
-/// owner carry it, so the chat can be told too.
+/// A finished flow: `owner` now holds tokens for `server_id`.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    pub flow: FlowRef,
+}
+
+/// Why a callback did not connect anything. Variants that found the flow
+/// carry it, so its owner can be told too.
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
-    #[error(
-        "This page needs the code and state the authorization server sends; it cannot be opened directly."
-    )]
+    #[error("the callback carries no state")]
     MissingState,
-    #[error(
-        "This link is not valid: it was already used, replaced by a newer one, or never issued. Send /connect in Telegram to get a new one."
-    )]
+    #[error("no pending flow has this state (never issued, used, or replaced)")]
     UnknownState,
-    #[error("This link expired. Send /connect {server_id} in Telegram to get a new one.")]
-    Expired { owner: FlowOwner, server_id: String },
-    #[error("The authorization server refused: {reason}")]
+    #[error("the flow expired before its callback")]
+    Expired { flow: FlowRef },
+    /// The authorization server's `error` and `error_description`, as
+    /// sent: foreign text, to be clipped wherever it is shown.
+    #[error("the authorization server answered with error {error:?}")]
     Denied {
-        owner: FlowOwner,
-        server_id: String,
-        server_name: String,
-        reason: String,
+        flow: FlowRef,
+        error: String,
+        description: Option<String>,
     },
-    #[error("Connecting failed: {reason}")]
+    #[error("the callback carries neither a code nor an error")]
+    MissingCode { flow: FlowRef },
+    #[error("the server of this flow is no longer configured")]
+    UnknownServer { flow: FlowRef },
+    #[error("completing the flow failed")]
     Exchange {
-        owner: FlowOwner,
-        server_id: String,
-        server_name: String,
-        reason: String,
+        flow: FlowRef,
+        #[source]
+        source: OAuthError,
     },
-}
-
-/// What a failed flow's owner is told in their chat.
-pub struct ChatReport<'a> {
-    pub owner: FlowOwner,
-    pub server_id: &'a str,
-    pub server_name: &'a str,
-    pub reason: String,
+    #[error("the flow store failed")]
+    Store {
+        flow: Option<FlowRef>,
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl CallbackError {
-    /// The report for the flow's owner; `None` when no flow was found, so
-    /// there is nobody to tell.
-    pub fn chat_report(&self) -> Option<ChatReport<'_>> {
-        let (owner, server_id, server_name, reason) = match self {
-            CallbackError::Denied {
-                owner,
-                server_id,
-                server_name,
-                reason,
-            } => (
-                owner,
-                server_id,
-                server_name,
-                format!("the authorization server refused: {reason}"),
-            ),
-            CallbackError::Exchange {
-                owner,
-                server_id,
-                server_name,
-                reason,
-            } => (owner, server_id, server_name, reason.clone()),
-            CallbackError::Expired { owner, server_id } => {
-                (owner, server_id, server_id, "the link expired".to_owned())
-            }
-            CallbackError::MissingState | CallbackError::UnknownState => return None,
-        };
-        Some(ChatReport {
-            owner: *owner,
-            server_id,
-            server_name,
-            reason,
-        })
+    /// The flow this callback belonged to, when it was found.
+    pub fn flow(&self) -> Option<&FlowRef> {
+        match self {
+            CallbackError::MissingState | CallbackError::UnknownState => None,
+            CallbackError::Store { flow, .. } => flow.as_ref(),
+            CallbackError::Expired { flow }
+            | CallbackError::Denied { flow, .. }
+            | CallbackError::MissingCode { flow }
+            | CallbackError::UnknownServer { flow }
+            | CallbackError::Exchange { flow, .. } => Some(flow),
+        }
     }
 }
 
-/// How much of an authorization server's error text reaches a chat or page.
-const REASON_CHARS: usize = 200;
-
 impl Connector {
-    /// Finds the flow by `state` (consuming it), then exchanges the code;
-    /// the tokens land in the owner's vault namespace.
-    pub async fn complete(&self, params: CallbackParams) -> Result<Connected, CallbackError> {
+    /// Finds the flow by `state` (consuming it), exchanges the code, and
+    /// stores the tokens with their client in the owner's namespace, both
+    /// at once and only after the exchange succeeded.
+    pub async fn complete(&self, params: CallbackParams) -> Result<Completed, CallbackError> {
         let state = params
             .state
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or(CallbackError::MissingState)?;
-        let flow = self.pending.take(state).map_err(|error| match error {
-            TakeError::Unknown => CallbackError::UnknownState,
-            TakeError::Expired { owner, server_id } => CallbackError::Expired { owner, server_id },
-        })?;
-        let (owner, server_id) = (flow.owner, flow.server_id);
-        let payload = flow.payload;
-        let server_name = payload.server_name.clone();
+        let pending = self
+            .stores
+            .flows
+            .take(state)
+            .await
+            .map_err(|error| match error {
+                TakeError::Unknown => CallbackError::UnknownState,
+                TakeError::Expired { owner, server_id } => CallbackError::Expired {
+                    flow: FlowRef { owner, server_id },
+                },
+                TakeError::Store(source) => CallbackError::Store { flow: None, source },
+            })?;
+        let flow = FlowRef {
+            owner: pending.owner,
+            server_id: pending.server_id.clone(),
+        };
 
-        if let Some(error) = params.error.as_deref() {
-            let reason = match params.error_description.as_deref() {
-                Some(description) => format!(
-                    "{} ({})",
-                    clip(error, REASON_CHARS),
-                    clip(description, REASON_CHARS)
-                ),
-                None => clip(error, REASON_CHARS),
-            };
-            tracing::info!(server = %server_id, user = owner.user_id, error = %clip(error, REASON_CHARS), "authorization refused");
+        if let Some(error) = params.error {
+            tracing::info!(server = %flow.server_id, user = flow.owner.user_id, error = %crate::text::clip(&error, 100), "authorization refused");
             return Err(CallbackError::Denied {
-                owner,
-                server_id,
-                server_name,
-                reason,
+                flow,
+                error,
+                description: params.error_description,
             });
         }
         let Some(code) = params.code.map(Secret::new).filter(|c| !c.is_empty()) else {
-            return Err(CallbackError::Exchange {
-                owner,
-                server_id,
-                server_name,
-                reason: "the authorization server sent no code".to_owned(),
-            });
+            return Err(CallbackError::MissingCode { flow });
+        };
+        let Some(server) = self.config.server(&flow.server_id) else {
+            return Err(CallbackError::UnknownServer { flow });
         };
 
-        // Saved first: refreshing the tokens later needs this exact client.
-        let store = self.store(owner.user_id, &server_id);
-        if let Err(error) = store.save_client(&payload.client).await {
-            tracing::error!(server = %server_id, user = owner.user_id, %error, "saving client record failed");
-            return Err(CallbackError::Exchange {
-                owner,
-                server_id,
-                server_name,
-                reason: "the bot could not store the tokens".to_owned(),
+        let exchange = async {
+            let discovered = discovery::discover(server).await?;
+            let mut manager = discovered.manager;
+            discovery::use_client(&mut manager, &pending.client)?;
+            let csrf_token = pending.authorization.csrf_token.clone();
+            manager.set_state_store(OneFlowState::holding(pending.authorization));
+            // The tokens land here first and reach the user's store only
+            // together with their client, in one write.
+            let received = InMemoryCredentialStore::new();
+            manager.set_credential_store(received.clone());
+            tokio::time::timeout(
+                server.timeout,
+                manager.exchange_code_for_token_with_issuer(
+                    code.expose(),
+                    &csrf_token,
+                    params.iss.as_deref(),
+                ),
+            )
+            .await
+            .map_err(|_| OAuthError::Timeout(server.timeout))?
+            .map_err(OAuthError::from_exchange)?;
+            received.load().await.ok().flatten().ok_or_else(|| {
+                OAuthError::Exchange(rmcp::transport::auth::AuthError::InternalError(
+                    "the exchange stored no credentials".to_owned(),
+                ))
+            })
+        };
+        let credentials = match exchange.await {
+            Ok(credentials) => credentials,
+            Err(source) => {
+                tracing::warn!(server = %flow.server_id, user = flow.owner.user_id, error = %crate::logging::chain(&source), "code exchange failed");
+                return Err(CallbackError::Exchange { flow, source });
+            }
+        };
+        let connection = Connection {
+            credentials,
+            client: pending.client,
+        };
+        if let Err(source) = self
+            .stores
+            .credentials
+            .save(flow.owner.user_id, &flow.server_id, &connection)
+            .await
+        {
+            return Err(CallbackError::Store {
+                flow: Some(flow),
+                source,
             });
         }
-        let exchanged = payload
-            .session
-            .handle_callback_with_issuer(code.expose(), &payload.rmcp_state, params.iss.as_deref())
-            .await;
-        if let Err(error) = exchanged {
-            tracing::warn!(server = %server_id, user = owner.user_id, %error, "code exchange failed");
-            return Err(CallbackError::Exchange {
-                owner,
-                server_id,
-                server_name,
-                reason: clip(&error.to_string(), REASON_CHARS),
-            });
-        }
-        tracing::info!(server = %server_id, user = owner.user_id, "connected");
-        Ok(Connected {
-            owner,
-            server_id,
-            server_name,
-        })
+        tracing::info!(server = %flow.server_id, user = flow.owner.user_id, "connected");
+        Ok(Completed { flow })
     }
 }

@@ -1,15 +1,16 @@
 //! Building rmcp `AuthorizationManager`s for a configured server.
 //!
-//! A manager is built once per flow (to register and authorize) and once per
-//! live MCP session (to attach and refresh tokens); both start with metadata
-//! discovery, under the server's timeout and address rules.
+//! A manager is built to start a flow, again to complete it (a pending
+//! flow keeps data, not a live manager with its two HTTP clients), and
+//! once per live MCP session; each starts with metadata discovery under the
+//! server's timeout and address rules.
 
 use rmcp::transport::auth::{AuthorizationManager, AuthorizationMetadata, OAuthClientConfig};
 
 use super::OAuthError;
-use super::credentials::ClientRecord;
 use crate::config::ServerConfig;
 use crate::net_guard;
+use crate::store::ClientRecord;
 
 /// A manager that has discovered the server's authorization metadata, and
 /// a copy of that metadata (rmcp keeps its own private).
@@ -40,13 +41,13 @@ pub async fn discover(server: &ServerConfig) -> Result<Discovered, OAuthError> {
         } else {
             AuthorizationManager::new(server.url.as_str()).await
         }
-        .map_err(OAuthError::from_auth)?;
+        .map_err(OAuthError::Discovery)?;
         let resolution = manager
             .resolve_metadata()
             .await
-            .map_err(|error| OAuthError::Discovery(error.to_string()))?;
+            .map_err(OAuthError::Discovery)?;
         if !resolution.source.is_discovered() {
-            return Err(OAuthError::NotOAuth);
+            return Err(OAuthError::NoMetadata);
         }
         manager.set_metadata(resolution.metadata.clone());
         Ok(Discovered {
@@ -56,7 +57,7 @@ pub async fn discover(server: &ServerConfig) -> Result<Discovered, OAuthError> {
     };
     tokio::time::timeout(server.timeout, work)
         .await
-        .map_err(|_| OAuthError::Timeout(server.timeout.as_secs()))?
+        .map_err(|_| OAuthError::Timeout(server.timeout))?
 }
 
 /// Points a discovered manager at an existing client registration.
@@ -75,5 +76,5 @@ pub fn use_client(
     }
     manager
         .configure_client(config)
-        .map_err(OAuthError::from_auth)
+        .map_err(OAuthError::Authorize)
 }

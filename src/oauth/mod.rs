@@ -1,148 +1,146 @@
 //! OAuth 2.1 authorization-code flows with PKCE, one per (user, server).
 //!
 //! rmcp's `auth` module does discovery, registration, PKCE, the `resource`
-//! parameter and the code exchange. This module adds what a multi-user bot
-//! needs around it: flows bound to the Telegram user and chat that asked
-//! ([`pending`]), tokens kept in that user's vault namespace
-//! ([`credentials`]), one client registration reused across users
-//! ([`registration`]), and the callback that completes a flow
+//! parameter, the `iss` check and the code exchange. This module adds what
+//! a multi-user bot needs around it: flows owned by the Telegram user and
+//! chat that asked, kept as data in the [`crate::store::FlowStore`] (not as
+//! live managers); tokens kept per user through the
+//! [`crate::store::CredentialStore`] ([`credentials`]); one client
+//! registration reused across users; and the callback that completes a flow
 //! ([`callback`]).
 
 pub mod callback;
 pub mod credentials;
 pub mod discovery;
-pub mod pending;
-pub mod registration;
+mod error;
+mod state;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rmcp::transport::auth::{
-    AuthError, AuthorizationManager, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
+    AuthorizationManager, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
 };
 use url::Url;
 
-use crate::config::{OAuthSettings, ServerAuth, ServerConfig};
-use crate::net_guard::GuardError;
+use crate::config::{Config, OAuthSettings, ServerAuth, ServerConfig};
 use crate::secret::Secret;
-use crate::vault::{Vault, VaultError};
+use crate::store::{ClientRecord, Connection, FlowOwner, PendingFlow, StoreError, Stores};
 
-pub use callback::{CallbackError, CallbackParams, Connected};
-pub use credentials::{ClientRecord, RefreshLocks, VaultCredentialStore};
-pub use pending::{FlowOwner, FlowState};
+pub use callback::{CallbackError, CallbackParams, Completed, FlowRef};
+pub use credentials::SlotCredentials;
+pub use error::OAuthError;
 
-use pending::{FlowStateStore, PendingFlows};
-use registration::Registrations;
+use state::OneFlowState;
+
+/// How long a connect link stays valid.
+pub const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// Client name shown by authorization servers on their consent pages.
 const CLIENT_NAME: &str = "mcpgram";
-
-/// Why a flow could not start, in words fit for the user.
-#[derive(Debug, thiserror::Error)]
-pub enum OAuthError {
-    #[error("{0} is not an OAuth server in this bot's config")]
-    NotOAuthServer(String),
-    #[error("the server does not advertise OAuth authorization metadata")]
-    NotOAuth,
-    #[error("could not discover the server's authorization metadata: {0}")]
-    Discovery(String),
-    #[error("the server did not answer within {0} s")]
-    Timeout(u64),
-    #[error("client registration failed: {0}")]
-    Registration(String),
-    #[error("refusing to contact {0}")]
-    Guard(#[from] GuardError),
-    /// Users see a generic sentence; the detail (paths, key trouble) is
-    /// for the admin's logs.
-    #[error("the bot's encrypted storage cannot be read; the bot's admin must check its logs")]
-    Vault(#[from] VaultError),
-    #[error("{0}")]
-    Auth(String),
-}
-
-impl OAuthError {
-    pub(crate) fn from_auth(error: AuthError) -> Self {
-        match error {
-            AuthError::RegistrationFailed(reason) => OAuthError::Registration(reason),
-            other => OAuthError::Auth(other.to_string()),
-        }
-    }
-}
 
 /// A started flow: the URL to send the user to. It carries the `state`, so
 /// it is a [`Secret`]: shown to its owner only, never logged.
 #[derive(Debug)]
 pub struct StartedFlow {
     pub authorize_url: Secret,
+    pub expires_in: Duration,
 }
 
-/// What completing a flow needs, kept until the callback arrives.
-struct FlowPayload {
-    session: AuthorizationSession,
-    /// The CSRF token rmcp generated, which its state store is keyed by.
-    rmcp_state: String,
-    client: ClientRecord,
-    server_name: String,
-}
-
-/// Starts and completes flows; shared by the bot and the HTTP callback.
+/// Starts and completes flows and builds the managers of live sessions.
 pub struct Connector {
-    vault: Arc<Vault>,
-    registrations: Registrations,
-    pending: PendingFlows<FlowPayload>,
-    locks: RefreshLocks,
+    config: Arc<Config>,
+    stores: Stores,
     redirect_uri: String,
     /// `web` when the callback is hosted, `native` on loopback (SEP-837).
     application_type: &'static str,
 }
 
 impl Connector {
-    pub fn new(vault: Arc<Vault>, locks: RefreshLocks, redirect_uri: String, hosted: bool) -> Self {
+    pub fn new(config: Arc<Config>, stores: Stores, redirect_uri: String) -> Self {
+        let application_type = if config.http.public_url.is_some() {
+            "web"
+        } else {
+            "native"
+        };
         Self {
-            registrations: Registrations::new(vault.clone()),
-            vault,
-            pending: PendingFlows::default(),
-            locks,
+            config,
+            stores,
             redirect_uri,
-            application_type: if hosted { "web" } else { "native" },
+            application_type,
         }
     }
 
-    /// The vault-backed token store of one (user, server) slot.
-    pub fn store(&self, user_id: u64, server_id: &str) -> VaultCredentialStore {
-        VaultCredentialStore::new(self.vault.clone(), user_id, server_id, self.locks.clone())
+    /// rmcp's token store for one (user, server) slot.
+    pub fn slot(&self, user_id: u64, server_id: &str) -> SlotCredentials {
+        SlotCredentials::new(
+            self.stores.credentials.clone(),
+            self.stores.refresh_locks.clone(),
+            user_id,
+            server_id,
+        )
     }
 
-    /// Whether `user_id` holds tokens for `server_id`.
-    pub async fn is_connected(&self, user_id: u64, server_id: &str) -> Result<bool, VaultError> {
+    /// The user's tokens and client for the server, if connected.
+    pub async fn connection(
+        &self,
+        user_id: u64,
+        server_id: &str,
+    ) -> Result<Option<Connection>, StoreError> {
         Ok(self
-            .store(user_id, server_id)
-            .stored()
+            .stores
+            .credentials
+            .load(user_id, server_id)
             .await?
-            .is_some_and(|c| c.token_response.is_some()))
+            .filter(Connection::has_tokens))
     }
 
     /// Deletes the user's tokens for the server; answers whether there were any.
-    pub async fn disconnect(&self, user_id: u64, server_id: &str) -> Result<bool, VaultError> {
-        self.store(user_id, server_id).forget().await
+    pub async fn disconnect(&self, user_id: u64, server_id: &str) -> Result<bool, StoreError> {
+        self.stores.credentials.remove(user_id, server_id).await
+    }
+
+    /// A manager holding the user's tokens for a live MCP session, or
+    /// `None` when the user must (re)connect first.
+    pub async fn session_manager(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+    ) -> Result<Option<AuthorizationManager>, OAuthError> {
+        let Some(connection) = self.connection(user_id, &server.id).await? else {
+            return Ok(None);
+        };
+        let discovered = discovery::discover(server).await?;
+        // Tokens minted by another issuer must not be sent here.
+        if connection.credentials.issuer.is_some()
+            && connection.credentials.issuer != discovered.issuer()
+        {
+            tracing::warn!(server = %server.id, user = user_id, "issuer changed; reconnect needed");
+            return Ok(None);
+        }
+        let mut manager = discovered.manager;
+        manager.set_credential_store(self.slot(user_id, &server.id));
+        discovery::use_client(&mut manager, &connection.client)?;
+        Ok(Some(manager))
     }
 
     /// Discovers, registers (or reuses a registration) and builds the
-    /// authorization URL for `owner` on `server`.
+    /// authorization URL for `owner` on `server`. What completing the flow
+    /// needs is kept as a [`PendingFlow`]; the manager is dropped.
     pub async fn start(
         &self,
         owner: FlowOwner,
         server: &ServerConfig,
     ) -> Result<StartedFlow, OAuthError> {
         let ServerAuth::OAuth(settings) = &server.auth else {
-            return Err(OAuthError::NotOAuthServer(server.id.clone()));
+            return Err(OAuthError::NotOAuthServer);
         };
         let discovered = discovery::discover(server).await?;
         let issuer = discovered.issuer();
         let advertised = discovered.advertised_scopes();
         let mut manager = discovered.manager;
-
-        manager.set_credential_store(self.store(owner.user_id, &server.id));
-        manager.set_state_store(FlowStateStore::default());
+        let captured = OneFlowState::default();
+        manager.set_state_store(captured.clone());
 
         let client = match self
             .client_for(settings, &server.id, issuer.as_deref())
@@ -166,20 +164,25 @@ impl Connector {
         }
         let session = AuthorizationSession::new(manager, request)
             .await
-            .map_err(|(_, error)| OAuthError::from_auth(error))?;
-
-        let (authorize_url, rmcp_state) = replace_state(session.get_authorization_url())?;
-        let payload = FlowPayload {
-            session,
-            rmcp_state,
+            .map_err(|(_, error)| OAuthError::Authorize(error))?;
+        let (authorize_url, _rmcp_state) = without_state(session.get_authorization_url())?;
+        let authorization = captured.take().ok_or_else(|| {
+            OAuthError::Authorize(rmcp::transport::auth::AuthError::InternalError(
+                "rmcp saved no authorization state".to_owned(),
+            ))
+        })?;
+        let flow = PendingFlow {
+            owner,
+            server_id: server.id.clone(),
+            expires_at: PendingFlow::expires_after(FLOW_TTL),
+            authorization,
             client,
-            server_name: server.name.clone(),
         };
-        let state = self.pending.insert(owner, &server.id, payload);
-        let authorize_url = with_state(authorize_url, state.as_str());
+        let state = self.stores.flows.insert(flow).await?;
         tracing::info!(server = %server.id, user = owner.user_id, "authorization flow started");
         Ok(StartedFlow {
-            authorize_url: Secret::new(authorize_url),
+            authorize_url: Secret::new(with_state(authorize_url, state.as_str())),
+            expires_in: FLOW_TTL,
         })
     }
 
@@ -200,7 +203,7 @@ impl Connector {
                 OAuthClientConfig::new("", self.redirect_uri.clone())
                     .with_application_type(self.application_type),
             )
-            .map_err(OAuthError::from_auth)?;
+            .map_err(OAuthError::Registration)?;
         // Register for every advertised scope: some servers treat the
         // registration's scope as the client's allow-list, and a later
         // step-up must not be refused for it.
@@ -216,8 +219,8 @@ impl Connector {
             manager.register_client(CLIENT_NAME, &self.redirect_uri, &scope_refs),
         )
         .await
-        .map_err(|_| OAuthError::Timeout(server.timeout.as_secs()))?
-        .map_err(OAuthError::from_auth)?;
+        .map_err(|_| OAuthError::Timeout(server.timeout))?
+        .map_err(OAuthError::Registration)?;
         let record = ClientRecord {
             client_id: registered.client_id,
             client_secret: registered.client_secret.map(Secret::new),
@@ -225,7 +228,10 @@ impl Connector {
             issuer,
             scopes,
         };
-        self.registrations.remember(&server.id, &record).await?;
+        self.stores
+            .registrations
+            .remember(&server.id, &record)
+            .await?;
         tracing::info!(server = %server.id, "registered an OAuth client");
         Ok(record)
     }
@@ -248,16 +254,23 @@ impl Connector {
             }));
         }
         Ok(self
+            .stores
             .registrations
             .find(server_id, &self.redirect_uri, issuer)
             .await?)
     }
 }
 
-/// Takes rmcp's `state` out of its authorization URL; returns the URL
-/// without it and the removed value.
-fn replace_state(url: &str) -> Result<(Url, String), OAuthError> {
-    let mut url = Url::parse(url).map_err(|e| OAuthError::Auth(e.to_string()))?;
+/// Takes rmcp's `state` (its CSRF token, 128 bits, owner unknown) out of
+/// its authorization URL; returns the URL without it and the removed value.
+/// The flow's own 256-bit state goes in instead.
+fn without_state(url: &str) -> Result<(Url, String), OAuthError> {
+    let internal = |what: &str| {
+        OAuthError::Authorize(rmcp::transport::auth::AuthError::InternalError(
+            what.to_owned(),
+        ))
+    };
+    let mut url = Url::parse(url).map_err(|_| internal("rmcp built an unparsable URL"))?;
     let mut rmcp_state = None;
     let kept: Vec<(String, String)> = url
         .query_pairs()
@@ -270,8 +283,7 @@ fn replace_state(url: &str) -> Result<(Url, String), OAuthError> {
             }
         })
         .collect();
-    let rmcp_state =
-        rmcp_state.ok_or_else(|| OAuthError::Auth("authorization URL has no state".to_owned()))?;
+    let rmcp_state = rmcp_state.ok_or_else(|| internal("authorization URL has no state"))?;
     url.query_pairs_mut().clear().extend_pairs(kept);
     Ok((url, rmcp_state))
 }
@@ -287,7 +299,7 @@ mod tests {
 
     #[test]
     fn state_is_swapped_and_everything_else_kept() {
-        let (url, old) = replace_state(
+        let (url, old) = without_state(
             "http://as.example/authorize?response_type=code&client_id=c&state=abc&code_challenge=x&resource=http%3A%2F%2Fmcp%2F",
         )
         .unwrap();

@@ -1,13 +1,21 @@
-//! The bot's commands: the menu Telegram shows, and parsing what users type.
+//! The bot's commands: the menu Telegram shows, and reading what users
+//! type into [`Request`]s whose servers are already resolved.
 //!
-//! teloxide's derive gives the command menu and `/help`; the arguments are
-//! parsed here into [`Request`]s with errors that say exactly what to type,
-//! because chat users get no second chance to read a man page.
+//! teloxide's derive gives the command menu, `/help` and the command
+//! recognition (including `/cmd@this_bot` in groups); the arguments are
+//! checked here, because they depend on the config (server ids) and on
+//! JSON, and a bad one must be answered with a typed [`Problem`] rather
+//! than dropped. Command names are matched case-insensitively (`/Connect`
+//! from a phone's auto-capitalisation), which teloxide's own
+//! `filter_command` does not do.
+
+use std::sync::Arc;
 
 use rmcp::model::JsonObject;
 use teloxide::utils::command::{BotCommands, ParseError};
 
-use crate::config::{Config, ServerConfig};
+use crate::config::ServerConfig;
+use crate::gateway::Gateway;
 
 /// Every command, with the description Telegram shows in its menu.
 #[derive(BotCommands, Clone, Debug, PartialEq, Eq)]
@@ -31,35 +39,67 @@ pub enum Command {
     Disconnect(String),
 }
 
-/// A command with its arguments checked.
+/// Which command a usage hint is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Connect,
+    Tools,
+    Call,
+    Disconnect,
+}
+
+/// A tool call with its arguments checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRequest {
+    pub server: Arc<ServerConfig>,
+    pub tool: String,
+    pub arguments: Option<JsonObject>,
+}
+
+/// A command ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     Start,
     Help,
     Servers,
     Status,
-    Connect(String),
-    Tools(String),
-    Call {
-        server: String,
-        tool: String,
-        arguments: Option<JsonObject>,
+    Connect(Arc<ServerConfig>),
+    Tools(Arc<ServerConfig>),
+    Call(CallRequest),
+    Disconnect(Arc<ServerConfig>),
+}
+
+/// What is wrong with a command's arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    Usage(Verb),
+    UnknownServer {
+        typed: String,
+        verb: Verb,
     },
-    Disconnect(String),
+    MissingTool {
+        server: String,
+    },
+    /// `detail` is serde_json's description of the syntax error.
+    BadJson {
+        detail: String,
+    },
+    NotAnObject,
 }
 
 /// What a text message turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
-    /// Not a command, or a command for another bot in a group.
-    NotForUs,
+    /// Not a command: ordinary text.
+    Text,
+    /// A command addressed to another bot (`/cmd@other_bot`).
+    ForAnotherBot,
     Request(Request),
-    /// A command we know with bad arguments: the one-line hint to send back.
-    Invalid(String),
+    Invalid(Problem),
     /// A command we don't know. In a group it may be another bot's, so it
     /// is answered there only when addressed to us by name.
     Unknown {
-        hint: String,
+        command: String,
         addressed: bool,
     },
 }
@@ -71,115 +111,82 @@ pub fn start_payload_for_connect(server_id: &str) -> String {
     format!("{START_CONNECT_PREFIX}{server_id}")
 }
 
-pub fn parse(text: &str, bot_username: &str, config: &Config) -> Parsed {
+pub fn parse(text: &str, bot_username: &str, gateway: &Gateway) -> Parsed {
     let text = text.trim_start();
     if !text.starts_with('/') {
-        return Parsed::NotForUs;
+        return Parsed::Text;
     }
-    // Users type "/Connect" too; commands are case-insensitive here.
     let (head, rest) = text.split_at(text.find(char::is_whitespace).unwrap_or(text.len()));
     let normalized = format!("{}{}", head.to_lowercase(), rest);
     let command = match Command::parse(&normalized, bot_username) {
         Ok(command) => command,
-        Err(ParseError::WrongBotName(_)) => return Parsed::NotForUs,
+        Err(ParseError::WrongBotName(_)) => return Parsed::ForAnotherBot,
         Err(_) => {
             return Parsed::Unknown {
-                hint: format!(
-                    "Unknown command {}. Send /help to see what I can do.",
-                    head.split('@').next().unwrap_or(head)
-                ),
+                command: head.split('@').next().unwrap_or(head).to_owned(),
                 addressed: head.contains('@'),
             };
         }
     };
-    match request(command, config) {
+    match request(command, gateway) {
         Ok(request) => Parsed::Request(request),
-        Err(hint) => Parsed::Invalid(hint),
+        Err(problem) => Parsed::Invalid(problem),
     }
 }
 
-fn request(command: Command, config: &Config) -> Result<Request, String> {
+fn request(command: Command, gateway: &Gateway) -> Result<Request, Problem> {
     Ok(match command {
         Command::Start(payload) => match payload.trim().strip_prefix(START_CONNECT_PREFIX) {
-            Some(server) => Request::Connect(server_id(server, "connect", config)?),
+            Some(server) => Request::Connect(server_named(server, Verb::Connect, gateway)?),
             None => Request::Start,
         },
         Command::Help(_) => Request::Help,
         Command::Servers(_) => Request::Servers,
         Command::Status(_) => Request::Status,
-        Command::Connect(args) => Request::Connect(single_server(&args, "connect", config)?),
-        Command::Tools(args) => Request::Tools(single_server(&args, "tools", config)?),
+        Command::Connect(args) => Request::Connect(single_server(&args, Verb::Connect, gateway)?),
+        Command::Tools(args) => Request::Tools(single_server(&args, Verb::Tools, gateway)?),
         Command::Disconnect(args) => {
-            Request::Disconnect(single_server(&args, "disconnect", config)?)
+            Request::Disconnect(single_server(&args, Verb::Disconnect, gateway)?)
         }
-        Command::Call(args) => call(&args, config)?,
+        Command::Call(args) => Request::Call(call(&args, gateway)?),
     })
 }
 
-fn usage(command: &str) -> &'static str {
-    match command {
-        "connect" => "Usage: /connect <server>",
-        "tools" => "Usage: /tools <server>",
-        "disconnect" => "Usage: /disconnect <server>",
-        _ => "Usage: /call <server> <tool> {\"arg\": \"value\"}",
-    }
-}
-
-fn server_list(config: &Config) -> String {
-    if config.servers.is_empty() {
-        return "No servers are configured.".to_owned();
-    }
-    let ids: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
-    format!("Servers: {}.", ids.join(", "))
-}
-
-fn single_server(args: &str, command: &str, config: &Config) -> Result<String, String> {
+fn single_server(args: &str, verb: Verb, gateway: &Gateway) -> Result<Arc<ServerConfig>, Problem> {
     let mut words = args.split_whitespace();
     match (words.next(), words.next()) {
-        (Some(server), None) => server_id(server, command, config),
-        _ => Err(format!("{}. {}", usage(command), server_list(config))),
+        (Some(server), None) => server_named(server, verb, gateway),
+        _ => Err(Problem::Usage(verb)),
     }
 }
 
-/// Resolves a typed server id (case-insensitively) to the configured one.
-fn server_id(typed: &str, command: &str, config: &Config) -> Result<String, String> {
-    find_server(typed, config)
-        .map(|server| server.id.clone())
-        .ok_or_else(|| {
-            format!(
-                "Unknown server \"{}\". {} {}",
-                typed.chars().take(40).collect::<String>(),
-                server_list(config),
-                usage(command)
-            )
+fn server_named(typed: &str, verb: Verb, gateway: &Gateway) -> Result<Arc<ServerConfig>, Problem> {
+    gateway
+        .find_server(typed)
+        .ok_or_else(|| Problem::UnknownServer {
+            typed: typed.chars().take(40).collect(),
+            verb,
         })
 }
 
-fn find_server<'a>(typed: &str, config: &'a Config) -> Option<&'a ServerConfig> {
-    let typed = typed.to_lowercase();
-    config.servers.iter().find(|server| server.id == typed)
-}
-
-fn call(args: &str, config: &Config) -> Result<Request, String> {
-    let args = args.trim();
-    let (server, rest) = split_word(args);
+fn call(args: &str, gateway: &Gateway) -> Result<CallRequest, Problem> {
+    let (server, rest) = split_word(args.trim());
     if server.is_empty() {
-        return Err(format!("{}. {}", usage("call"), server_list(config)));
+        return Err(Problem::Usage(Verb::Call));
     }
-    let server = server_id(server, "call", config)?;
+    let server = server_named(server, Verb::Call, gateway)?;
     let (tool, json) = split_word(rest);
     if tool.is_empty() {
-        return Err(format!(
-            "{}. See the tools with /tools {server}.",
-            usage("call")
-        ));
+        return Err(Problem::MissingTool {
+            server: server.id.clone(),
+        });
     }
     let arguments = if json.is_empty() {
         None
     } else {
         Some(parse_arguments(json)?)
     };
-    Ok(Request::Call {
+    Ok(CallRequest {
         server,
         tool: tool.to_owned(),
         arguments,
@@ -196,7 +203,7 @@ fn split_word(text: &str) -> (&str, &str) {
 
 /// Tool arguments: a JSON object. Phones turn `"` into typographic quotes,
 /// which are mapped back first.
-fn parse_arguments(text: &str) -> Result<JsonObject, String> {
+fn parse_arguments(text: &str) -> Result<JsonObject, Problem> {
     let straightened: String = text
         .chars()
         .map(|c| match c {
@@ -207,20 +214,21 @@ fn parse_arguments(text: &str) -> Result<JsonObject, String> {
         .collect();
     match serde_json::from_str::<serde_json::Value>(&straightened) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => {
-            Err("Tool arguments must be a JSON object, e.g. {\"name\": \"Alice\"}.".to_owned())
-        }
-        Err(error) => Err(format!(
-            "The arguments are not valid JSON ({error}). Example: {{\"name\": \"Alice\"}}"
-        )),
+        Ok(_) => Err(Problem::NotAnObject),
+        Err(error) => Err(Problem::BadJson {
+            detail: error.to_string(),
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::{Gateway, Silent};
+    use crate::store::Stores;
+    use crate::vault::{KeySource, Vault};
 
-    fn config() -> Config {
+    fn gateway() -> (Gateway, tempfile::TempDir) {
         let text = r#"
 [telegram]
 token = "1:x"
@@ -231,11 +239,28 @@ url = "http://localhost:3000/mcp"
 id = "todo"
 url = "https://example.com/mcp"
 "#;
-        crate::config::parse(text, std::path::Path::new("t"), &|_| None).unwrap()
+        let config = crate::config::parse(text, std::path::Path::new("t"), &|_| None).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let vault = Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap();
+        let gateway = Gateway::new(
+            Arc::new(config),
+            Stores::embedded(Arc::new(vault)),
+            "http://127.0.0.1:1/oauth/callback".into(),
+            Arc::new(Silent),
+        );
+        (gateway, temp)
     }
 
     fn parsed(text: &str) -> Parsed {
-        parse(text, "mcpgram_bot", &config())
+        let (gateway, _temp) = gateway();
+        parse(text, "mcpgram_bot", &gateway)
+    }
+
+    fn server_of(request: Parsed) -> String {
+        match request {
+            Parsed::Request(Request::Connect(server) | Request::Tools(server)) => server.id.clone(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -246,33 +271,38 @@ url = "https://example.com/mcp"
             parsed("/servers@mcpgram_bot"),
             Parsed::Request(Request::Servers)
         );
-        assert_eq!(parsed("/status@other_bot"), Parsed::NotForUs);
-        assert_eq!(parsed("hello"), Parsed::NotForUs);
-        assert_eq!(
-            parsed("/Connect Demo"),
-            Parsed::Request(Request::Connect("demo".into()))
-        );
+        assert_eq!(parsed("/status@other_bot"), Parsed::ForAnotherBot);
+        assert_eq!(parsed("hello"), Parsed::Text);
+        assert_eq!(server_of(parsed("/Connect Demo")), "demo");
     }
 
     #[test]
-    fn bad_arguments_get_a_one_line_hint() {
-        for (text, needle) in [
-            ("/connect", "Usage: /connect <server>"),
-            ("/connect a b", "Usage: /connect <server>"),
-            ("/tools nope", "Unknown server \"nope\""),
-            ("/call", "Usage: /call"),
-            ("/call demo", "See the tools with /tools demo"),
-            ("/call demo greet {bad", "not valid JSON"),
-            ("/call demo greet [1]", "must be a JSON object"),
+    fn bad_arguments_are_typed_problems() {
+        for (text, problem) in [
+            ("/connect", Problem::Usage(Verb::Connect)),
+            ("/connect a b", Problem::Usage(Verb::Connect)),
+            (
+                "/tools nope",
+                Problem::UnknownServer {
+                    typed: "nope".into(),
+                    verb: Verb::Tools,
+                },
+            ),
+            ("/call", Problem::Usage(Verb::Call)),
+            (
+                "/call demo",
+                Problem::MissingTool {
+                    server: "demo".into(),
+                },
+            ),
+            ("/call demo greet [1]", Problem::NotAnObject),
         ] {
-            match parsed(text) {
-                Parsed::Invalid(hint) => {
-                    assert!(hint.contains(needle), "{text}: {hint}");
-                    assert!(!hint.contains('\n'), "{text}: {hint}");
-                }
-                other => panic!("{text}: {other:?}"),
-            }
+            assert_eq!(parsed(text), Parsed::Invalid(problem), "{text}");
         }
+        assert!(matches!(
+            parsed("/call demo greet {bad"),
+            Parsed::Invalid(Problem::BadJson { .. })
+        ));
     }
 
     #[test]
@@ -280,7 +310,7 @@ url = "https://example.com/mcp"
         assert_eq!(
             parsed("/frobnicate now"),
             Parsed::Unknown {
-                hint: "Unknown command /frobnicate. Send /help to see what I can do.".into(),
+                command: "/frobnicate".into(),
                 addressed: false
             }
         );
@@ -295,42 +325,34 @@ url = "https://example.com/mcp"
 
     #[test]
     fn call_takes_server_tool_and_json_object() {
-        let Parsed::Request(Request::Call {
-            server,
-            tool,
-            arguments,
-        }) = parsed("/call demo greet {\"name\": \"Ann  Lee\"}")
+        let Parsed::Request(Request::Call(call)) =
+            parsed("/call demo greet {\"name\": \"Ann  Lee\"}")
         else {
             panic!()
         };
-        assert_eq!((server.as_str(), tool.as_str()), ("demo", "greet"));
-        assert_eq!(arguments.unwrap()["name"], "Ann  Lee");
         assert_eq!(
-            parsed("/call demo list"),
-            Parsed::Request(Request::Call {
-                server: "demo".into(),
-                tool: "list".into(),
-                arguments: None
-            })
+            (call.server.id.as_str(), call.tool.as_str()),
+            ("demo", "greet")
         );
+        assert_eq!(call.arguments.unwrap()["name"], "Ann  Lee");
+        let Parsed::Request(Request::Call(call)) = parsed("/call demo list") else {
+            panic!()
+        };
+        assert_eq!((call.tool.as_str(), call.arguments), ("list", None));
     }
 
     #[test]
     fn typographic_quotes_from_phones_are_accepted() {
-        let Parsed::Request(Request::Call { arguments, .. }) =
-            parsed("/call demo greet {“name”: “Ann”}")
+        let Parsed::Request(Request::Call(call)) = parsed("/call demo greet {“name”: “Ann”}")
         else {
             panic!()
         };
-        assert_eq!(arguments.unwrap()["name"], "Ann");
+        assert_eq!(call.arguments.unwrap()["name"], "Ann");
     }
 
     #[test]
     fn start_deep_link_continues_with_connect() {
-        assert_eq!(
-            parsed("/start connect-demo"),
-            Parsed::Request(Request::Connect("demo".into()))
-        );
+        assert_eq!(server_of(parsed("/start connect-demo")), "demo");
         assert_eq!(parsed("/start"), Parsed::Request(Request::Start));
     }
 }

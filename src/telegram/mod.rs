@@ -1,77 +1,74 @@
-//! Everything that speaks Telegram. Nothing else in the crate imports
-//! teloxide: the rest of the bot sees [`Telegram`] and the
-//! [`crate::notify::ChatNotifier`] it provides.
+//! The Telegram adapter. Nothing else in the crate imports teloxide: the
+//! rest of the bot sees [`Telegram`] and the
+//! [`crate::gateway::ChatNotifier`] it provides.
 //!
-//! - [`commands`]: the command menu and argument parsing.
-//! - [`handlers`]: one endpoint per request, thin over `oauth` and `mcp`.
+//! - [`schema`]: which message goes to which endpoint, as one table.
+//! - [`commands`]: the command menu, and reading arguments into requests.
+//! - [`endpoints`]: one thin function per request, over the core.
+//! - [`wording`]: every sentence the bot writes; [`render`]: tool lists
+//!   and results as text.
 //! - [`send`] and [`format`]: chunking, link buttons, no previews.
 //! - [`notifier`]: tells a chat how its authorization flow ended.
 
 pub mod commands;
+pub mod endpoints;
 pub mod format;
-pub mod handlers;
 pub mod notifier;
+pub mod render;
+pub mod schema;
 pub mod send;
+pub mod wording;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use teloxide::dispatching::UpdateHandler;
+use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
+use teloxide::update_listeners;
 use teloxide::utils::command::BotCommands;
 
-use crate::config::{Config, TelegramConfig};
-use crate::mcp::McpHub;
-use crate::notify::ChatNotifier;
-use crate::oauth::Connector;
-
-/// What every handler needs.
-pub struct Ctx {
-    pub config: Arc<Config>,
-    pub connector: Arc<Connector>,
-    pub hub: Arc<McpHub>,
-    pub bot_username: String,
-}
-
-impl Ctx {
-    fn is_allowed(&self, user_id: u64) -> bool {
-        let allowed = &self.config.telegram.allowed_users;
-        allowed.is_empty() || allowed.contains(&user_id)
-    }
-}
+use crate::config::TelegramConfig;
+use crate::gateway::{ChatNotifier, Gateway};
+use crate::logging::chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelegramError {
-    #[error("Telegram rejected the bot token (check telegram.token): {0}")]
-    Token(String),
-    #[error("cannot reach the Telegram Bot API at {url}: {reason}")]
-    Unreachable { url: String, reason: String },
-    #[error("Telegram refused the command menu: {0}")]
-    Commands(String),
+    #[error("Telegram rejected the bot token (check telegram.token)")]
+    Token(#[source] teloxide::RequestError),
+    #[error("cannot reach the Telegram Bot API at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: teloxide::RequestError,
+    },
+    #[error("Telegram refused the command menu")]
+    Commands(#[source] teloxide::RequestError),
 }
 
 /// A bot that has checked its token with `getMe`.
 pub struct Telegram {
     bot: Bot,
-    username: String,
+    allowed: schema::AllowedUsers,
 }
 
 impl Telegram {
     pub async fn connect(config: &TelegramConfig) -> Result<Self, TelegramError> {
         let bot = Bot::new(config.token.expose()).set_api_url(config.api_url.clone());
         let me = bot.get_me().await.map_err(|error| match error {
-            teloxide::RequestError::Api(api) => TelegramError::Token(api.to_string()),
+            teloxide::RequestError::Api(_) => TelegramError::Token(error),
             other => TelegramError::Unreachable {
                 url: config.api_url.to_string(),
-                reason: other.to_string(),
+                source: other,
             },
         })?;
-        let username = me.username.clone().unwrap_or_default();
         bot.set_my_commands(commands::Command::bot_commands())
             .await
-            .map_err(|error| TelegramError::Commands(error.to_string()))?;
-        tracing::info!(bot = %username, "connected to Telegram");
-        Ok(Self { bot, username })
+            .map_err(TelegramError::Commands)?;
+        tracing::info!(bot = %me.username(), "connected to Telegram");
+        Ok(Self {
+            bot,
+            allowed: schema::AllowedUsers(config.allowed_users.clone().into()),
+        })
     }
 
     pub fn notifier(&self) -> Arc<dyn ChatNotifier> {
@@ -81,23 +78,19 @@ impl Telegram {
     /// Long-polls for updates until `shutdown` completes.
     pub async fn run(
         self,
-        config: Arc<Config>,
-        connector: Arc<Connector>,
-        hub: Arc<McpHub>,
+        gateway: Arc<Gateway>,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) {
-        let ctx = Arc::new(Ctx {
-            config,
-            connector,
-            hub,
-            bot_username: self.username.clone(),
-        });
-        let mut dispatcher = Dispatcher::builder(self.bot, schema())
-            .dependencies(dptree::deps![ctx])
+    ) -> Result<(), TelegramError> {
+        let listener = update_listeners::polling_default(self.bot.clone()).await;
+        let mut dispatcher = Dispatcher::builder(self.bot.clone(), schema::schema())
+            .dependencies(dptree::deps![gateway, self.allowed])
             // One queue per user, not per chat: a slow server holds up only
             // the user who called it, even in a shared group.
             .distribution_function(|update: &Update| update.from().map(|user| user.id))
             .default_handler(|_| async {})
+            .error_handler(Arc::new(|error: teloxide::RequestError| async move {
+                tracing::warn!(error = %chain(&error), "a reply could not be sent");
+            }))
             .build();
         let token = dispatcher.shutdown_token();
         let stopper = tokio::spawn(async move {
@@ -111,11 +104,16 @@ impl Telegram {
                 }
             }
         });
-        dispatcher.dispatch().await;
+        let result = dispatcher
+            .try_dispatch_with_listener(
+                listener,
+                LoggingErrorHandler::with_custom_text("polling Telegram failed"),
+            )
+            .await;
         stopper.abort();
+        result.map_err(|source| TelegramError::Unreachable {
+            url: "the Bot API".to_owned(),
+            source,
+        })
     }
-}
-
-fn schema() -> UpdateHandler<teloxide::RequestError> {
-    Update::filter_message().endpoint(handlers::on_message)
 }

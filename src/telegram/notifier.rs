@@ -1,10 +1,10 @@
-//! Delivers finished authorization flows to their chat.
+//! Tells a chat how its authorization flow ended.
 
 use teloxide::prelude::*;
 
-use super::send;
-use crate::notify::ChatNotifier;
-use crate::oauth::{Connected, FlowOwner};
+use super::{send, wording};
+use crate::gateway::{ChatNotifier, ConnectOutcome};
+use crate::logging::chain;
 
 pub struct TelegramNotifier {
     bot: Bot,
@@ -18,28 +18,23 @@ impl TelegramNotifier {
 
 #[async_trait::async_trait]
 impl ChatNotifier for TelegramNotifier {
-    async fn connected(&self, connected: &Connected) {
-        let text = format!(
-            "Connected to {}. Try /tools {}.",
-            connected.server_name, connected.server_id
-        );
-        if let Err(error) = send::text(&self.bot, ChatId(connected.owner.chat_id), &text).await {
-            tracing::warn!(%error, "could not confirm the connection in chat");
-        }
-    }
-
-    async fn connect_failed(
-        &self,
-        owner: FlowOwner,
-        server_id: &str,
-        server_name: &str,
-        reason: &str,
-    ) {
-        let text = format!(
-            "Connecting to {server_name} failed: {reason}. Send /connect {server_id} to try again."
-        );
-        if let Err(error) = send::text(&self.bot, ChatId(owner.chat_id), &text).await {
-            tracing::warn!(%error, "could not report the failed connection in chat");
+    async fn connect_finished(&self, outcome: ConnectOutcome<'_>) {
+        let (chat, text) = match outcome {
+            ConnectOutcome::Connected { owner, server } => {
+                (owner.chat_id, wording::connected(server))
+            }
+            ConnectOutcome::Failed {
+                owner,
+                server,
+                server_id,
+                error,
+            } => (
+                owner.chat_id,
+                wording::connect_failed(server, server_id, error),
+            ),
+        };
+        if let Err(error) = send::text(&self.bot, ChatId(chat), &text).await {
+            tracing::warn!(error = %chain(&error), "could not tell the chat how its connect ended");
         }
     }
 }

@@ -31,6 +31,15 @@ pub enum Namespace {
     User(u64),
 }
 
+impl std::fmt::Display for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Namespace::System => f.write_str("the system namespace"),
+            Namespace::User(id) => write!(f, "the namespace of user {id}"),
+        }
+    }
+}
+
 impl Namespace {
     fn file_name(self) -> String {
         match self {
@@ -42,10 +51,11 @@ impl Namespace {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    #[error("vault: cannot {action} {path}: {source}")]
+    #[error("vault: cannot {action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error(
@@ -53,13 +63,59 @@ pub enum VaultError {
     )]
     BadKey { origin: String },
     #[error(
-        "vault: cannot decrypt {path} with the configured key ({reason}); was the identity replaced? Restore the old key or move the file away"
+        "vault: cannot decrypt {path} with the configured key; was the identity replaced? Restore the old key or move the file away"
     )]
-    Decrypt { path: PathBuf, reason: String },
-    #[error("vault: {path} decrypted but is not a vault namespace ({reason})")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("vault: encryption failed: {0}")]
-    Encrypt(String),
+    Decrypt {
+        path: PathBuf,
+        #[source]
+        source: Box<age::DecryptError>,
+    },
+    #[error("vault: {path} decrypted but is not a vault namespace")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("vault: cannot encrypt {namespace}")]
+    Encrypt {
+        namespace: String,
+        #[source]
+        source: Box<age::EncryptError>,
+    },
+    /// A record was written by another version or edited by hand. It is
+    /// reported rather than read as absent: for tokens, "absent" would mean
+    /// "not connected" and hide the problem behind a fresh login.
+    #[error("vault: record {key} in {namespace} does not parse")]
+    Record {
+        namespace: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("vault: cannot serialize record {key}")]
+    Serialize {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One change of a [`Vault::apply`] batch.
+#[derive(Debug)]
+pub enum Change {
+    Put(String, Secret),
+    Remove(String),
+}
+
+impl Change {
+    /// A JSON record to write.
+    pub fn put_json<T: serde::Serialize>(key: &str, value: &T) -> Result<Self, VaultError> {
+        let text = serde_json::to_string(value).map_err(|source| VaultError::Serialize {
+            key: key.to_owned(),
+            source,
+        })?;
+        Ok(Change::Put(key.to_owned(), Secret::new(text)))
+    }
 }
 
 type Entries = BTreeMap<String, Secret>;
@@ -103,26 +159,28 @@ impl Vault {
     }
 
     pub async fn put(&self, ns: Namespace, key: &str, value: Secret) -> Result<(), VaultError> {
-        self.update(ns, |entries| {
-            entries.insert(key.to_owned(), value);
-            true
-        })
-        .await
-        .map(|_| ())
+        self.apply(ns, vec![Change::Put(key.to_owned(), value)])
+            .await
+            .map(|_| ())
     }
 
-    /// A JSON record. One that no longer parses (format change, manual
-    /// edit) reads as absent: for tokens that means "connect again", which
-    /// is the right answer, rather than an error on every command.
+    /// A JSON record; one that does not parse is an error (see
+    /// [`VaultError::Record`]).
     pub async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         ns: Namespace,
         key: &str,
     ) -> Result<Option<T>, VaultError> {
-        Ok(self
-            .get(ns, key)
-            .await?
-            .and_then(|text| serde_json::from_str(text.expose()).ok()))
+        let Some(text) = self.get(ns, key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(text.expose())
+            .map(Some)
+            .map_err(|source| VaultError::Record {
+                namespace: ns.to_string(),
+                key: key.to_owned(),
+                source,
+            })
     }
 
     pub async fn put_json<T: serde::Serialize>(
@@ -131,8 +189,25 @@ impl Vault {
         key: &str,
         value: &T,
     ) -> Result<(), VaultError> {
-        let text = serde_json::to_string(value).map_err(|e| VaultError::Encrypt(e.to_string()))?;
-        self.put(ns, key, Secret::new(text)).await
+        self.apply(ns, vec![Change::put_json(key, value)?])
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies every change in one write of the namespace: either all of
+    /// them reach the disk or none does. Answers whether anything changed.
+    pub async fn apply(&self, ns: Namespace, changes: Vec<Change>) -> Result<bool, VaultError> {
+        self.update(ns, |entries| {
+            let mut changed = false;
+            for change in changes {
+                changed |= match change {
+                    Change::Put(key, value) => entries.insert(key, value.clone()) != Some(value),
+                    Change::Remove(key) => entries.remove(&key).is_some(),
+                };
+            }
+            changed
+        })
+        .await
     }
 
     /// Removes one key; answers whether it was there.
@@ -172,7 +247,7 @@ impl Vault {
         if !change(&mut next) {
             return Ok(false);
         }
-        let ciphertext = self.seal(&next)?;
+        let ciphertext = self.seal(ns, &next)?;
         let path = self.path(ns);
         match tokio::task::spawn_blocking(move || file::write_atomic(&path, &ciphertext)).await {
             Ok(Ok(())) => {
@@ -228,27 +303,30 @@ impl Vault {
                 });
             }
         };
-        let plaintext = Zeroizing::new(age::decrypt(&self.identity, &bytes).map_err(|error| {
+        let plaintext = Zeroizing::new(age::decrypt(&self.identity, &bytes).map_err(|source| {
             VaultError::Decrypt {
                 path: path.clone(),
-                reason: error.to_string(),
+                source: Box::new(source),
             }
         })?);
         let document: file::Document<BTreeMap<String, String>> = serde_json::from_slice(&plaintext)
-            .map_err(|error| VaultError::Corrupt {
-                path,
-                reason: error.to_string(),
-            })?;
+            .map_err(|source| VaultError::Corrupt { path, source })?;
         Ok(document.into_entries())
     }
 
-    fn seal(&self, entries: &Entries) -> Result<Vec<u8>, VaultError> {
+    fn seal(&self, ns: Namespace, entries: &Entries) -> Result<Vec<u8>, VaultError> {
         let plaintext = Zeroizing::new(
-            serde_json::to_vec(&file::Document::borrow(entries))
-                .map_err(|error| VaultError::Encrypt(error.to_string()))?,
+            serde_json::to_vec(&file::Document::borrow(entries)).map_err(|source| {
+                VaultError::Serialize {
+                    key: ns.to_string(),
+                    source,
+                }
+            })?,
         );
-        age::encrypt(&self.recipient, &plaintext)
-            .map_err(|error| VaultError::Encrypt(error.to_string()))
+        age::encrypt(&self.recipient, &plaintext).map_err(|source| VaultError::Encrypt {
+            namespace: ns.to_string(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -341,7 +419,66 @@ mod tests {
         let other = open(temp.path());
         let error = other.get(Namespace::User(7), "k").await.unwrap_err();
         assert!(matches!(error, VaultError::Decrypt { .. }), "{error}");
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "the cause is kept"
+        );
         assert!(error.to_string().contains("user-7.age"));
+    }
+
+    #[tokio::test]
+    async fn a_record_that_does_not_parse_is_an_error_not_absent() {
+        let temp = tempfile::tempdir().unwrap();
+        let vault = open(temp.path());
+        let ns = Namespace::User(3);
+        vault
+            .put(ns, "rec", Secret::new("{not json"))
+            .await
+            .unwrap();
+        let error = vault
+            .get_json::<serde_json::Value>(ns, "rec")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, VaultError::Record { key, .. } if key == "rec"),
+            "{error}"
+        );
+        assert_eq!(
+            vault
+                .get_json::<serde_json::Value>(ns, "absent")
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_at_once() {
+        let temp = tempfile::tempdir().unwrap();
+        let vault = open(temp.path());
+        let ns = Namespace::User(4);
+        vault.put(ns, "old", Secret::new("x")).await.unwrap();
+        let changed = vault
+            .apply(
+                ns,
+                vec![
+                    Change::put_json("a", &1).unwrap(),
+                    Change::put_json("b", &2).unwrap(),
+                    Change::Remove("old".into()),
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(changed);
+        let reopened = open(temp.path());
+        assert_eq!(reopened.keys(ns).await.unwrap(), vec!["a", "b"]);
+        assert!(
+            !vault
+                .apply(ns, vec![Change::put_json("a", &1).unwrap()])
+                .await
+                .unwrap(),
+            "an identical write changes nothing"
+        );
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Turning tool lists and tool results into plain text for a chat.
+//! Tool lists and tool results as plain text for a chat.
 //!
 //! Plain text, not HTML: tool output is arbitrary and must never be able
 //! to break Telegram's entity parser or smuggle markup into a message.

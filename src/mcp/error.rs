@@ -1,0 +1,136 @@
+//! Why an MCP operation failed, classified from rmcp's typed errors, with
+//! the original error kept as the source for the log. No words for users
+//! here: each adapter has its own.
+
+use std::time::Duration;
+
+use crate::config::ServerConfig;
+use crate::net_guard::GuardError;
+use crate::oauth::OAuthError;
+use crate::store::StoreError;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    /// No usable token: never connected, expired beyond refresh, revoked,
+    /// or the server refused it with a challenge.
+    #[error("the user must authorize (again)")]
+    NotAuthorized {
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A 403 with `insufficient_scope`: the token lacks a permission.
+    #[error("the token lacks scope {required:?}")]
+    InsufficientScope {
+        required: Option<String>,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the server's host name does not resolve")]
+    NameNotResolved {
+        #[source]
+        source: BoxError,
+    },
+    #[error("the server refused the connection")]
+    ConnectionRefused {
+        #[source]
+        source: BoxError,
+    },
+    #[error("the server cannot be reached")]
+    Unreachable {
+        #[source]
+        source: BoxError,
+    },
+    #[error("the TLS handshake with the server failed")]
+    Tls {
+        #[source]
+        source: BoxError,
+    },
+    #[error("no answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// An HTTP status the MCP transport could not use.
+    #[error("the server answered HTTP {status}")]
+    Status {
+        status: u16,
+        /// `Retry-After` as sent, for 429 and 503.
+        retry_after: Option<String>,
+        #[source]
+        source: BoxError,
+    },
+    /// A JSON-RPC error object from the server; `message` is foreign text.
+    #[error("the server answered with JSON-RPC error {code}")]
+    Rpc { code: i32, message: String },
+    /// Something that is not MCP came back (wrong content type, bad JSON,
+    /// a body over the size limit, no common protocol version).
+    #[error("the server's answer is not usable MCP")]
+    Protocol {
+        #[source]
+        source: BoxError,
+    },
+    /// The connection or session went away under the request.
+    #[error("the connection to the server was lost")]
+    ConnectionLost {
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("refusing the server's address")]
+    Guard(#[source] GuardError),
+    #[error("the OAuth engine failed")]
+    OAuth(#[from] OAuthError),
+    #[error("the credential store failed")]
+    Store(#[from] StoreError),
+    /// A static header from the config cannot be sent.
+    #[error("the configured header {name} is not valid")]
+    BadHeader { name: String },
+    /// Anything else; the source says what.
+    #[error("the MCP request failed")]
+    Other {
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// JSON-RPC's "invalid params", which servers use for arguments that do
+/// not match a tool's schema (and, some, for an unknown tool).
+pub const INVALID_PARAMS: i32 = -32602;
+
+impl McpError {
+    /// Worth one more try on a fresh session: the old one may have died
+    /// quietly (server restarted, idle connection closed).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            McpError::ConnectionLost { .. } | McpError::ConnectionRefused { .. }
+        )
+    }
+
+    /// Leaves the session usable (the server answered sensibly); anything
+    /// else drops it so the next operation starts afresh.
+    pub fn keeps_session(&self) -> bool {
+        matches!(self, McpError::Rpc { .. })
+    }
+}
+
+impl McpError {
+    /// A 401 without a challenge from an OAuth server still means the
+    /// user's token is no good: they must authorize again.
+    pub(crate) fn for_server(self, server: &ServerConfig) -> Self {
+        match self {
+            McpError::Status {
+                status: 401,
+                source,
+                ..
+            } if server.is_oauth() => McpError::NotAuthorized {
+                source: Some(source),
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<GuardError> for McpError {
+    fn from(error: GuardError) -> Self {
+        McpError::Guard(error)
+    }
+}

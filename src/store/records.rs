@@ -1,0 +1,124 @@
+//! The records the stores keep. All of them serialize, so any store can
+//! hold them: a pending flow is data, not a live OAuth client.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use rmcp::transport::auth::{StoredAuthorizationState, StoredCredentials};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Who asked for a flow: the Telegram user and the chat to answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlowOwner {
+    pub user_id: u64,
+    pub chat_id: i64,
+}
+
+/// The `state` value of one flow: 32 random bytes, base64url.
+///
+/// Not a [`Secret`] because it travels in URLs the user sees, but it is
+/// never logged: `Debug` shows a prefix only.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct FlowState(String);
+
+impl FlowState {
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for FlowState {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl std::fmt::Debug for FlowState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlowState({}…)", self.0.get(..4).unwrap_or(""))
+    }
+}
+
+/// The OAuth client a user's tokens belong to, kept beside the tokens:
+/// refreshing needs the same client id (and secret) that obtained them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub client_id: String,
+    #[serde(with = "crate::secret::exposed::option", default)]
+    pub client_secret: Option<Secret>,
+    pub redirect_uri: String,
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// One user's standing with one server: the tokens and their client.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub credentials: StoredCredentials,
+    pub client: ClientRecord,
+}
+
+impl Connection {
+    /// Whether the tokens are there (a rejected refresh token leaves the
+    /// client without them).
+    pub fn has_tokens(&self) -> bool {
+        self.credentials.token_response.is_some()
+    }
+}
+
+/// An authorization flow that waits for its callback: exactly what
+/// completing it needs, a few hundred bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingFlow {
+    pub owner: FlowOwner,
+    pub server_id: String,
+    /// Seconds since the Unix epoch; wall-clock so the record means the
+    /// same after a restart.
+    pub expires_at: u64,
+    /// rmcp's PKCE verifier, its own CSRF token, the expected issuer.
+    pub authorization: StoredAuthorizationState,
+    /// The client the authorization URL was made for.
+    pub client: ClientRecord,
+}
+
+impl PendingFlow {
+    pub fn expires_after(ttl: Duration) -> u64 {
+        now_secs().saturating_add(ttl.as_secs())
+    }
+
+    pub fn is_expired(&self) -> bool {
+        now_secs() >= self.expires_at
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_256_bit_and_never_shown_whole() {
+        let a = FlowState::random();
+        let b = FlowState::random();
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(a.as_str()).unwrap().len(), 32);
+        assert!(!format!("{a:?}").contains(a.as_str()));
+    }
+}

@@ -1,0 +1,77 @@
+//! The whole update handling as one table: which message goes to which
+//! endpoint. Filters run top to bottom; the first branch that matches wins.
+
+use std::sync::Arc;
+
+use teloxide::dispatching::UpdateHandler;
+use teloxide::dptree::{self, case};
+use teloxide::prelude::*;
+use teloxide::types::Me;
+
+use super::commands::{self, Parsed, Request};
+use super::endpoints;
+use crate::gateway::Gateway;
+
+/// Who may use the bot; empty means everyone.
+#[derive(Clone)]
+pub struct AllowedUsers(pub Arc<[u64]>);
+
+impl AllowedUsers {
+    fn admits(&self, msg: &Message) -> bool {
+        self.0.is_empty() || msg.from.as_ref().is_some_and(|u| self.0.contains(&u.id.0))
+    }
+}
+
+pub fn schema() -> UpdateHandler<teloxide::RequestError> {
+    Update::filter_message()
+        // Channel posts and service messages have no sender to answer.
+        .filter(|msg: Message| msg.from.is_some())
+        .branch(
+            dptree::filter(|msg: Message| msg.text().is_none() && msg.chat.is_private())
+                .endpoint(endpoints::not_text),
+        )
+        .filter_map(parse)
+        .branch(
+            dptree::filter(|msg: Message, allowed: AllowedUsers| !allowed.admits(&msg))
+                .endpoint(endpoints::refuse),
+        )
+        .branch(case![Parsed::Text].endpoint(endpoints::plain_text))
+        .branch(case![Parsed::Unknown { command, addressed }].endpoint(endpoints::unknown))
+        .branch(case![Parsed::Invalid(problem)].endpoint(endpoints::problem))
+        .branch(
+            case![Parsed::Request(request)]
+                .branch(case![Request::Start].endpoint(endpoints::start))
+                .branch(case![Request::Help].endpoint(endpoints::help))
+                .branch(case![Request::Servers].endpoint(endpoints::servers))
+                .branch(case![Request::Status].endpoint(endpoints::status))
+                .branch(case![Request::Connect(server)].endpoint(endpoints::connect))
+                .branch(case![Request::Tools(server)].endpoint(endpoints::tools))
+                .branch(case![Request::Call(call)].endpoint(endpoints::call))
+                .branch(case![Request::Disconnect(server)].endpoint(endpoints::disconnect)),
+        )
+}
+
+/// Reads a text message as a command. Messages that are not for this bot
+/// stop here: in a group, plain text, commands for other bots and unknown
+/// commands not addressed to us by name are other people's business.
+fn parse(msg: Message, me: Me, gateway: Arc<Gateway>) -> Option<Parsed> {
+    let text = msg.text()?;
+    let parsed = commands::parse(text, me.username(), &gateway);
+    let for_someone_else = matches!(
+        parsed,
+        Parsed::Text
+            | Parsed::ForAnotherBot
+            | Parsed::Unknown {
+                addressed: false,
+                ..
+            }
+    );
+    if for_someone_else && !msg.chat.is_private() {
+        return None;
+    }
+    Some(match parsed {
+        // In a private chat, another bot's command is just text to us.
+        Parsed::ForAnotherBot => Parsed::Text,
+        other => other,
+    })
+}

@@ -1,0 +1,411 @@
+//! Every sentence the bot writes in a chat, in one place: typed outcomes
+//! and errors from the core become words here and nowhere else.
+//!
+//! Rules: one sentence for a failure, never a Rust type name, a stack of
+//! causes or a URL's query string; foreign text (a server's error message)
+//! is clipped and scrubbed; each failure says what the user can do next.
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolResult, Tool};
+
+use super::commands::{Command, Problem, Verb};
+use super::render;
+use crate::config::{Config, ServerConfig};
+use crate::gateway::{
+    CallError, ConnectError, ConnectOffer, DisconnectError, Disconnected, INVALID_PARAMS,
+    OAuthError, ServerStatus, Standing,
+};
+use crate::net_guard::GuardError;
+use crate::oauth::CallbackError;
+use crate::text::foreign;
+use teloxide::utils::command::BotCommands;
+
+/// How much of a server's own error text reaches a chat.
+const FOREIGN_CHARS: usize = 300;
+
+const STORAGE_TROUBLE: &str = "Something went wrong on my side (stored data could not be read or written); the bot's admin can see the details in the log.";
+
+pub fn start(config: &Config) -> String {
+    let first = config
+        .servers
+        .first()
+        .map(|s| s.id.as_str())
+        .unwrap_or("<server>");
+    format!(
+        "Hi! I connect you to your accounts on MCP servers and run their tools from this chat.\n\n\
+         1. /servers shows what is available.\n\
+         2. /connect {first} links your account (you approve in the browser).\n\
+         3. /tools {first} lists the tools, /call {first} <tool> {{json}} runs one.\n\n\
+         /help lists every command."
+    )
+}
+
+pub fn help() -> String {
+    format!(
+        "{}\n\nExample: /call demo greet {{\"name\": \"Alice\"}}",
+        Command::descriptions()
+    )
+}
+
+pub const PRIVATE_BOT: &str = "Sorry, this bot is private.";
+pub const COMMANDS_ONLY: &str = "I understand commands only. Send /help.";
+pub const SEND_HELP: &str = "Send /help to see what I can do.";
+
+pub fn unknown_command(command: &str) -> String {
+    format!(
+        "Unknown command {}. Send /help to see what I can do.",
+        foreign(command, 40)
+    )
+}
+
+fn usage(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Connect => "Usage: /connect <server>",
+        Verb::Tools => "Usage: /tools <server>",
+        Verb::Disconnect => "Usage: /disconnect <server>",
+        Verb::Call => "Usage: /call <server> <tool> {\"arg\": \"value\"}",
+    }
+}
+
+fn server_list(config: &Config) -> String {
+    if config.servers.is_empty() {
+        return "No servers are configured.".to_owned();
+    }
+    let ids: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
+    format!("Servers: {}.", ids.join(", "))
+}
+
+/// The one-line answer to a malformed command.
+pub fn problem(problem: &Problem, config: &Config) -> String {
+    match problem {
+        Problem::Usage(verb) => format!("{}. {}", usage(*verb), server_list(config)),
+        Problem::UnknownServer { typed, verb } => format!(
+            "Unknown server \"{}\". {} {}",
+            foreign(typed, 40),
+            server_list(config),
+            usage(*verb)
+        ),
+        Problem::MissingTool { server } => {
+            format!("{}. See the tools with /tools {server}.", usage(Verb::Call))
+        }
+        Problem::BadJson { detail } => format!(
+            "The arguments are not valid JSON ({}). Example: {{\"name\": \"Alice\"}}",
+            foreign(detail, 120)
+        ),
+        Problem::NotAnObject => {
+            "Tool arguments must be a JSON object, e.g. {\"name\": \"Alice\"}.".to_owned()
+        }
+    }
+}
+
+pub fn servers(statuses: &[ServerStatus], only_status: bool) -> String {
+    if statuses.is_empty() {
+        return "No servers are configured.".to_owned();
+    }
+    let lines: Vec<String> = statuses
+        .iter()
+        .map(|status| {
+            let server = &status.server;
+            let standing = match status.standing {
+                Standing::NoSignIn => "no sign-in needed".to_owned(),
+                Standing::Connected => "connected".to_owned(),
+                Standing::NotConnected => format!("not connected — /connect {}", server.id),
+                Standing::Unreadable => {
+                    format!(
+                        "unknown (stored data unreadable) — /connect {} to renew",
+                        server.id
+                    )
+                }
+            };
+            format!("• {} ({}): {standing}", server.name, server.id)
+        })
+        .collect();
+    let title = if only_status {
+        "Your connections:"
+    } else {
+        "Servers:"
+    };
+    format!("{title}\n{}", lines.join("\n"))
+}
+
+/// Why a connect link is being offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferReason {
+    /// The user asked with /connect.
+    Asked,
+    /// A command needed an authorization the user does not have.
+    NotConnected,
+}
+
+pub fn connect_offer(offer: &ConnectOffer, reason: OfferReason) -> String {
+    let name = &offer.server.name;
+    let intro = match (reason, offer.before) {
+        (OfferReason::NotConnected, _) => format!("You are not connected to {name}.\n\n"),
+        (OfferReason::Asked, Standing::Connected) => format!(
+            "You are already connected to {name}. The link below connects again (for example with another account).\n\n"
+        ),
+        (OfferReason::Asked, Standing::Unreadable) => format!(
+            "Your stored connection to {name} could not be read; connecting again replaces it.\n\n"
+        ),
+        (OfferReason::Asked, _) => String::new(),
+    };
+    format!(
+        "{intro}Connect your {name} account: open the link below and approve access. It works once and expires in {}.",
+        in_words(offer.expires_in)
+    )
+}
+
+pub fn connect_button(server: &ServerConfig) -> String {
+    format!("Connect {}", server.name)
+}
+
+pub const SENT_PRIVATELY: &str = "I've sent you a private message with the link.";
+pub const START_PRIVATE_CHAT: &str =
+    "Start a private chat with me first; I'll send the link there.";
+pub const START_PRIVATE_CHAT_BUTTON: &str = "Open a private chat";
+pub const OPEN_PRIVATE_CHAT: &str = "Open a private chat with me and send /connect there.";
+
+pub fn connect_not_started(server: &ServerConfig, error: &ConnectError) -> String {
+    let name = &server.name;
+    match error {
+        ConnectError::NoSignIn => no_sign_in(server),
+        ConnectError::OAuth(error) => format!(
+            "Cannot connect to {name} right now: {}.",
+            oauth_reason(error)
+        ),
+    }
+}
+
+pub fn no_sign_in(server: &ServerConfig) -> String {
+    format!(
+        "{} needs no sign-in; try /tools {}.",
+        server.name, server.id
+    )
+}
+
+fn oauth_reason(error: &OAuthError) -> String {
+    match error {
+        OAuthError::NotOAuthServer | OAuthError::NoMetadata => {
+            "the server does not offer OAuth sign-in (ask the bot's admin to check its config)"
+                .to_owned()
+        }
+        OAuthError::Discovery(_) => {
+            "its sign-in details could not be read from the server".to_owned()
+        }
+        OAuthError::Timeout(limit) => format!(
+            "its authorization server did not answer within {} s",
+            limit.as_secs()
+        ),
+        OAuthError::Registration(_) => {
+            "its authorization server refused to register this bot as a client".to_owned()
+        }
+        OAuthError::Authorize(_) => "the sign-in request could not be prepared".to_owned(),
+        OAuthError::Exchange(_) => {
+            "the authorization server did not accept the approval".to_owned()
+        }
+        OAuthError::IssuerMismatch(_) => {
+            "the approval came from a different authorization server than expected".to_owned()
+        }
+        OAuthError::Guard(guard) => guard_reason(guard).to_owned(),
+        OAuthError::Store(_) => "stored data could not be read or written".to_owned(),
+    }
+}
+
+fn guard_reason(error: &GuardError) -> &'static str {
+    match error {
+        GuardError::Forbidden { .. } => {
+            "its address is on a private network, which this bot does not contact (ask the bot's admin)"
+        }
+        GuardError::NoHost => "its configured address has no host (ask the bot's admin)",
+    }
+}
+
+pub fn disconnected(server: &ServerConfig, outcome: Disconnected) -> String {
+    match outcome {
+        Disconnected::Removed => format!(
+            "Disconnected from {}. Your tokens are deleted.",
+            server.name
+        ),
+        Disconnected::WasNotConnected => format!("You were not connected to {}.", server.name),
+    }
+}
+
+pub fn disconnect_failed(server: &ServerConfig, error: &DisconnectError) -> String {
+    match error {
+        DisconnectError::NoSignIn => format!(
+            "{} does not use per-user sign-in; there is nothing to disconnect.",
+            server.name
+        ),
+        DisconnectError::Store(_) => STORAGE_TROUBLE.to_owned(),
+    }
+}
+
+pub fn tools(server: &ServerConfig, tools: &[Tool]) -> String {
+    format!("Tools of {}:\n{}", server.name, render::tool_list(tools))
+}
+
+pub fn call_result(result: &CallToolResult) -> String {
+    render::call_result(result)
+}
+
+/// One sentence for a failed MCP operation.
+pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
+    let name = &server.name;
+    match error {
+        CallError::NotAuthorized { .. } if server.is_oauth() => format!(
+            "Your {name} connection is no longer valid; send /connect {} to connect again.",
+            server.id
+        ),
+        CallError::NotAuthorized { .. } => credentials_refused(server, None),
+        CallError::InsufficientScope { required, .. } => format!(
+            "{name} refused: your connection lacks the permission this needs{}. Send /connect {} to grant it.",
+            required
+                .as_deref()
+                .map(|scope| format!(" ({})", foreign(scope, 80)))
+                .unwrap_or_default(),
+            server.id
+        ),
+        CallError::NameNotResolved { .. } => {
+            format!("{name} cannot be reached: its host name does not resolve.")
+        }
+        CallError::ConnectionRefused { .. } => {
+            format!("{name} cannot be reached: nothing answers at its address (is it running?).")
+        }
+        CallError::Unreachable { .. } => {
+            format!(
+                "{name} cannot be reached right now because of a network error; try again later."
+            )
+        }
+        CallError::Tls { .. } => format!(
+            "{name} cannot be reached securely: the TLS handshake failed (is its certificate valid?)."
+        ),
+        CallError::Timeout(limit) => {
+            format!("{name} did not answer within {} s.", limit.as_secs())
+        }
+        CallError::Status {
+            status: status @ (401 | 403),
+            ..
+        } => credentials_refused(server, Some(*status)),
+        CallError::Status { status: 404, .. } => format!(
+            "{name} answered HTTP 404 (not found): the server's address in the bot's config may be wrong."
+        ),
+        CallError::Status {
+            status: 429,
+            retry_after,
+            ..
+        } => format!(
+            "{name} is limiting how often it may be asked; try again {}.",
+            retry_after
+                .as_deref()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|secs| format!("in {}", in_words(Duration::from_secs(secs))))
+                .unwrap_or_else(|| "later".to_owned())
+        ),
+        CallError::Status { status, .. } if *status >= 500 => {
+            format!("{name} had an internal error (HTTP {status}); try again later.")
+        }
+        CallError::Status { status, .. } => {
+            format!("{name} refused the request (HTTP {status}).")
+        }
+        CallError::Rpc { code, message } if *code == INVALID_PARAMS => format!(
+            "{name} did not accept the request: {}.",
+            foreign(message, FOREIGN_CHARS).trim_end_matches('.')
+        ),
+        CallError::Rpc { message, .. } => format!(
+            "{name} answered with an error: {}.",
+            foreign(message, FOREIGN_CHARS).trim_end_matches('.')
+        ),
+        CallError::Protocol { .. } => format!(
+            "{name} sent an answer this bot cannot read (not valid MCP); the bot's admin can see the details in the log."
+        ),
+        CallError::ConnectionLost { .. } => {
+            format!("The connection to {name} was lost; please try again.")
+        }
+        CallError::Guard(guard) => format!("{name} cannot be used: {}.", guard_reason(guard)),
+        CallError::OAuth(error) => {
+            format!("{name} cannot be used right now: {}.", oauth_reason(error))
+        }
+        CallError::Store(_) => STORAGE_TROUBLE.to_owned(),
+        CallError::BadHeader { .. } => format!(
+            "{name} is misconfigured in this bot (a header value is invalid); ask the bot's admin."
+        ),
+        CallError::Other { .. } => {
+            format!("The request to {name} failed; please try again later.")
+        }
+    }
+}
+
+fn credentials_refused(server: &ServerConfig, status: Option<u16>) -> String {
+    format!(
+        "{} refused the bot's credentials{}; ask the bot's admin to check its config.",
+        server.name,
+        status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
+    )
+}
+
+pub fn connected(server: &ServerConfig) -> String {
+    format!("Connected to {}. Try /tools {}.", server.name, server.id)
+}
+
+/// A flow found by its callback that did not connect. `server` is `None`
+/// when the server left the config in the meantime.
+pub fn connect_failed(
+    server: Option<&ServerConfig>,
+    server_id: &str,
+    error: &CallbackError,
+) -> String {
+    let name = server.map_or(server_id, |s| s.name.as_str());
+    format!(
+        "Connecting to {name} failed: {}. Send /connect {server_id} to try again.",
+        callback_reason(error)
+    )
+}
+
+/// Why a callback failed, as a clause.
+fn callback_reason(error: &CallbackError) -> String {
+    match error {
+        CallbackError::MissingState => "the link is incomplete".to_owned(),
+        CallbackError::UnknownState => {
+            "the link was already used, replaced by a newer one, or never issued".to_owned()
+        }
+        CallbackError::Expired { .. } => "the link expired".to_owned(),
+        CallbackError::Denied {
+            error, description, ..
+        } => match description {
+            Some(description) => format!(
+                "the authorization server refused: {} ({})",
+                foreign(error, 100),
+                foreign(description, 200)
+            ),
+            None => format!("the authorization server refused: {}", foreign(error, 100)),
+        },
+        CallbackError::MissingCode { .. } => "the authorization server sent no code".to_owned(),
+        CallbackError::UnknownServer { .. } => "the server is no longer configured".to_owned(),
+        CallbackError::Exchange { source, .. } => oauth_reason(source),
+        CallbackError::Store { .. } => "the bot could not store the tokens".to_owned(),
+    }
+}
+
+/// "10 minutes", "1 hour", "45 seconds".
+pub fn in_words(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (n, unit) = match secs {
+        0..=59 => (secs, "second"),
+        60..=3599 => (secs / 60, "minute"),
+        _ => (secs / 3600, "hour"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(in_words(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(in_words(Duration::from_secs(1)), "1 second");
+        assert_eq!(in_words(Duration::from_secs(7200)), "2 hours");
+    }
+}
