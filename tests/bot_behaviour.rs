@@ -98,7 +98,11 @@ async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_
     });
     let bot = BotProcess::start(&telegram, |dir| {
         base_config(&telegram, dir)
-            + &open_server("down", &format!("http://127.0.0.1:{down}/mcp"), 5)
+            + &open_server(
+                "down",
+                &format!("http://127.0.0.1:{down}/mcp?api_key=SECRET"),
+                5,
+            )
             + &open_server("hang", &hang_url, 3)
     })
     .await;
@@ -108,6 +112,9 @@ async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_
     telegram.send_private(&alice, "/tools down");
     let reply = telegram.wait_for_message(1, WAIT, |_| true).await;
     assert!(reply.text.contains("cannot be reached"), "{}", reply.text);
+    for internal in ["::", "Transport", "rmcp", "reqwest", "SECRET"] {
+        assert!(!reply.text.contains(internal), "{internal}: {}", reply.text);
+    }
 
     telegram.send_private(&alice, "/call hang anything");
     accepted
@@ -126,7 +133,15 @@ async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_
         "{}",
         timeout.text
     );
-    bot.stop().await;
+    let logs = bot.stop().await;
+    assert!(
+        logs.contains("/mcp?[redacted]"),
+        "the failure was logged, its URL scrubbed:\n{logs}"
+    );
+    assert!(
+        !logs.contains("SECRET"),
+        "a URL's query string reached the log:\n{logs}"
+    );
     holder.abort();
     telegram.assert_no_errors();
 }

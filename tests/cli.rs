@@ -123,3 +123,94 @@ async fn a_vault_the_key_cannot_decrypt_stops_the_bot_at_start() {
     assert!(stderr.contains("system.age"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A config with one server `[[mcp.servers]]` body, its vault in `dir`.
+fn config_with_server(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("mcpgram.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[telegram]\ntoken = \"1:x\"\n[vault]\ndir = \"{}\"\n[[mcp.servers]]\n{server}\n",
+            dir.join("vault").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn tools_lists_an_open_servers_tools_from_the_terminal() {
+    let demo = test_peers::TsDemoServer::start_open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_with_server(
+        dir.path(),
+        &format!(
+            "id = \"demo\"\nname = \"Demo\"\nurl = \"{}\"\ntrusted = true\n",
+            demo.mcp_url()
+        ),
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+        .args(["tools", "demo", "--config"])
+        .arg(&path)
+        .env_remove("MCPGRAM_VAULT_KEY")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("Demo (demo): "), "{stdout}");
+    assert!(
+        stdout.contains("  greet  A simple greeting tool"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn tools_says_plainly_what_failed_and_exits_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = config_with_server(
+        dir.path(),
+        &format!(
+            "id = \"down\"\nurl = \"http://127.0.0.1:{port}/mcp?key=SECRET\"\ntrusted = true\n"
+        ),
+    );
+    let run = |args: &'static [&'static str]| {
+        let path = path.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+                .args(args)
+                .arg("--config")
+                .arg(&path)
+                .env_remove("MCPGRAM_VAULT_KEY")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(&["tools", "down"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mcpgram: down: the server refused the connection"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = run(&["tools", "nowhere"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no server \"nowhere\" in the config (servers: down)"),
+        "{stderr}"
+    );
+}

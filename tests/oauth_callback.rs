@@ -162,3 +162,56 @@ async fn a_newer_link_replaces_the_older_one() {
         vec!["connected 7 7 demo".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_known_state_without_a_code_is_the_browsers_problem_not_a_bad_gateway() {
+    let demo = TsDemoServer::start().await;
+    let h = harness(&demo.mcp_url()).await;
+    let server = h.gateway.find_server("demo").unwrap();
+    let flow = h.gateway.start_connect(ALICE, &server).await.unwrap();
+    let state = url::Url::parse(flow.authorize_url.expose())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+
+    let visit = browser::open(&format!("{}/oauth/callback?state={state}", h.base)).await;
+    assert_eq!(visit.status, 400, "{}", visit.body);
+    assert!(
+        visit.body.contains("neither a code nor an error"),
+        "{}",
+        visit.body
+    );
+    assert!(visit.body.contains("/connect demo"), "{}", visit.body);
+    let notes = h.notes.0.lock().unwrap().clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("failed 7 7 demo: MissingCode"),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_connection_is_reported_not_hidden() {
+    let h = harness("http://localhost:9/mcp").await;
+    let vault = Vault::open(
+        &h._dir.path().join("vault"),
+        &KeySource::File(h._dir.path().join("key")),
+    )
+    .unwrap();
+    // A record from an older or hand-edited vault.
+    vault
+        .put(
+            mcpgram::vault::Namespace::User(7),
+            "mcp.oauth.demo.credentials",
+            mcpgram::secret::Secret::new("{\"not\": \"credentials\"}"),
+        )
+        .await
+        .unwrap();
+    let statuses = h.gateway.status(7).await;
+    assert_eq!(statuses[0].standing, mcpgram::gateway::Standing::Unreadable);
+    let text = mcpgram::telegram::wording::servers(&statuses, true);
+    assert!(text.contains("stored data unreadable"), "{text}");
+}

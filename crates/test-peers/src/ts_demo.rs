@@ -66,6 +66,16 @@ impl TsDemoServer {
     /// If the peers are not installed, node cannot be run, or the server does not come up within
     /// 30 s; the message includes the child's output.
     pub async fn start() -> TsDemoServer {
+        Self::start_with(true).await
+    }
+
+    /// The same example server without `--oauth`: open to anyone, no
+    /// authorization server.
+    pub async fn start_open() -> TsDemoServer {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(oauth: bool) -> TsDemoServer {
         let dir = Self::peers_dir();
         let example = dir.join(Self::EXAMPLE);
         let preload = dir.join(Self::PRELOAD);
@@ -90,7 +100,16 @@ impl TsDemoServer {
         let mut earlier = String::new();
         for attempt in 1..=Self::MAX_ATTEMPTS {
             let (mcp_port, auth_port) = Self::free_loopback_ports();
-            match Self::try_start(&dir, &example, &preload, mcp_port, auth_port, deadline).await {
+            match Self::try_start(
+                &dir,
+                &example,
+                &preload,
+                oauth,
+                (mcp_port, auth_port),
+                deadline,
+            )
+            .await
+            {
                 Ok(server) => return server,
                 Err(StartFailure::PortTaken(output)) => {
                     earlier.push_str(&format!(
@@ -174,8 +193,8 @@ impl TsDemoServer {
         dir: &Path,
         example: &Path,
         preload: &Path,
-        mcp_port: u16,
-        auth_port: u16,
+        oauth: bool,
+        (mcp_port, auth_port): (u16, u16),
         deadline: Instant,
     ) -> Result<TsDemoServer, StartFailure> {
         let mut command = Command::new("node");
@@ -183,7 +202,7 @@ impl TsDemoServer {
             .arg("-r")
             .arg(preload)
             .arg(example)
-            .arg("--oauth")
+            .args(oauth.then_some("--oauth"))
             .current_dir(dir)
             .env("MCP_PORT", mcp_port.to_string())
             .env("MCP_AUTH_PORT", auth_port.to_string())
@@ -246,7 +265,7 @@ impl TsDemoServer {
 
         let mcp_ready_line = format!("MCP Streamable HTTP Server listening on port {mcp_port}");
         let auth_ready_line = format!("OAuth Authorization Server listening on port {auth_port}");
-        let (mut mcp_ready, mut auth_ready) = (false, false);
+        let (mut mcp_ready, mut auth_ready) = (false, !oauth);
         while !(mcp_ready && auth_ready) {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(Event::StdoutLine(line))) => {
