@@ -80,6 +80,19 @@ async fn harness(mcp_url: &str) -> Harness {
     }
 }
 
+/// Starts Alice's flow for "demo" and returns its `state`.
+async fn start_flow(h: &Harness) -> String {
+    let server = h.gateway.find_server("demo").unwrap();
+    let flow = h.gateway.start_connect(ALICE, &server).await.unwrap();
+    url::Url::parse(flow.authorize_url.expose())
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
 async fn is_connected(h: &Harness) -> bool {
     let statuses = h.gateway.status(7).await;
     statuses[0].standing == mcpgram::gateway::Standing::Connected
@@ -113,15 +126,7 @@ async fn health_and_direct_visits_are_answered_plainly() {
 async fn a_refusal_at_the_authorization_server_tells_the_owner_and_spends_the_link() {
     let demo = TsDemoServer::start().await;
     let h = harness(&demo.mcp_url()).await;
-    let server = h.gateway.find_server("demo").unwrap();
-    let flow = h.gateway.start_connect(ALICE, &server).await.unwrap();
-    let state = url::Url::parse(flow.authorize_url.expose())
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = start_flow(&h).await;
 
     let denied = format!(
         "{}/oauth/callback?error=access_denied&error_description=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state={state}",
@@ -167,15 +172,7 @@ async fn a_newer_link_replaces_the_older_one() {
 async fn a_known_state_without_a_code_is_the_browsers_problem_not_a_bad_gateway() {
     let demo = TsDemoServer::start().await;
     let h = harness(&demo.mcp_url()).await;
-    let server = h.gateway.find_server("demo").unwrap();
-    let flow = h.gateway.start_connect(ALICE, &server).await.unwrap();
-    let state = url::Url::parse(flow.authorize_url.expose())
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = start_flow(&h).await;
 
     let visit = browser::open(&format!("{}/oauth/callback?state={state}", h.base)).await;
     assert_eq!(visit.status, 400, "{}", visit.body);
