@@ -32,6 +32,7 @@
 //! - [`net_guard`]: which addresses an untrusted server may resolve to.
 //! - [`secret`]: the redacting string type every token travels in.
 //! - [`text`]: foreign text clipped and scrubbed for chats and pages.
+//! - [`tls`]: the one TLS stack every HTTP client shares.
 //! - [`logging`]: tracing setup that keeps secrets out of logs even at
 //!   debug level; error chains for log lines.
 
@@ -48,4 +49,5 @@ pub mod store;
 pub mod telegram;
 pub mod terminal;
 pub mod text;
+pub mod tls;
 pub mod vault;

@@ -39,6 +39,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    mcpgram::tls::install();
     let loaded = config::load(&cli.config);
     let command = cli.command.unwrap_or(Cmd::Run);
     let config = match (loaded, &command) {

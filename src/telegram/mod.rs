@@ -53,6 +53,7 @@ pub struct Telegram {
 
 impl Telegram {
     pub async fn connect(config: &TelegramConfig) -> Result<Self, TelegramError> {
+        crate::tls::install();
         let bot = Bot::new(config.token.expose()).set_api_url(config.api_url.clone());
         let me = bot.get_me().await.map_err(|error| match error {
             teloxide::RequestError::Api(_) => TelegramError::Token(error),

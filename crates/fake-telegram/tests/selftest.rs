@@ -16,7 +16,14 @@ use teloxide::{ApiError, RequestError};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// teloxide's HTTP client uses rustls with the process-wide crypto
+/// provider, as in mcpgram itself.
+fn with_tls() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 fn bot(fake: &FakeTelegram) -> Bot {
+    with_tls();
     Bot::new(fake.token()).set_api_url(fake.api_url().parse().expect("fake api url"))
 }
 
@@ -75,6 +82,7 @@ async fn get_me_returns_the_bot_user() {
 #[tokio::test]
 async fn wrong_token_is_unauthorized_and_bot_id_follows_token() {
     let fake = FakeTelegram::start_with_token("42:other-secret").await;
+    with_tls();
     let wrong = Bot::new("42:wrong").set_api_url(fake.api_url().parse().unwrap());
     assert_eq!(api_error(wrong.get_me().await), ApiError::InvalidToken);
     assert_eq!(fake.errors()[0].error.as_deref(), Some("Unauthorized"));
