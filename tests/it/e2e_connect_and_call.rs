@@ -2,14 +2,12 @@
 //! TypeScript SDK's OAuth-protected example server through the bot, lists
 //! and calls its tools; another user gets nothing of hers.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::bot::{BotProcess, base_config};
+use crate::support::text_contains;
 use fake_telegram::{FakeTelegram, SentMessage};
 use mcpgram::vault::{KeySource, Namespace, Vault};
-use support::bot::{BotProcess, base_config};
-use support::text_contains;
 use test_peers::TsDemoServer;
 use test_peers::browser;
 

@@ -3,17 +3,15 @@
 //! causes, no URL query strings. Driven through the core in-process, then
 //! worded by the Telegram adapter.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::scripted_mcp::{Script, ScriptedMcp};
 use mcpgram::config::{self, ServerConfig};
 use mcpgram::gateway::{Gateway, Silent};
 use mcpgram::store::Stores;
 use mcpgram::telegram::wording;
 use mcpgram::vault::{KeySource, Vault};
-use support::scripted_mcp::{Script, ScriptedMcp};
 use tokio::net::TcpListener;
 
 struct Harness {

@@ -12,7 +12,6 @@ use tokio::process::{Child, Command};
 use fake_telegram::FakeTelegram;
 
 /// A running bot and the directory holding its config and vault.
-#[allow(dead_code)]
 pub struct BotProcess {
     child: Child,
     logs: Arc<Mutex<String>>,
@@ -22,7 +21,6 @@ pub struct BotProcess {
 
 /// The `[telegram]`, `[http]` and `[vault]` tables for a bot talking to
 /// `telegram`, with its vault in `dir`; append `[[mcp.servers]]` to it.
-#[allow(dead_code)]
 pub fn base_config(telegram: &FakeTelegram, dir: &Path) -> String {
     format!(
         r#"[telegram]
@@ -41,7 +39,6 @@ dir = "{vault}"
     )
 }
 
-#[allow(dead_code)]
 impl BotProcess {
     /// Writes `config` into a fresh directory and starts the bot with
     /// debug logging; returns once it polls Telegram for updates.

@@ -2,13 +2,11 @@
 //! the happy path: bad input, strangers, groups, and servers that are down
 //! or hang.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::bot::{BotProcess, base_config};
+use crate::support::text_contains;
 use fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram};
-use support::bot::{BotProcess, base_config};
-use support::text_contains;
 use test_peers::TsDemoServer;
 use tokio::net::TcpListener;
 

@@ -1,0 +1,13 @@
+//! mcpgram's integration tests, one module per component, in one test
+//! binary: linking the bot's whole dependency tree once instead of once
+//! per file keeps the suite quick to build.
+//!
+//! Run one component with e.g. `cargo test --test it e2e`.
+
+mod support;
+
+mod bot_behaviour;
+mod call_failures;
+mod cli;
+mod e2e_connect_and_call;
+mod oauth_callback;
