@@ -106,8 +106,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {}", .source.to_string().trim_end())]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("{path} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
@@ -145,7 +149,7 @@ pub fn parse(
 ) -> Result<Config, ConfigError> {
     let raw: raw::File = toml::from_str(text).map_err(|error| ConfigError::Syntax {
         path: path.to_owned(),
-        message: error.to_string().trim_end().to_owned(),
+        source: Box::new(error),
     })?;
     validate(raw, env).map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
@@ -586,7 +590,7 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
         let text = GOOD.replace("trusted = true", "trusted = true\ntrustd = true");
         let error = parse(&text, Path::new("test.toml"), &env).unwrap_err();
         assert!(
-            matches!(&error, ConfigError::Syntax { message, .. } if message.contains("trustd")),
+            matches!(&error, ConfigError::Syntax { .. } if error.to_string().contains("trustd")),
             "{error}"
         );
     }
