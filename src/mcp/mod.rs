@@ -136,7 +136,9 @@ impl Sessions {
         server: &ServerConfig,
         user_id: u64,
     ) -> Result<(Slot, Peer<RoleClient>, bool), McpError> {
-        loop {
+        // A session found dead is replaced once; twice would mean the
+        // server closes every session at once, which the caller hears of.
+        for _ in 0..2 {
             let slot = self
                 .slots
                 .entry((user_id, server.id.clone()))
@@ -167,6 +169,7 @@ impl Sessions {
             let peer = session.peer().clone();
             return Ok((slot, peer, opened));
         }
+        Err(McpError::ConnectionLost { source: None })
     }
 
     fn http(&self, server: &ServerConfig) -> Result<reqwest::Client, McpError> {
