@@ -19,6 +19,8 @@ use crate::vault::{KeySource, Namespace, Vault, VaultError};
 pub enum AppError {
     #[error(transparent)]
     Vault(#[from] VaultError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr} (is another mcpgram running? change http.listen)")]
     Listen {
         addr: SocketAddr,
@@ -79,6 +81,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<(), AppError> {
     let config = Arc::new(config);
     let vault = open_vault(&config).await?;
+    let stores = Stores::embedded(vault).await?;
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -92,7 +95,7 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     let telegram = Telegram::connect(&config.telegram).await?;
     let gateway = Arc::new(Gateway::new(
         config.clone(),
-        Stores::embedded(vault),
+        stores,
         redirect.clone(),
         telegram.notifier(),
     ));
@@ -108,7 +111,10 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     });
     tracing::info!(%bound, redirect_uri = %redirect, "listening for OAuth callbacks");
 
+    let sweeper = tokio::spawn(sweep_expired_flows(gateway.clone(), stop.clone()));
+
     let polled = telegram.run(gateway.clone(), stopped(stop)).await;
+    sweeper.abort();
     gateway.shutdown().await;
     let served = match server.await {
         Ok(result) => result.map_err(AppError::Http),
@@ -116,6 +122,19 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     };
     polled?;
     served
+}
+
+/// Tells owners of links that ran out, twice a minute.
+async fn sweep_expired_flows(gateway: Arc<Gateway>, stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = every.tick() => gateway.sweep_expired().await,
+            () = &mut stop => return,
+        }
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -31,6 +31,8 @@ pub struct Config {
     pub telegram: TelegramConfig,
     pub http: HttpConfig,
     pub vault: VaultConfig,
+    pub oauth: OAuthConfig,
+    pub limits: Limits,
     /// Shared: a command resolves its server once and passes it along.
     pub servers: Vec<Arc<ServerConfig>>,
 }
@@ -41,7 +43,29 @@ pub struct TelegramConfig {
     pub api_url: Url,
     /// Empty means everyone may use the bot.
     pub allowed_users: Vec<u64>,
+    /// Connect buttons are Telegram Login buttons to the bot's own start
+    /// page, which then knows for sure who clicked (needs `public_url` and
+    /// the domain set with BotFather's /setdomain).
+    pub login_url: bool,
 }
+
+/// Settings of every authorization flow.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// How long a connect link stays valid.
+    pub flow_ttl: Duration,
+}
+
+/// What one user may ask of the bot, so no user can exhaust it for others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connect links one user may have waiting at once.
+    pub pending_flows_per_user: u32,
+    /// `/connect`s one user may send per minute.
+    pub connects_per_minute: u32,
+}
+
+const DEFAULT_FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -77,16 +101,44 @@ pub enum ServerAuth {
     OAuth(OAuthSettings),
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuthSettings {
     pub scopes: Vec<String>,
+    /// Send RFC 8707 `resource` (Microsoft Entra rejects it).
+    pub resource: bool,
+    /// How a pre-registered client authenticates at the token endpoint.
+    pub token_endpoint_auth_method: Option<TokenAuthMethod>,
     /// A client registered out of band; without it mcpgram registers one
     /// dynamically (RFC 7591).
     pub client_id: Option<String>,
     pub client_secret: Option<Secret>,
 }
 
+/// RFC 7591 `token_endpoint_auth_method` values mcpgram can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+impl TokenAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAuthMethod::ClientSecretBasic => "client_secret_basic",
+            TokenAuthMethod::ClientSecretPost => "client_secret_post",
+            TokenAuthMethod::None => "none",
+        }
+    }
+}
+
 impl Config {
+    /// Whether the callback is reached through `http.public_url` (hosted)
+    /// rather than on this machine's loopback (personal use).
+    pub fn is_hosted(&self) -> bool {
+        self.http.public_url.is_some()
+    }
+
     pub fn server(&self, id: &str) -> Option<&Arc<ServerConfig>> {
         self.servers.iter().find(|server| server.id == id)
     }
@@ -145,7 +197,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(
     text: &str,
     path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Config, ConfigError> {
     let raw: raw::File = toml::from_str(text).map_err(|error| ConfigError::Syntax {
         path: path.to_owned(),
@@ -173,6 +225,23 @@ mod raw {
         pub vault: Vault,
         #[serde(default)]
         pub mcp: Mcp,
+        #[serde(default)]
+        pub oauth: OAuth,
+        #[serde(default)]
+        pub limits: Limits,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct OAuth {
+        pub flow_ttl: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub pending_flows_per_user: Option<u32>,
+        pub connects_per_minute: Option<u32>,
     }
 
     #[derive(Deserialize)]
@@ -182,6 +251,8 @@ mod raw {
         pub api_url: Option<String>,
         #[serde(default)]
         pub allowed_users: Vec<u64>,
+        #[serde(default)]
+        pub login_url: bool,
     }
 
     #[derive(Deserialize, Default)]
@@ -214,20 +285,23 @@ mod raw {
         #[serde(default)]
         pub trusted: bool,
         pub timeout_secs: Option<u64>,
-        pub oauth: Option<OAuth>,
+        pub oauth: Option<ServerOAuth>,
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
     }
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct OAuth {
+    pub struct ServerOAuth {
         #[serde(default = "yes")]
         pub enabled: bool,
         #[serde(default)]
         pub scopes: Vec<String>,
         pub client_id: Option<String>,
         pub client_secret: Option<String>,
+        pub token_endpoint_auth_method: Option<String>,
+        #[serde(default = "yes")]
+        pub resource: bool,
     }
 
     fn yes() -> bool {
@@ -247,7 +321,10 @@ impl Problems {
     }
 }
 
-fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+fn validate(
+    raw: raw::File,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems::default();
 
     let token = expand(&raw.telegram.token, "telegram.token", env, &mut problems);
@@ -300,6 +377,50 @@ fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("identity.txt"));
 
+    if raw.telegram.login_url {
+        match &public_url {
+            Some(url) if url.scheme() == "https" => {}
+            _ => problems.add(
+                "telegram.login_url",
+                "needs http.public_url with https:// (Telegram Login works only on the domain set with BotFather's /setdomain)",
+            ),
+        }
+    }
+
+    let flow_ttl = match raw.oauth.flow_ttl.as_deref() {
+        None => DEFAULT_FLOW_TTL,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(ttl)
+                if (Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&ttl) =>
+            {
+                ttl
+            }
+            Ok(_) => {
+                problems.add("oauth.flow_ttl", "must be between 1m and 24h");
+                DEFAULT_FLOW_TTL
+            }
+            Err(_) => {
+                problems.add(
+                    "oauth.flow_ttl",
+                    format!("\"{text}\" is not a duration; write e.g. \"10m\" or \"90s\""),
+                );
+                DEFAULT_FLOW_TTL
+            }
+        },
+    };
+    let limits = Limits {
+        pending_flows_per_user: at_least_one(
+            raw.limits.pending_flows_per_user.unwrap_or(3),
+            "limits.pending_flows_per_user",
+            &mut problems,
+        ),
+        connects_per_minute: at_least_one(
+            raw.limits.connects_per_minute.unwrap_or(6),
+            "limits.connects_per_minute",
+            &mut problems,
+        ),
+    };
+
     let mut servers = Vec::new();
     let mut seen = HashSet::new();
     for (index, server) in raw.mcp.servers.into_iter().enumerate() {
@@ -332,9 +453,12 @@ fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 token,
                 api_url,
                 allowed_users: raw.telegram.allowed_users,
+                login_url: raw.telegram.login_url,
             },
             http: HttpConfig { listen, public_url },
             vault: VaultConfig { dir, key_file },
+            oauth: OAuthConfig { flow_ttl },
+            limits,
             servers,
         }),
         _ => Err(problems.0),
@@ -344,7 +468,7 @@ fn validate(raw: raw::File, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 fn validate_server(
     server: raw::Server,
     key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     problems: &mut Problems,
 ) -> Option<ServerConfig> {
     let url = http_url(&server.url, &format!("{key}.url"), problems);
@@ -415,8 +539,43 @@ fn validate_server(
                     );
                 }
             }
+            let token_endpoint_auth_method = match oauth.token_endpoint_auth_method.as_deref() {
+                None => None,
+                Some("client_secret_basic") => Some(TokenAuthMethod::ClientSecretBasic),
+                Some("client_secret_post") => Some(TokenAuthMethod::ClientSecretPost),
+                Some("none") => Some(TokenAuthMethod::None),
+                Some(other) => {
+                    problems.add(
+                        format!("{key}.oauth.token_endpoint_auth_method"),
+                        format!("\"{other}\" is not supported; use client_secret_basic, client_secret_post or none"),
+                    );
+                    None
+                }
+            };
+            if token_endpoint_auth_method.is_some() && client_id.is_none() {
+                problems.add(
+                    format!("{key}.oauth.token_endpoint_auth_method"),
+                    "applies to a pre-registered client; set client_id too",
+                );
+            }
+            match (token_endpoint_auth_method, &client_secret) {
+                (Some(TokenAuthMethod::None), Some(_)) => problems.add(
+                    format!("{key}.oauth.client_secret"),
+                    "is set, but token_endpoint_auth_method = \"none\" sends no secret; remove one",
+                ),
+                (
+                    Some(TokenAuthMethod::ClientSecretBasic | TokenAuthMethod::ClientSecretPost),
+                    None,
+                ) => problems.add(
+                    format!("{key}.oauth.client_secret"),
+                    "is needed for that token_endpoint_auth_method",
+                ),
+                _ => {}
+            }
             ServerAuth::OAuth(OAuthSettings {
                 scopes: oauth.scopes,
+                resource: oauth.resource,
+                token_endpoint_auth_method,
                 client_id,
                 client_secret,
             })
@@ -433,6 +592,14 @@ fn validate_server(
         timeout,
         auth,
     })
+}
+
+fn at_least_one(value: u32, key: &str, problems: &mut Problems) -> u32 {
+    if value == 0 {
+        problems.add(key, "must be at least 1");
+        return 1;
+    }
+    value
 }
 
 fn is_valid_id(id: &str) -> bool {
@@ -468,7 +635,7 @@ fn http_url(value: &str, key: &str, problems: &mut Problems) -> Option<Url> {
 fn expand(
     value: &str,
     key: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
     problems: &mut Problems,
 ) -> Option<Secret> {
     let mut out = String::with_capacity(value.len());

@@ -82,15 +82,11 @@ async fn gateway(config: Config) -> Result<Gateway, ExitCode> {
         eprintln!("mcpgram: {}", chain(&error));
         ExitCode::FAILURE
     })?;
+    let stores = Stores::with_flows_in_memory(vault);
     // The terminal's commands complete no browser flows; the address is
     // the configured one, as for the bot.
     let redirect = app::redirect_uri(&config, config.http.listen);
-    Ok(Gateway::new(
-        config,
-        Stores::embedded(vault),
-        redirect,
-        Arc::new(Silent),
-    ))
+    Ok(Gateway::new(config, stores, redirect, Arc::new(Silent)))
 }
 
 /// One line for an admin: what failed, in the error's own terms; the log

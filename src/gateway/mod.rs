@@ -10,21 +10,26 @@
 
 pub mod notify;
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rmcp::model::{CallToolResult, JsonObject, Tool};
 
 use crate::config::{Config, ServerConfig};
 use crate::logging::chain;
 use crate::mcp::Sessions;
 use crate::oauth::{CallbackError, CallbackParams, Connector};
-use crate::secret::Secret;
-use crate::store::{FlowOwner, StoreError, Stores};
+use crate::store::{ChatMessage, CommandTicket, FlowOwner, StoreError, Stores};
 
 pub use crate::mcp::{INVALID_PARAMS, McpError as CallError};
-pub use crate::oauth::{FlowRef, OAuthError};
-pub use notify::{ChatNotifier, ConnectOutcome, Silent};
+pub use crate::oauth::{
+    Binding, BindingCookie, Bound, BrowserError, FlowLink, FlowRef, OAuthError, StartPage,
+};
+pub use notify::{ChatNotifier, Intruder, Notice, Silent};
 
 /// A user's standing with one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +53,10 @@ pub struct ServerStatus {
 #[derive(Debug)]
 pub struct ConnectOffer {
     pub server: Arc<ServerConfig>,
-    /// Carries the flow's `state`: shown to its owner only.
-    pub authorize_url: Secret,
+    /// Where the button leads; shown to the flow's owner only.
+    pub link: FlowLink,
+    /// Names the flow to [`Gateway::link_sent`].
+    pub flow_id: String,
     pub expires_in: Duration,
     /// The user's standing before this flow (connected already, say).
     pub before: Standing,
@@ -59,6 +66,9 @@ pub struct ConnectOffer {
 pub enum ConnectError {
     #[error("the server needs no sign-in")]
     NoSignIn,
+    /// `/connect` asked too often; try again after the duration.
+    #[error("connect links are asked for too often")]
+    TooFast(Duration),
     #[error("the authorization flow could not start")]
     OAuth(#[from] OAuthError),
 }
@@ -84,11 +94,20 @@ pub enum DisconnectError {
     Store(#[from] StoreError),
 }
 
+/// Another of the user's commands is still running.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("still working on {running}")]
+pub struct Busy {
+    pub running: String,
+}
+
 pub struct Gateway {
     config: Arc<Config>,
     oauth: Arc<Connector>,
     sessions: Sessions,
     notifier: Arc<dyn ChatNotifier>,
+    stores: Stores,
+    connects: DefaultKeyedRateLimiter<u64>,
 }
 
 impl Gateway {
@@ -99,13 +118,36 @@ impl Gateway {
         redirect_uri: String,
         notifier: Arc<dyn ChatNotifier>,
     ) -> Self {
-        let oauth = Arc::new(Connector::new(config.clone(), stores, redirect_uri));
+        let per_minute =
+            NonZeroU32::new(config.limits.connects_per_minute).unwrap_or(NonZeroU32::MIN);
+        let oauth = Arc::new(Connector::new(config.clone(), stores.clone(), redirect_uri));
         Self {
             sessions: Sessions::new(oauth.clone()),
             config,
             oauth,
             notifier,
+            stores,
+            connects: RateLimiter::keyed(Quota::per_minute(per_minute)),
         }
+    }
+
+    /// Starts one of the user's commands, labelled for "still working on
+    /// …": at most one runs per user; the ticket ends it when dropped.
+    pub fn begin_command(&self, user_id: u64, label: &str) -> Result<CommandTicket, Busy> {
+        self.stores
+            .commands
+            .try_begin(user_id, label)
+            .map_err(|running| Busy { running })
+    }
+
+    /// How a connect button binds the browser, per the config.
+    pub fn binding(&self) -> Binding {
+        self.oauth.binding()
+    }
+
+    /// The Client ID Metadata Document to publish, when hosted on https.
+    pub fn client_metadata(&self) -> Option<serde_json::Value> {
+        self.oauth.client_metadata()
     }
 
     pub fn config(&self) -> &Config {
@@ -146,34 +188,137 @@ impl Gateway {
     }
 
     /// Starts an authorization flow owned by `owner` (the user, and the
-    /// chat that will be told how it ended).
+    /// chat that will be told how it ended); `requester` is how the start
+    /// page names them.
     pub async fn start_connect(
         &self,
         owner: FlowOwner,
+        requester: &str,
         server: &Arc<ServerConfig>,
     ) -> Result<ConnectOffer, ConnectError> {
         if !server.is_oauth() {
             return Err(ConnectError::NoSignIn);
         }
+        if let Err(not_until) = self.connects.check_key(&owner.user_id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ConnectError::TooFast(wait));
+        }
         let before = self.standing(owner.user_id, server).await;
-        let started = self.oauth.start(owner, server).await.inspect_err(|error| {
-            tracing::warn!(server = %server.id, user = owner.user_id, error = %chain(error), "could not start authorization");
-        })?;
+        let started = self
+            .oauth
+            .start(owner, requester, server)
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(server = %server.id, user = owner.user_id, error = %chain(error), "could not start authorization");
+            })?;
         Ok(ConnectOffer {
             server: server.clone(),
-            authorize_url: started.authorize_url,
+            link: started.link,
+            flow_id: started.flow_id,
             expires_in: started.expires_in,
             before,
         })
     }
 
+    /// Records where a flow's link was posted, so it can be edited when the
+    /// link expires.
+    pub async fn link_sent(&self, flow_id: &str, message: ChatMessage) {
+        if let Err(error) = self.stores.flows.set_message(flow_id, message).await {
+            tracing::warn!(error = %chain(&error), "could not note where a link was posted");
+        }
+    }
+
+    /// Drops expired flows and tells each owner their link ran out.
+    pub async fn sweep_expired(&self) {
+        self.connects.retain_recent();
+        let swept = match self.stores.flows.sweep().await {
+            Ok(swept) => swept,
+            Err(error) => {
+                tracing::error!(error = %chain(&error), "sweeping expired flows failed");
+                return;
+            }
+        };
+        for flow in swept {
+            self.notifier
+                .notify(Notice::LinkExpired {
+                    owner: flow.owner,
+                    server: self.config.server(&flow.server_id).map(|s| &**s),
+                    server_id: &flow.server_id,
+                    message: flow.message,
+                })
+                .await;
+        }
+    }
+
+    /// What the start page shows; looking changes nothing.
+    pub async fn start_page(&self, flow_id: &str) -> Result<StartPage, BrowserError> {
+        self.oauth.start_page(flow_id).await
+    }
+
+    /// The requester confirmed on the start page: this browser may go on.
+    pub async fn bind_browser(
+        &self,
+        flow_id: &str,
+        same_origin: bool,
+        presented: Option<String>,
+    ) -> Result<Bound, BrowserError> {
+        let bound = self
+            .oauth
+            .bind_browser(flow_id, same_origin, presented)
+            .await;
+        self.report_misuse(&bound).await;
+        bound
+    }
+
+    /// Telegram signed who opened the start page: only the requester's
+    /// browser may go on.
+    pub async fn bind_telegram_login(
+        &self,
+        flow_id: &str,
+        fields: &BTreeMap<String, String>,
+        presented: Option<String>,
+    ) -> Result<Bound, BrowserError> {
+        let bound = self
+            .oauth
+            .bind_telegram_login(flow_id, fields, presented)
+            .await;
+        self.report_misuse(&bound).await;
+        bound
+    }
+
+    /// Tells a flow's owner that someone else tried their link.
+    async fn report_misuse(&self, bound: &Result<Bound, BrowserError>) {
+        let (flow, by) = match bound {
+            Err(BrowserError::NotTheRequester { flow, clicked }) => (
+                flow,
+                Intruder::TelegramUser {
+                    user_id: clicked.user_id,
+                    name: clicked.username.clone().or(clicked.first_name.clone()),
+                },
+            ),
+            Err(BrowserError::TakenByAnotherBrowser { flow }) => (flow, Intruder::OtherBrowser),
+            _ => return,
+        };
+        tracing::warn!(server = %flow.server_id, user = flow.owner.user_id, "someone else tried a connect link");
+        self.notifier
+            .notify(Notice::LinkMisused {
+                owner: flow.owner,
+                server: self.config.server(&flow.server_id).map(|s| &**s),
+                server_id: &flow.server_id,
+                by,
+            })
+            .await;
+    }
+
     /// Completes the flow a callback belongs to; then drops the user's old
     /// session (its tokens are stale) and tells the flow's chat either way.
+    /// `cookie` reads the browser's cookies (the binding).
     pub async fn complete_connect(
         &self,
         params: CallbackParams,
+        cookie: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Connected, CallbackError> {
-        let result = self.oauth.complete(params).await;
+        let result = self.oauth.complete(params, cookie).await;
         let result = match result {
             Ok(done) => match self.config.server(&done.flow.server_id) {
                 Some(server) => Ok(Connected {
@@ -189,7 +334,7 @@ impl Gateway {
                 self.sessions
                     .forget(connected.owner.user_id, &connected.server.id);
                 self.notifier
-                    .connect_finished(ConnectOutcome::Connected {
+                    .notify(Notice::Connected {
                         owner: connected.owner,
                         server: &connected.server,
                     })
@@ -198,14 +343,25 @@ impl Gateway {
             Err(error) => {
                 tracing::info!(error = %chain(error), "callback did not connect");
                 if let Some(flow) = error.flow() {
-                    self.notifier
-                        .connect_finished(ConnectOutcome::Failed {
+                    let server = self.config.server(&flow.server_id).map(|s| &**s);
+                    let notice = match error {
+                        CallbackError::WrongBrowser { flow } => Notice::LinkMisused {
                             owner: flow.owner,
-                            server: self.config.server(&flow.server_id).map(|s| &**s),
+                            server,
+                            server_id: &flow.server_id,
+                            by: Intruder::OtherBrowser,
+                        },
+                        // The flow is kept and the page offers a retry; the
+                        // chat hears of it only if the retry fails for good.
+                        CallbackError::Exchange { retry: true, .. } => return result,
+                        error => Notice::ConnectFailed {
+                            owner: flow.owner,
+                            server,
                             server_id: &flow.server_id,
                             error,
-                        })
-                        .await;
+                        },
+                    };
+                    self.notifier.notify(notice).await;
                 }
             }
         }

@@ -4,8 +4,9 @@ use rmcp::transport::auth::{CredentialStore, InMemoryCredentialStore};
 use serde::Deserialize;
 
 use super::{Connector, OAuthError, discovery, state::OneFlowState};
+use crate::config::ServerConfig;
 use crate::secret::Secret;
-use crate::store::{Connection, FlowOwner, StoreError, TakeError};
+use crate::store::{Connection, FlowOwner, PendingFlow, StoreError, TakeError};
 
 /// The redirect's query (RFC 6749 §4.1.2, RFC 9207 `iss`).
 #[derive(Deserialize, Default)]
@@ -61,11 +62,18 @@ pub enum CallbackError {
     },
     #[error("the callback carries neither a code nor an error")]
     MissingCode { flow: FlowRef },
+    /// A browser other than the one bound at the start page: a forwarded
+    /// authorization URL. The flow is kept for its owner.
+    #[error("the callback came from a browser the flow is not bound to")]
+    WrongBrowser { flow: FlowRef },
     #[error("the server of this flow is no longer configured")]
     UnknownServer { flow: FlowRef },
+    /// `retry`: the failure was passing (the server down, a timeout) and
+    /// the flow is kept, so loading the callback again may complete it.
     #[error("completing the flow failed")]
     Exchange {
         flow: FlowRef,
+        retry: bool,
         #[source]
         source: OAuthError,
     },
@@ -86,6 +94,7 @@ impl CallbackError {
             CallbackError::Expired { flow }
             | CallbackError::Denied { flow, .. }
             | CallbackError::MissingCode { flow }
+            | CallbackError::WrongBrowser { flow }
             | CallbackError::UnknownServer { flow }
             | CallbackError::Exchange { flow, .. } => Some(flow),
         }
@@ -93,10 +102,15 @@ impl CallbackError {
 }
 
 impl Connector {
-    /// Finds the flow by `state` (consuming it), exchanges the code, and
-    /// stores the tokens with their client in the owner's namespace, both
-    /// at once and only after the exchange succeeded.
-    pub async fn complete(&self, params: CallbackParams) -> Result<Completed, CallbackError> {
+    /// Finds the flow by `state` (consuming it), checks the browser is the
+    /// one bound to it (`cookie` reads the request's cookies), exchanges
+    /// the code, and stores the tokens with their client in the owner's
+    /// namespace, both at once and only after the exchange succeeded.
+    pub async fn complete(
+        &self,
+        params: CallbackParams,
+        cookie: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Completed, CallbackError> {
         let state = params
             .state
             .as_deref()
@@ -118,6 +132,11 @@ impl Connector {
             owner: pending.owner,
             server_id: pending.server_id.clone(),
         };
+        if !self.is_bound_browser(&pending, cookie) {
+            tracing::warn!(server = %flow.server_id, user = flow.owner.user_id, "a callback from a browser the flow is not bound to");
+            self.keep(pending).await;
+            return Err(CallbackError::WrongBrowser { flow });
+        }
 
         if let Some(error) = params.error {
             tracing::info!(server = %flow.server_id, user = flow.owner.user_id, error = %crate::text::clip(&error, 100), "authorization refused");
@@ -130,47 +149,35 @@ impl Connector {
         let Some(code) = params.code.map(Secret::new).filter(|c| !c.is_empty()) else {
             return Err(CallbackError::MissingCode { flow });
         };
-        let Some(server) = self.config.server(&flow.server_id) else {
+        let Some(server) = self.config.server(&flow.server_id).cloned() else {
             return Err(CallbackError::UnknownServer { flow });
         };
 
-        let exchange = async {
-            let discovered = discovery::discover(server).await?;
-            let mut manager = discovered.manager;
-            discovery::use_client(&mut manager, &pending.client)?;
-            let csrf_token = pending.authorization.csrf_token.clone();
-            manager.set_state_store(OneFlowState::holding(pending.authorization));
-            // The tokens land here first and reach the user's store only
-            // together with their client, in one write.
-            let received = InMemoryCredentialStore::new();
-            manager.set_credential_store(received.clone());
-            tokio::time::timeout(
-                server.timeout,
-                manager.exchange_code_for_token_with_issuer(
-                    code.expose(),
-                    &csrf_token,
-                    params.iss.as_deref(),
-                ),
-            )
-            .await
-            .map_err(|_| OAuthError::Timeout(server.timeout))?
-            .map_err(OAuthError::from_exchange)?;
-            received.load().await.ok().flatten().ok_or_else(|| {
-                OAuthError::Exchange(rmcp::transport::auth::AuthError::InternalError(
-                    "the exchange stored no credentials".to_owned(),
-                ))
-            })
-        };
-        let credentials = match exchange.await {
-            Ok(credentials) => credentials,
+        let kept = pending.clone();
+        let (exchanged, ending) =
+            super::http::observed(self.exchange(&server, pending, &code, params.iss.as_deref()))
+                .await;
+        let connection = match exchanged {
+            Ok(connection) => connection,
             Err(source) => {
-                tracing::warn!(server = %flow.server_id, user = flow.owner.user_id, error = %crate::logging::chain(&source), "code exchange failed");
-                return Err(CallbackError::Exchange { flow, source });
+                let passing = matches!(source, OAuthError::Timeout(_) | OAuthError::Discovery(_))
+                    || ending.as_ref().is_some_and(|e| e.is_passing());
+                if ending.as_ref().is_some_and(|e| e.is_invalid_client())
+                    && self.is_registered_dynamically(&server, &kept.client)
+                {
+                    // The server forgot the client: the next /connect registers anew.
+                    let _ = self.stores.registrations.forget(&flow.server_id).await;
+                }
+                tracing::warn!(server = %flow.server_id, user = flow.owner.user_id, passing, error = %crate::logging::chain(&source), "code exchange failed");
+                if passing {
+                    self.keep(kept).await;
+                }
+                return Err(CallbackError::Exchange {
+                    flow,
+                    retry: passing,
+                    source,
+                });
             }
-        };
-        let connection = Connection {
-            credentials,
-            client: pending.client,
         };
         if let Err(source) = self
             .stores
@@ -185,5 +192,49 @@ impl Connector {
         }
         tracing::info!(server = %flow.server_id, user = flow.owner.user_id, "connected");
         Ok(Completed { flow })
+    }
+
+    /// Rediscovers, exchanges the code with the flow's own client and PKCE
+    /// verifier, and returns what the user's store should keep.
+    async fn exchange(
+        &self,
+        server: &ServerConfig,
+        pending: PendingFlow,
+        code: &Secret,
+        iss: Option<&str>,
+    ) -> Result<Connection, OAuthError> {
+        let discovered = self.discover(server).await?;
+        let mut manager = discovered.manager;
+        discovery::use_client(&mut manager, &pending.client)?;
+        let csrf_token = pending.authorization.csrf_token.clone();
+        manager.set_state_store(OneFlowState::holding(pending.authorization));
+        // The tokens land here first and reach the user's store only
+        // together with their client, in one write.
+        let received = InMemoryCredentialStore::new();
+        manager.set_credential_store(received.clone());
+        tokio::time::timeout(
+            server.timeout,
+            manager.exchange_code_for_token_with_issuer(code.expose(), &csrf_token, iss),
+        )
+        .await
+        .map_err(|_| OAuthError::Timeout(server.timeout))?
+        .map_err(OAuthError::from_exchange)?;
+        let credentials = received.load().await.ok().flatten().ok_or_else(|| {
+            OAuthError::Exchange(rmcp::transport::auth::AuthError::InternalError(
+                "the exchange stored no credentials".to_owned(),
+            ))
+        })?;
+        Ok(Connection {
+            credentials,
+            client: pending.client,
+        })
+    }
+
+    /// Puts a flow back for its owner; a failure to do so only loses the
+    /// chance of a retry, so it is logged, not raised.
+    async fn keep(&self, flow: PendingFlow) {
+        if let Err(error) = self.stores.flows.restore(flow).await {
+            tracing::error!(error = %crate::logging::chain(&error), "could not keep a pending flow");
+        }
     }
 }

@@ -5,10 +5,13 @@
 //! once per live MCP session; each starts with metadata discovery under the
 //! server's timeout and address rules.
 
+use std::sync::Arc;
+
 use rmcp::transport::auth::{AuthorizationManager, AuthorizationMetadata, OAuthClientConfig};
 
 use super::OAuthError;
-use crate::config::ServerConfig;
+use super::http::OAuthHttp;
+use crate::config::{ServerAuth, ServerConfig};
 use crate::net_guard;
 use crate::store::ClientRecord;
 
@@ -29,19 +32,30 @@ impl Discovered {
     pub fn advertised_scopes(&self) -> Vec<String> {
         self.metadata.scopes_supported.clone().unwrap_or_default()
     }
+
+    /// Whether the server takes a Client ID Metadata Document URL as a
+    /// client id (SEP-991).
+    pub fn supports_metadata_documents(&self) -> bool {
+        self.metadata
+            .additional_fields
+            .get("client_id_metadata_document_supported")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
 }
 
 /// Discovers the server's authorization metadata (RFC 9728 protected
-/// resource metadata, then RFC 8414 / OIDC).
-pub async fn discover(server: &ServerConfig) -> Result<Discovered, OAuthError> {
+/// resource metadata, then RFC 8414 / OIDC), every request made by `http`.
+pub async fn discover(
+    server: &ServerConfig,
+    http: Arc<OAuthHttp>,
+) -> Result<Discovered, OAuthError> {
     net_guard::check_url(&server.url, server.trusted)?;
     let work = async {
-        let mut manager = if server.trusted {
-            AuthorizationManager::new_allowing_private_addresses(server.url.as_str()).await
-        } else {
-            AuthorizationManager::new(server.url.as_str()).await
-        }
-        .map_err(OAuthError::Discovery)?;
+        let mut manager =
+            AuthorizationManager::new_with_oauth_http_client(server.url.as_str(), http)
+                .await
+                .map_err(OAuthError::Discovery)?;
         let resolution = manager
             .resolve_metadata()
             .await
@@ -49,11 +63,19 @@ pub async fn discover(server: &ServerConfig) -> Result<Discovered, OAuthError> {
         if !resolution.source.is_discovered() {
             return Err(OAuthError::NoMetadata);
         }
-        manager.set_metadata(resolution.metadata.clone());
-        Ok(Discovered {
-            manager,
-            metadata: resolution.metadata,
-        })
+        let mut metadata = resolution.metadata;
+        if let ServerAuth::OAuth(settings) = &server.auth
+            && let Some(method) = settings.token_endpoint_auth_method
+        {
+            // rmcp picks basic or post from what the server advertises; a
+            // pre-registered client's method is known, so say only that.
+            metadata.additional_fields.insert(
+                "token_endpoint_auth_methods_supported".to_owned(),
+                serde_json::json!([method.as_str()]),
+            );
+        }
+        manager.set_metadata(metadata.clone());
+        Ok(Discovered { manager, metadata })
     };
     tokio::time::timeout(server.timeout, work)
         .await

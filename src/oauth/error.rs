@@ -30,6 +30,10 @@ pub enum OAuthError {
     Guard(#[from] GuardError),
     #[error("the credential store failed")]
     Store(#[from] StoreError),
+    #[error("the user already has {0} links waiting")]
+    TooManyFlows(u32),
+    #[error("could not build an HTTP client")]
+    Client(#[source] reqwest::Error),
 }
 
 impl OAuthError {

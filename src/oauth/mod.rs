@@ -4,46 +4,80 @@
 //! parameter, the `iss` check and the code exchange. This module adds what
 //! a multi-user bot needs around it: flows owned by the Telegram user and
 //! chat that asked, kept as data in the [`crate::store::FlowStore`] (not as
-//! live managers); tokens kept per user through the
-//! [`crate::store::CredentialStore`] ([`credentials`]); one client
-//! registration reused across users; and the callback that completes a flow
-//! ([`callback`]).
+//! live managers); the browser bound to that user ([`binding`]); one HTTP
+//! client per server that guards every request ([`http`]); client
+//! identities that heal (a registration the server forgot is replaced);
+//! tokens kept per user ([`credentials`]); and the callback that completes
+//! a flow ([`callback`]).
 
+pub mod binding;
 pub mod callback;
 pub mod credentials;
 pub mod discovery;
 mod error;
+pub mod http;
 mod state;
+pub mod telegram_login;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dashmap::DashMap;
+use rand::RngCore;
 use rmcp::transport::auth::{
     AuthorizationManager, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
 };
 use url::Url;
 
 use crate::config::{Config, OAuthSettings, ServerAuth, ServerConfig};
+use crate::logging::chain;
 use crate::secret::Secret;
-use crate::store::{ClientRecord, Connection, FlowOwner, PendingFlow, StoreError, Stores};
+use crate::store::{
+    ClientRecord, Connection, FlowOwner, FlowState, InsertError, PendingFlow, StoreError, Stores,
+};
 
+pub use binding::{Binding, BindingCookie, Bound, BrowserError, StartPage};
 pub use callback::{CallbackError, CallbackParams, Completed, FlowRef};
 pub use credentials::SlotCredentials;
 pub use error::OAuthError;
 
+use discovery::Discovered;
+use http::OAuthHttp;
 use state::OneFlowState;
-
-/// How long a connect link stays valid.
-pub const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// Client name shown by authorization servers on their consent pages.
 const CLIENT_NAME: &str = "mcpgram";
 
-/// A started flow: the URL to send the user to. It carries the `state`, so
-/// it is a [`Secret`]: shown to its owner only, never logged.
+/// Where the bot publishes its Client ID Metadata Document (SEP-991).
+pub const CLIENT_METADATA_PATH: &str = "/oauth/client-metadata.json";
+
+/// Where a connect button leads.
+#[derive(Debug)]
+pub enum FlowLink {
+    /// The authorization server itself (loopback).
+    Direct(Secret),
+    /// The bot's start page, as a plain link.
+    StartPage(Secret),
+    /// The bot's start page, through a Telegram Login button.
+    TelegramLogin(Secret),
+}
+
+impl FlowLink {
+    pub fn url(&self) -> &Secret {
+        match self {
+            FlowLink::Direct(url) | FlowLink::StartPage(url) | FlowLink::TelegramLogin(url) => url,
+        }
+    }
+}
+
+/// A started flow: where its button leads, and the id that names it to
+/// the adapters (its start id, never its state).
 #[derive(Debug)]
 pub struct StartedFlow {
-    pub authorize_url: Secret,
+    pub link: FlowLink,
+    pub flow_id: String,
     pub expires_in: Duration,
 }
 
@@ -54,20 +88,19 @@ pub struct Connector {
     redirect_uri: String,
     /// `web` when the callback is hosted, `native` on loopback (SEP-837).
     application_type: &'static str,
+    /// One guarded OAuth HTTP client per server id.
+    http: DashMap<String, Arc<OAuthHttp>>,
 }
 
 impl Connector {
     pub fn new(config: Arc<Config>, stores: Stores, redirect_uri: String) -> Self {
-        let application_type = if config.http.public_url.is_some() {
-            "web"
-        } else {
-            "native"
-        };
+        let application_type = if config.is_hosted() { "web" } else { "native" };
         Self {
             config,
             stores,
             redirect_uri,
             application_type,
+            http: DashMap::new(),
         }
     }
 
@@ -79,6 +112,19 @@ impl Connector {
             user_id,
             server_id,
         )
+    }
+
+    fn http(&self, server: &ServerConfig) -> Result<Arc<OAuthHttp>, OAuthError> {
+        if let Some(http) = self.http.get(&server.id) {
+            return Ok(http.clone());
+        }
+        let http = Arc::new(OAuthHttp::for_server(server).map_err(OAuthError::Client)?);
+        self.http.insert(server.id.clone(), http.clone());
+        Ok(http)
+    }
+
+    async fn discover(&self, server: &ServerConfig) -> Result<Discovered, OAuthError> {
+        discovery::discover(server, self.http(server)?).await
     }
 
     /// The user's tokens and client for the server, if connected.
@@ -110,7 +156,7 @@ impl Connector {
         let Some(connection) = self.connection(user_id, &server.id).await? else {
             return Ok(None);
         };
-        let discovered = discovery::discover(server).await?;
+        let discovered = self.discover(server).await?;
         // Tokens minted by another issuer must not be sent here.
         if connection.credentials.issuer.is_some()
             && connection.credentials.issuer != discovered.issuer()
@@ -124,34 +170,50 @@ impl Connector {
         Ok(Some(manager))
     }
 
-    /// Discovers, registers (or reuses a registration) and builds the
-    /// authorization URL for `owner` on `server`. What completing the flow
-    /// needs is kept as a [`PendingFlow`]; the manager is dropped.
+    /// The Client ID Metadata Document the bot publishes when hosted on
+    /// https: authorization servers that support SEP-991 fetch it and take
+    /// its URL as the client id, so no registration is needed.
+    pub fn client_metadata(&self) -> Option<serde_json::Value> {
+        let url = self.client_metadata_url()?;
+        Some(serde_json::json!({
+            "client_id": url,
+            "client_name": CLIENT_NAME,
+            "redirect_uris": [self.redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "application_type": self.application_type,
+        }))
+    }
+
+    fn client_metadata_url(&self) -> Option<String> {
+        let public = self.config.http.public_url.as_ref()?;
+        (public.scheme() == "https").then(|| {
+            format!(
+                "{}{CLIENT_METADATA_PATH}",
+                public.as_str().trim_end_matches('/')
+            )
+        })
+    }
+
+    /// Discovers, picks the client (pre-registered, metadata document,
+    /// cached registration, new registration) and builds the authorization
+    /// URL for `owner` on `server`. What completing the flow needs is kept
+    /// as a [`PendingFlow`]; the manager is dropped.
     pub async fn start(
         &self,
         owner: FlowOwner,
+        requester: &str,
         server: &ServerConfig,
     ) -> Result<StartedFlow, OAuthError> {
         let ServerAuth::OAuth(settings) = &server.auth else {
             return Err(OAuthError::NotOAuthServer);
         };
-        let discovered = discovery::discover(server).await?;
-        let issuer = discovered.issuer();
-        let advertised = discovered.advertised_scopes();
+        let mut discovered = self.discover(server).await?;
+        let client = self.client_for(server, settings, &mut discovered).await?;
         let mut manager = discovered.manager;
         let captured = OneFlowState::default();
         manager.set_state_store(captured.clone());
-
-        let client = match self
-            .client_for(settings, &server.id, issuer.as_deref())
-            .await?
-        {
-            Some(client) => client,
-            None => {
-                self.register(&mut manager, server, settings, advertised, issuer)
-                    .await?
-            }
-        };
 
         let mut request = AuthorizationRequest::new(self.redirect_uri.clone())
             .with_preregistered_client(client.client_id.clone())
@@ -165,37 +227,172 @@ impl Connector {
         let session = AuthorizationSession::new(manager, request)
             .await
             .map_err(|(_, error)| OAuthError::Authorize(error))?;
-        let (authorize_url, _rmcp_state) = without_state(session.get_authorization_url())?;
+        let authorize_url = without_state(session.get_authorization_url(), !settings.resource)?;
         let authorization = captured.take().ok_or_else(|| {
             OAuthError::Authorize(rmcp::transport::auth::AuthError::InternalError(
                 "rmcp saved no authorization state".to_owned(),
             ))
         })?;
+        let state = FlowState::random();
+        let start_id = FlowState::random();
+        let ttl = self.config.oauth.flow_ttl;
         let flow = PendingFlow {
+            authorize_url: Secret::new(with_state(authorize_url, state.as_str())),
+            state,
+            start_id: start_id.clone(),
             owner,
+            requester: requester.to_owned(),
             server_id: server.id.clone(),
-            expires_at: PendingFlow::expires_after(FLOW_TTL),
+            expires_at: PendingFlow::expires_after(ttl),
             authorization,
             client,
+            binding: None,
+            message: None,
         };
-        let state = self.stores.flows.insert(flow).await?;
+        let link = match self.binding() {
+            binding::Binding::Loopback => FlowLink::Direct(flow.authorize_url.clone()),
+            binding => {
+                let page = Secret::new(self.start_url(start_id.as_str()));
+                match binding {
+                    binding::Binding::TelegramLogin => FlowLink::TelegramLogin(page),
+                    _ => FlowLink::StartPage(page),
+                }
+            }
+        };
+        self.stores
+            .flows
+            .insert(flow, self.config.limits.pending_flows_per_user)
+            .await
+            .map_err(|error| match error {
+                InsertError::TooMany(max) => OAuthError::TooManyFlows(max),
+                InsertError::Store(error) => OAuthError::Store(error),
+            })?;
         tracing::info!(server = %server.id, user = owner.user_id, "authorization flow started");
         Ok(StartedFlow {
-            authorize_url: Secret::new(with_state(authorize_url, state.as_str())),
-            expires_in: FLOW_TTL,
+            link,
+            flow_id: start_id.as_str().to_owned(),
+            expires_in: ttl,
         })
+    }
+
+    fn start_url(&self, start_id: &str) -> String {
+        let public = self
+            .config
+            .http
+            .public_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        format!("{public}/oauth/start/{start_id}")
+    }
+
+    /// The client to authorize with, in the order the MCP specification
+    /// (2026-07-28) gives: pre-registered → Client ID Metadata Document →
+    /// dynamic registration (a cached one first, checked to still exist).
+    async fn client_for(
+        &self,
+        server: &ServerConfig,
+        settings: &OAuthSettings,
+        discovered: &mut Discovered,
+    ) -> Result<ClientRecord, OAuthError> {
+        let issuer = discovered.issuer();
+        if let Some(client_id) = &settings.client_id {
+            return Ok(ClientRecord {
+                client_id: client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+                redirect_uri: self.redirect_uri.clone(),
+                issuer,
+                scopes: settings.scopes.clone(),
+            });
+        }
+        if discovered.supports_metadata_documents()
+            && let Some(url) = self.client_metadata_url()
+        {
+            return Ok(ClientRecord {
+                client_id: url,
+                client_secret: None,
+                redirect_uri: self.redirect_uri.clone(),
+                issuer,
+                scopes: discovered.advertised_scopes(),
+            });
+        }
+        if let Some(cached) = self
+            .stores
+            .registrations
+            .find(&server.id, &self.redirect_uri, issuer.as_deref())
+            .await?
+        {
+            if self.still_registered(server, discovered, &cached).await {
+                return Ok(cached);
+            }
+            tracing::warn!(server = %server.id, "the authorization server forgot this bot's client; registering again");
+            self.stores.registrations.forget(&server.id).await?;
+        }
+        self.register(server, settings, discovered).await
+    }
+
+    /// Whether `client` came from dynamic registration (not the config, not
+    /// a metadata document): only such a client can be registered anew.
+    pub(crate) fn is_registered_dynamically(
+        &self,
+        server: &ServerConfig,
+        client: &ClientRecord,
+    ) -> bool {
+        let configured = matches!(&server.auth, ServerAuth::OAuth(s) if s.client_id.is_some());
+        !configured && Some(&client.client_id) != self.client_metadata_url().as_ref()
+    }
+
+    /// Asks the token endpoint about a cached client with a code that
+    /// cannot be valid: a server that knows the client answers
+    /// `invalid_grant`, one that forgot it (a restart of an in-memory
+    /// server, say) `invalid_client` (RFC 6749 §5.2). No code is spent and
+    /// nothing is created. Any other failure keeps the client.
+    async fn still_registered(
+        &self,
+        server: &ServerConfig,
+        discovered: &Discovered,
+        client: &ClientRecord,
+    ) -> bool {
+        let Ok(http) = self.http(server) else {
+            return true;
+        };
+        let mut probe = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut probe);
+        let code = format!("mcpgram-probe-{}", URL_SAFE_NO_PAD.encode(probe));
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", client.redirect_uri.as_str()),
+        ];
+        let basic = match &client.client_secret {
+            Some(secret) => Some((client.client_id.as_str(), secret.expose())),
+            None => {
+                form.push(("client_id", client.client_id.as_str()));
+                None
+            }
+        };
+        match http
+            .post_form(&discovered.metadata.token_endpoint, &form, basic)
+            .await
+        {
+            Ok(ending) => !ending.is_invalid_client(),
+            Err(error) => {
+                tracing::debug!(server = %server.id, error = %chain(&error), "registration probe failed");
+                true
+            }
+        }
     }
 
     /// Registers a client dynamically (RFC 7591) and caches it for every
     /// user of the server.
     async fn register(
         &self,
-        manager: &mut AuthorizationManager,
         server: &ServerConfig,
         settings: &OAuthSettings,
-        advertised: Vec<String>,
-        issuer: Option<String>,
+        discovered: &mut Discovered,
     ) -> Result<ClientRecord, OAuthError> {
+        let issuer = discovered.issuer();
+        let manager = &mut discovered.manager;
         // rmcp has no setter for the DCR application_type; configuring a
         // placeholder client is how it takes one before registering.
         manager
@@ -207,7 +404,11 @@ impl Connector {
         // Register for every advertised scope: some servers treat the
         // registration's scope as the client's allow-list, and a later
         // step-up must not be refused for it.
-        let mut scopes = advertised;
+        let mut scopes = discovered
+            .metadata
+            .scopes_supported
+            .clone()
+            .unwrap_or_default();
         for scope in &settings.scopes {
             if !scopes.contains(scope) {
                 scopes.push(scope.clone());
@@ -235,57 +436,32 @@ impl Connector {
         tracing::info!(server = %server.id, "registered an OAuth client");
         Ok(record)
     }
-
-    /// The client to use: configured, or cached from an earlier
-    /// registration; `None` means register one.
-    async fn client_for(
-        &self,
-        settings: &OAuthSettings,
-        server_id: &str,
-        issuer: Option<&str>,
-    ) -> Result<Option<ClientRecord>, OAuthError> {
-        if let Some(client_id) = &settings.client_id {
-            return Ok(Some(ClientRecord {
-                client_id: client_id.clone(),
-                client_secret: settings.client_secret.clone(),
-                redirect_uri: self.redirect_uri.clone(),
-                issuer: issuer.map(str::to_owned),
-                scopes: settings.scopes.clone(),
-            }));
-        }
-        Ok(self
-            .stores
-            .registrations
-            .find(server_id, &self.redirect_uri, issuer)
-            .await?)
-    }
 }
 
 /// Takes rmcp's `state` (its CSRF token, 128 bits, owner unknown) out of
-/// its authorization URL; returns the URL without it and the removed value.
-/// The flow's own 256-bit state goes in instead.
-fn without_state(url: &str) -> Result<(Url, String), OAuthError> {
+/// its authorization URL, and `resource` too when the server is configured
+/// without it. The flow's own 256-bit state goes in instead.
+fn without_state(url: &str, strip_resource: bool) -> Result<Url, OAuthError> {
     let internal = |what: &str| {
         OAuthError::Authorize(rmcp::transport::auth::AuthError::InternalError(
             what.to_owned(),
         ))
     };
     let mut url = Url::parse(url).map_err(|_| internal("rmcp built an unparsable URL"))?;
-    let mut rmcp_state = None;
+    let mut had_state = false;
     let kept: Vec<(String, String)> = url
         .query_pairs()
-        .filter_map(|(key, value)| {
-            if key == "state" {
-                rmcp_state = Some(value.into_owned());
-                None
-            } else {
-                Some((key.into_owned(), value.into_owned()))
-            }
+        .filter(|(key, _)| {
+            had_state |= key == "state";
+            key != "state" && !(strip_resource && key == "resource")
         })
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
         .collect();
-    let rmcp_state = rmcp_state.ok_or_else(|| internal("authorization URL has no state"))?;
+    if !had_state {
+        return Err(internal("authorization URL has no state"));
+    }
     url.query_pairs_mut().clear().extend_pairs(kept);
-    Ok((url, rmcp_state))
+    Ok(url)
 }
 
 fn with_state(mut url: Url, state: &str) -> String {
@@ -299,15 +475,13 @@ mod tests {
 
     #[test]
     fn state_is_swapped_and_everything_else_kept() {
-        let (url, old) = without_state(
-            "http://as.example/authorize?response_type=code&client_id=c&state=abc&code_challenge=x&resource=http%3A%2F%2Fmcp%2F",
-        )
-        .unwrap();
-        assert_eq!(old, "abc");
-        let url = Url::parse(&with_state(url, "NEW")).unwrap();
+        let rmcp = "http://as.example/authorize?response_type=code&client_id=c&state=abc&code_challenge=x&resource=http%3A%2F%2Fmcp%2F";
+        let url = Url::parse(&with_state(without_state(rmcp, false).unwrap(), "NEW")).unwrap();
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert!(pairs.contains(&("state".into(), "NEW".into())));
         assert!(pairs.contains(&("resource".into(), "http://mcp/".into())));
         assert_eq!(pairs.iter().filter(|(k, _)| k == "state").count(), 1);
+        let without_resource = without_state(rmcp, true).unwrap();
+        assert!(!without_resource.query_pairs().any(|(k, _)| k == "resource"));
     }
 }

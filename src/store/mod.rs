@@ -7,9 +7,11 @@
 //! without touching either.
 //!
 //! - [`records`]: the records themselves.
-//! - [`memory`]: process-local pending flows and refresh locks.
+//! - [`flows`]: pending flows in a table, kept on disk encrypted.
+//! - [`memory`]: process-local refresh locks and command guards.
 //! - [`sealed`]: credentials and registrations in the age vault.
 
+pub mod flows;
 pub mod memory;
 pub mod records;
 pub mod sealed;
@@ -20,7 +22,7 @@ use rmcp::transport::auth::StoredCredentials;
 
 use crate::vault::{Vault, VaultError};
 
-pub use records::{ClientRecord, Connection, FlowOwner, FlowState, PendingFlow};
+pub use records::{ChatMessage, ClientRecord, Connection, FlowOwner, FlowState, PendingFlow};
 
 /// Why a store could not do its job.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,7 @@ pub enum StoreError {
     Vault(#[from] VaultError),
 }
 
-/// Why a `state` found no flow to complete.
+/// Why a `state` or start id found no flow.
 #[derive(Debug, thiserror::Error)]
 pub enum TakeError {
     /// Never issued, already used, or replaced by a newer link.
@@ -42,17 +44,52 @@ pub enum TakeError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("the user already has {0} links waiting")]
+    TooMany(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(transparent)]
+    Take(#[from] TakeError),
+    /// Another browser took the flow first.
+    #[error("the flow is bound to another browser")]
+    AlreadyBound { owner: FlowOwner, server_id: String },
+}
+
 /// Authorization flows waiting for their callback.
 #[async_trait::async_trait]
 pub trait FlowStore: Send + Sync {
-    /// Keeps `flow` under a fresh state and returns that state. An older
-    /// flow of the same user for the same server is dropped: only the
-    /// newest link works, so nobody is left guessing which button is live.
-    async fn insert(&self, flow: PendingFlow) -> Result<FlowState, StoreError>;
+    /// Keeps `flow`. An older flow of the same user for the same server is
+    /// dropped: only the newest link works, so nobody is left guessing
+    /// which button is live. Refuses when the owner already has
+    /// `max_per_user` other flows waiting.
+    async fn insert(&self, flow: PendingFlow, max_per_user: u32) -> Result<(), InsertError>;
+
+    /// The flow a start page shows, without consuming it.
+    async fn by_start_id(&self, start_id: &str) -> Result<PendingFlow, TakeError>;
+
+    /// Binds the flow to one browser (`binding` is the hash of its
+    /// cookie): the first browser wins, a second one is refused.
+    async fn bind(&self, start_id: &str, binding: &str) -> Result<PendingFlow, BindError>;
+
+    /// Records where the link was posted (found by its start id).
+    async fn set_message(&self, start_id: &str, message: ChatMessage) -> Result<(), StoreError>;
 
     /// Removes and returns the flow of `state`: a second take of the same
     /// value always fails, so a callback can complete a flow once.
     async fn take(&self, state: &str) -> Result<PendingFlow, TakeError>;
+
+    /// Puts back a flow taken by a callback that failed for a passing
+    /// reason (the token endpoint was down), so a retry can complete it.
+    async fn restore(&self, flow: PendingFlow) -> Result<(), StoreError>;
+
+    /// Removes and returns every expired flow.
+    async fn sweep(&self) -> Result<Vec<PendingFlow>, StoreError>;
 }
 
 /// Each user's tokens per server, and the client they were issued to.
@@ -96,6 +133,9 @@ pub trait RegistrationStore: Send + Sync {
     ) -> Result<Option<ClientRecord>, StoreError>;
 
     async fn remember(&self, server_id: &str, client: &ClientRecord) -> Result<(), StoreError>;
+
+    /// Drops the server's registration (the server no longer knows it).
+    async fn forget(&self, server_id: &str) -> Result<(), StoreError>;
 }
 
 /// Held while one (user, server) refreshes its tokens; dropping it lets the
@@ -109,6 +149,16 @@ pub trait RefreshLocks: Send + Sync {
     async fn acquire(&self, user_id: u64, server_id: &str) -> Result<RefreshGuard, StoreError>;
 }
 
+/// Held while one of a user's commands runs; dropping it ends the command.
+pub type CommandTicket = Box<dyn Send + Sync>;
+
+/// One command at a time per user: while one runs, the next is answered
+/// at once instead of queueing behind it, so no user can hold up others.
+pub trait CommandGuards: Send + Sync {
+    /// A ticket for `label`, or the label of the command still running.
+    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, String>;
+}
+
 /// Every port, as the rest of the bot receives them.
 #[derive(Clone)]
 pub struct Stores {
@@ -116,16 +166,32 @@ pub struct Stores {
     pub credentials: Arc<dyn CredentialStore>,
     pub registrations: Arc<dyn RegistrationStore>,
     pub refresh_locks: Arc<dyn RefreshLocks>,
+    pub commands: Arc<dyn CommandGuards>,
 }
 
 impl Stores {
-    /// The single-node default: the vault on disk, the rest in memory.
-    pub fn embedded(vault: Arc<Vault>) -> Self {
+    /// Like [`Stores::embedded`], but pending flows only in memory: for
+    /// front ends that complete no browser flows (the terminal's commands)
+    /// and must leave the running bot's flows alone, and for tests.
+    pub fn with_flows_in_memory(vault: Arc<Vault>) -> Self {
         Self {
-            flows: Arc::new(memory::MemoryFlows::default()),
+            flows: Arc::new(flows::FlowTable::in_memory()),
             credentials: Arc::new(sealed::VaultCredentials::new(vault.clone())),
             registrations: Arc::new(sealed::VaultRegistrations::new(vault)),
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
+            commands: Arc::new(memory::LocalCommandGuards::default()),
         }
+    }
+
+    /// The single-node default: the vault on disk (pending flows too, so
+    /// they survive a restart), locks in memory.
+    pub async fn embedded(vault: Arc<Vault>) -> Result<Self, StoreError> {
+        Ok(Self {
+            flows: Arc::new(flows::FlowTable::durable(vault.clone()).await?),
+            credentials: Arc::new(sealed::VaultCredentials::new(vault.clone())),
+            registrations: Arc::new(sealed::VaultRegistrations::new(vault)),
+            refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
+            commands: Arc::new(memory::LocalCommandGuards::default()),
+        })
     }
 }

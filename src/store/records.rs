@@ -22,7 +22,8 @@ pub struct FlowOwner {
 ///
 /// Not a [`Secret`] because it travels in URLs the user sees, but it is
 /// never logged: `Debug` shows a prefix only.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct FlowState(String);
 
 impl FlowState {
@@ -77,11 +78,26 @@ impl Connection {
     }
 }
 
+/// Where a connect link was posted, so it can be edited when the link
+/// expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub chat_id: i64,
+    pub message_id: i32,
+}
+
 /// An authorization flow that waits for its callback: exactly what
-/// completing it needs, a few hundred bytes.
+/// completing it needs, well under a kilobyte.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingFlow {
+    /// The OAuth `state`: how the callback finds the flow.
+    pub state: FlowState,
+    /// How the bot's start page (`/oauth/start/{id}`) finds the flow. A
+    /// separate value, so the start link reveals nothing of the state.
+    pub start_id: FlowState,
     pub owner: FlowOwner,
+    /// How the start page names who asked ("@alice", or a first name).
+    pub requester: String,
     pub server_id: String,
     /// Seconds since the Unix epoch; wall-clock so the record means the
     /// same after a restart.
@@ -90,6 +106,15 @@ pub struct PendingFlow {
     pub authorization: StoredAuthorizationState,
     /// The client the authorization URL was made for.
     pub client: ClientRecord,
+    /// The authorization server's URL, where the start page sends the
+    /// browser. It holds the state: shown to the bound browser only.
+    #[serde(with = "crate::secret::exposed")]
+    pub authorize_url: Secret,
+    /// SHA-256 (hex) of the browser-binding cookie, once a browser took the
+    /// flow at the start page; the callback must come with that cookie.
+    pub binding: Option<String>,
+    /// The chat message holding the link, once sent.
+    pub message: Option<ChatMessage>,
 }
 
 impl PendingFlow {
@@ -99,6 +124,11 @@ impl PendingFlow {
 
     pub fn is_expired(&self) -> bool {
         now_secs() >= self.expires_at
+    }
+
+    /// Seconds left, for cookies and pages.
+    pub fn remaining(&self) -> Duration {
+        Duration::from_secs(self.expires_at.saturating_sub(now_secs()))
     }
 }
 

@@ -139,6 +139,13 @@ impl RegistrationStore for VaultRegistrations {
             .await?;
         Ok(())
     }
+
+    async fn forget(&self, server_id: &str) -> Result<(), StoreError> {
+        self.vault
+            .remove(Namespace::System, &registration_key(server_id))
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

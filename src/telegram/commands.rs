@@ -106,6 +106,38 @@ pub enum Parsed {
 
 const START_CONNECT_PREFIX: &str = "connect-";
 
+/// callback_data of the "New link" button under an expired link; with a
+/// server id of at most 32 characters it stays within Telegram's 64 bytes.
+const NEW_LINK_PREFIX: &str = "connect:";
+
+/// The callback data that asks for a new link to `server_id`.
+pub fn new_link_data(server_id: &str) -> String {
+    format!("{NEW_LINK_PREFIX}{server_id}")
+}
+
+/// The server a "New link" button asks for.
+pub fn new_link_server(data: &str, gateway: &Gateway) -> Option<Arc<ServerConfig>> {
+    gateway.find_server(data.strip_prefix(NEW_LINK_PREFIX)?)
+}
+
+/// How "still working on …" names a running request.
+pub fn label(request: &Request) -> String {
+    match request {
+        Request::Start => "/start".to_owned(),
+        Request::Help => "/help".to_owned(),
+        Request::Servers => "/servers".to_owned(),
+        Request::Status => "/status".to_owned(),
+        Request::Connect(server) => format!("/connect {}", server.id),
+        Request::Tools(server) => format!("/tools {}", server.id),
+        Request::Call(call) => format!(
+            "/call {} {}",
+            call.server.id,
+            call.tool.chars().take(64).collect::<String>()
+        ),
+        Request::Disconnect(server) => format!("/disconnect {}", server.id),
+    }
+}
+
 /// The `/start` payload that makes a deep link continue with `/connect`.
 pub fn start_payload_for_connect(server_id: &str) -> String {
     format!("{START_CONNECT_PREFIX}{server_id}")
@@ -244,7 +276,7 @@ url = "https://example.com/mcp"
         let vault = Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap();
         let gateway = Gateway::new(
             Arc::new(config),
-            Stores::embedded(Arc::new(vault)),
+            Stores::with_flows_in_memory(Arc::new(vault)),
             "http://127.0.0.1:1/oauth/callback".into(),
             Arc::new(Silent),
         );

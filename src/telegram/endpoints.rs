@@ -1,19 +1,87 @@
 //! One endpoint per request: call the core, hand the outcome to
 //! [`wording`] and send it. Nothing here decides what a sentence says.
+//!
+//! Commands that reach out (connect, tools, call, disconnect, status) run
+//! in a task of their own holding the user's [`Ticket`]: the user's update
+//! queue moves on at once, and a further command is answered "still
+//! working on …" instead of waiting, so no user can hold up another.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use teloxide::prelude::*;
-use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me};
+use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
 
-use super::commands::{self, CallRequest, Problem};
-use super::send;
+use super::commands::{self, CallRequest, Problem, Request};
+use super::send::{self, LinkButton};
 use super::wording::{self, OfferReason};
 use crate::config::ServerConfig;
-use crate::gateway::{CallError, Gateway};
-use crate::store::FlowOwner;
+use crate::gateway::{Busy, CallError, FlowLink, Gateway};
+use crate::logging::chain;
+use crate::store::{ChatMessage, CommandTicket, FlowOwner};
 
 pub type HandlerResult = Result<(), teloxide::RequestError>;
+
+/// Whether a command may run now: with the user's ticket, or not while
+/// another of theirs is running.
+#[derive(Clone)]
+pub enum Admission {
+    Go(Ticket),
+    Busy(Busy),
+}
+
+/// A user's command ticket, passed through the schema to the endpoint that
+/// moves it into the command's task.
+#[derive(Clone)]
+pub struct Ticket(Arc<Mutex<Option<CommandTicket>>>);
+
+impl Ticket {
+    fn take(&self) -> Option<CommandTicket> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Admits a request of `msg`'s sender, or says what is still running.
+pub fn admit(msg: Message, request: Request, gateway: Arc<Gateway>) -> Admission {
+    match gateway.begin_command(sender(&msg), &commands::label(&request)) {
+        Ok(ticket) => Admission::Go(Ticket(Arc::new(Mutex::new(Some(ticket))))),
+        Err(busy) => Admission::Busy(busy),
+    }
+}
+
+/// The running command's hold on its user. Work drops it just before
+/// sending its answer, so a user who replies to that answer at once never
+/// hears "still working" about a command that has finished.
+pub struct Done {
+    _held: Option<CommandTicket>,
+}
+
+impl Done {
+    pub fn release(self) {}
+}
+
+/// Runs a command's work in its own task; the work releases the ticket
+/// ([`Done`]) before its final message, or on returning at the latest.
+fn in_background<F, Fut>(ticket: Ticket, work: F) -> HandlerResult
+where
+    F: FnOnce(Done) -> Fut,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    let done = Done {
+        _held: ticket.take(),
+    };
+    let work = work(done);
+    tokio::spawn(async move {
+        if let Err(error) = work.await {
+            tracing::warn!(error = %chain(&error), "a reply could not be sent");
+        }
+    });
+    Ok(())
+}
+
+pub async fn still_working(bot: Bot, msg: Message, busy: Busy) -> HandlerResult {
+    send::text(&bot, msg.chat.id, &wording::still_working(&busy)).await
+}
 
 pub async fn refuse(bot: Bot, msg: Message) -> HandlerResult {
     if let Some(user) = &msg.from {
@@ -55,14 +123,30 @@ pub async fn help(bot: Bot, msg: Message) -> HandlerResult {
     send::text(&bot, msg.chat.id, &wording::help()).await
 }
 
-pub async fn servers(bot: Bot, msg: Message, gateway: Arc<Gateway>) -> HandlerResult {
-    let statuses = gateway.status(sender(&msg)).await;
-    send::text(&bot, msg.chat.id, &wording::servers(&statuses, false)).await
+pub async fn servers(
+    bot: Bot,
+    msg: Message,
+    gateway: Arc<Gateway>,
+    ticket: Ticket,
+) -> HandlerResult {
+    in_background(ticket, |done| async move {
+        let statuses = gateway.status(sender(&msg)).await;
+        done.release();
+        send::text(&bot, msg.chat.id, &wording::servers(&statuses, false)).await
+    })
 }
 
-pub async fn status(bot: Bot, msg: Message, gateway: Arc<Gateway>) -> HandlerResult {
-    let statuses = gateway.status(sender(&msg)).await;
-    send::text(&bot, msg.chat.id, &wording::servers(&statuses, true)).await
+pub async fn status(
+    bot: Bot,
+    msg: Message,
+    gateway: Arc<Gateway>,
+    ticket: Ticket,
+) -> HandlerResult {
+    in_background(ticket, |done| async move {
+        let statuses = gateway.status(sender(&msg)).await;
+        done.release();
+        send::text(&bot, msg.chat.id, &wording::servers(&statuses, true)).await
+    })
 }
 
 pub async fn connect(
@@ -71,8 +155,21 @@ pub async fn connect(
     me: Me,
     gateway: Arc<Gateway>,
     server: Arc<ServerConfig>,
+    ticket: Ticket,
 ) -> HandlerResult {
-    offer_connect(&bot, &msg, &me, &gateway, &server, OfferReason::Asked).await
+    in_background(ticket, |done| async move {
+        let from = Origin::of_message(&msg);
+        offer_connect(
+            &bot,
+            &from,
+            &me,
+            &gateway,
+            &server,
+            OfferReason::Asked,
+            done,
+        )
+        .await
+    })
 }
 
 pub async fn disconnect(
@@ -80,12 +177,16 @@ pub async fn disconnect(
     msg: Message,
     gateway: Arc<Gateway>,
     server: Arc<ServerConfig>,
+    ticket: Ticket,
 ) -> HandlerResult {
-    let text = match gateway.disconnect(sender(&msg), &server).await {
-        Ok(outcome) => wording::disconnected(&server, outcome),
-        Err(error) => wording::disconnect_failed(&server, &error),
-    };
-    send::text(&bot, msg.chat.id, &text).await
+    in_background(ticket, |done| async move {
+        let text = match gateway.disconnect(sender(&msg), &server).await {
+            Ok(outcome) => wording::disconnected(&server, outcome),
+            Err(error) => wording::disconnect_failed(&server, &error),
+        };
+        done.release();
+        send::text(&bot, msg.chat.id, &text).await
+    })
 }
 
 pub async fn tools(
@@ -94,12 +195,18 @@ pub async fn tools(
     me: Me,
     gateway: Arc<Gateway>,
     server: Arc<ServerConfig>,
+    ticket: Ticket,
 ) -> HandlerResult {
-    typing(&bot, &msg);
-    match gateway.list_tools(sender(&msg), &server).await {
-        Ok(tools) => send::text(&bot, msg.chat.id, &wording::tools(&server, &tools)).await,
-        Err(error) => failed(&bot, &msg, &me, &gateway, &server, error).await,
-    }
+    in_background(ticket, |done| async move {
+        typing(&bot, msg.chat.id);
+        match gateway.list_tools(sender(&msg), &server).await {
+            Ok(tools) => {
+                done.release();
+                send::text(&bot, msg.chat.id, &wording::tools(&server, &tools)).await
+            }
+            Err(error) => failed(&bot, &msg, &me, &gateway, &server, error, done).await,
+        }
+    })
 }
 
 pub async fn call(
@@ -108,20 +215,57 @@ pub async fn call(
     me: Me,
     gateway: Arc<Gateway>,
     call: CallRequest,
+    ticket: Ticket,
 ) -> HandlerResult {
-    typing(&bot, &msg);
-    let CallRequest {
-        server,
-        tool,
-        arguments,
-    } = call;
-    match gateway
-        .call_tool(sender(&msg), &server, &tool, arguments)
+    in_background(ticket, |done| async move {
+        typing(&bot, msg.chat.id);
+        let CallRequest {
+            server,
+            tool,
+            arguments,
+        } = call;
+        match gateway
+            .call_tool(sender(&msg), &server, &tool, arguments)
+            .await
+        {
+            Ok(result) => {
+                done.release();
+                send::text(&bot, msg.chat.id, &wording::call_result(&result)).await
+            }
+            Err(error) => failed(&bot, &msg, &me, &gateway, &server, error, done).await,
+        }
+    })
+}
+
+/// A tap on "New link" under an expired one.
+pub async fn new_link(
+    bot: Bot,
+    query: CallbackQuery,
+    me: Me,
+    gateway: Arc<Gateway>,
+    server: Arc<ServerConfig>,
+) -> HandlerResult {
+    let _ = bot.answer_callback_query(query.id.clone()).await;
+    let Some(chat) = query.message.as_ref().map(|m| m.chat().clone()) else {
+        return Ok(());
+    };
+    let from = Origin::of_user(&query.from, chat.id, chat.is_private());
+    let Ok(ticket) = gateway.begin_command(from.user_id, &format!("/connect {}", server.id)) else {
+        return Ok(());
+    };
+    let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));
+    in_background(ticket, |done| async move {
+        offer_connect(
+            &bot,
+            &from,
+            &me,
+            &gateway,
+            &server,
+            OfferReason::Asked,
+            done,
+        )
         .await
-    {
-        Ok(result) => send::text(&bot, msg.chat.id, &wording::call_result(&result)).await,
-        Err(error) => failed(&bot, &msg, &me, &gateway, &server, error).await,
-    }
+    })
 }
 
 /// A failed MCP operation: a connect link when the user must authorize,
@@ -133,55 +277,131 @@ async fn failed(
     gateway: &Gateway,
     server: &Arc<ServerConfig>,
     error: CallError,
+    done: Done,
 ) -> HandlerResult {
     if server.is_oauth() && matches!(error, CallError::NotAuthorized { .. }) {
-        return offer_connect(bot, msg, me, gateway, server, OfferReason::NotConnected).await;
+        let from = Origin::of_message(msg);
+        return offer_connect(
+            bot,
+            &from,
+            me,
+            gateway,
+            server,
+            OfferReason::NotConnected,
+            done,
+        )
+        .await;
     }
+    done.release();
     send::text(bot, msg.chat.id, &wording::call_failed(server, &error)).await
+}
+
+/// Who asked, and where.
+struct Origin {
+    user_id: u64,
+    /// How the start page names them.
+    requester: String,
+    chat: ChatId,
+    private: bool,
+}
+
+impl Origin {
+    fn of_message(msg: &Message) -> Self {
+        match &msg.from {
+            Some(user) => Self::of_user(user, msg.chat.id, msg.chat.is_private()),
+            None => Self {
+                user_id: 0,
+                requester: String::new(),
+                chat: msg.chat.id,
+                private: msg.chat.is_private(),
+            },
+        }
+    }
+
+    fn of_user(user: &User, chat: ChatId, private: bool) -> Self {
+        let requester = match &user.username {
+            Some(username) => format!("@{username}"),
+            None => user.full_name(),
+        };
+        Self {
+            user_id: user.id.0,
+            requester,
+            chat,
+            private,
+        }
+    }
 }
 
 /// Starts a flow and sends its link to the user's private chat. In a group
 /// the link is never posted: the group gets a pointer instead.
 async fn offer_connect(
     bot: &Bot,
-    msg: &Message,
+    from: &Origin,
     me: &Me,
     gateway: &Gateway,
     server: &Arc<ServerConfig>,
     reason: OfferReason,
+    done: Done,
 ) -> HandlerResult {
-    let chat = msg.chat.id;
     if !server.is_oauth() {
-        return send::text(bot, chat, &wording::no_sign_in(server)).await;
+        done.release();
+        return send::text(bot, from.chat, &wording::no_sign_in(server)).await;
     }
-    let user_id = sender(msg);
     // The flow belongs to the private chat: that is where the link goes
     // and where its outcome is told, whatever chat the command came from.
-    let private_chat = ChatId(user_id as i64);
+    let private_chat = ChatId(from.user_id as i64);
     let owner = FlowOwner {
-        user_id,
+        user_id: from.user_id,
         chat_id: private_chat.0,
     };
-    typing(bot, msg);
-    let offer = match gateway.start_connect(owner, server).await {
+    typing(bot, from.chat);
+    let offer = gateway.start_connect(owner, &from.requester, server).await;
+    done.release();
+    let offer = match offer {
         Ok(offer) => offer,
         Err(error) => {
-            return send::text(bot, chat, &wording::connect_not_started(server, &error)).await;
+            return send::text(
+                bot,
+                from.chat,
+                &wording::connect_not_started(server, &error),
+            )
+            .await;
         }
+    };
+    let label = wording::connect_button(server);
+    let button = match &offer.link {
+        FlowLink::TelegramLogin(url) => LinkButton::Login {
+            label: &label,
+            url: url.expose(),
+        },
+        FlowLink::Direct(url) | FlowLink::StartPage(url) => LinkButton::Url {
+            label: &label,
+            url: url.expose(),
+        },
     };
     let sent = send::link(
         bot,
         private_chat,
         &wording::connect_offer(&offer, reason),
-        &wording::connect_button(server),
-        offer.authorize_url.expose(),
+        button,
     )
     .await;
-    if msg.chat.is_private() {
-        return sent;
+    if let Ok(message) = &sent {
+        gateway
+            .link_sent(
+                &offer.flow_id,
+                ChatMessage {
+                    chat_id: private_chat.0,
+                    message_id: message.id.0,
+                },
+            )
+            .await;
+    }
+    if from.private {
+        return sent.map(|_| ());
     }
     match sent {
-        Ok(()) => send::text(bot, chat, wording::SENT_PRIVATELY).await,
+        Ok(_) => send::text(bot, from.chat, wording::SENT_PRIVATELY).await,
         Err(error) if send::is_forbidden(&error) => {
             let deep_link = format!(
                 "https://t.me/{}?start={}",
@@ -189,13 +409,13 @@ async fn offer_connect(
                 commands::start_payload_for_connect(&server.id)
             );
             let Ok(url) = deep_link.parse() else {
-                return send::text(bot, chat, wording::OPEN_PRIVATE_CHAT).await;
+                return send::text(bot, from.chat, wording::OPEN_PRIVATE_CHAT).await;
             };
             let markup = InlineKeyboardMarkup::new([[InlineKeyboardButton::url(
                 wording::START_PRIVATE_CHAT_BUTTON,
                 url,
             )]]);
-            bot.send_message(chat, wording::START_PRIVATE_CHAT)
+            bot.send_message(from.chat, wording::START_PRIVATE_CHAT)
                 .reply_markup(markup)
                 .await
                 .map(|_| ())
@@ -212,8 +432,8 @@ fn sender(msg: &Message) -> u64 {
 
 /// "typing…" in the chat, without waiting for Telegram: the MCP request
 /// must not wait for a round trip to the Bot API.
-fn typing(bot: &Bot, msg: &Message) {
-    let (bot, chat) = (bot.clone(), msg.chat.id);
+fn typing(bot: &Bot, chat: ChatId) {
+    let bot = bot.clone();
     tokio::spawn(async move {
         let _ = bot.send_chat_action(chat, ChatAction::Typing).await;
     });

@@ -9,7 +9,8 @@ use teloxide::prelude::*;
 use teloxide::types::Me;
 
 use super::commands::{self, Parsed, Request};
-use super::endpoints;
+use super::endpoints::{self, Admission};
+use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 
 /// Who may use the bot; empty means everyone.
@@ -18,11 +19,26 @@ pub struct AllowedUsers(pub Arc<[u64]>);
 
 impl AllowedUsers {
     fn admits(&self, msg: &Message) -> bool {
-        self.0.is_empty() || msg.from.as_ref().is_some_and(|u| self.0.contains(&u.id.0))
+        msg.from.as_ref().is_some_and(|u| self.admits_user(u.id.0))
+    }
+
+    fn admits_user(&self, user_id: u64) -> bool {
+        self.0.is_empty() || self.0.contains(&user_id)
     }
 }
 
 pub fn schema() -> UpdateHandler<teloxide::RequestError> {
+    dptree::entry().branch(messages()).branch(
+        Update::filter_callback_query()
+            .filter(|query: CallbackQuery, allowed: AllowedUsers| {
+                allowed.admits_user(query.from.id.0)
+            })
+            .filter_map(new_link)
+            .endpoint(endpoints::new_link),
+    )
+}
+
+fn messages() -> UpdateHandler<teloxide::RequestError> {
     Update::filter_message()
         // Channel posts and service messages have no sender to answer.
         .filter(|msg: Message| msg.from.is_some())
@@ -42,13 +58,25 @@ pub fn schema() -> UpdateHandler<teloxide::RequestError> {
             case![Parsed::Request(request)]
                 .branch(case![Request::Start].endpoint(endpoints::start))
                 .branch(case![Request::Help].endpoint(endpoints::help))
-                .branch(case![Request::Servers].endpoint(endpoints::servers))
-                .branch(case![Request::Status].endpoint(endpoints::status))
-                .branch(case![Request::Connect(server)].endpoint(endpoints::connect))
-                .branch(case![Request::Tools(server)].endpoint(endpoints::tools))
-                .branch(case![Request::Call(call)].endpoint(endpoints::call))
-                .branch(case![Request::Disconnect(server)].endpoint(endpoints::disconnect)),
+                // One command at a time per user; the rest run in tasks of
+                // their own, holding the ticket.
+                .map(endpoints::admit)
+                .branch(case![Admission::Busy(busy)].endpoint(endpoints::still_working))
+                .branch(
+                    case![Admission::Go(ticket)]
+                        .branch(case![Request::Servers].endpoint(endpoints::servers))
+                        .branch(case![Request::Status].endpoint(endpoints::status))
+                        .branch(case![Request::Connect(server)].endpoint(endpoints::connect))
+                        .branch(case![Request::Tools(server)].endpoint(endpoints::tools))
+                        .branch(case![Request::Call(call)].endpoint(endpoints::call))
+                        .branch(case![Request::Disconnect(server)].endpoint(endpoints::disconnect)),
+                ),
         )
+}
+
+/// The server a "New link" button asks for.
+fn new_link(query: CallbackQuery, gateway: Arc<Gateway>) -> Option<Arc<ServerConfig>> {
+    commands::new_link_server(query.data.as_deref()?, &gateway)
 }
 
 /// Reads a text message as a command. Messages that are not for this bot

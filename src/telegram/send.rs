@@ -1,8 +1,10 @@
 //! Sending messages the way Telegram accepts them: plain text split into
-//! 4096-unit pieces, link previews off, links as inline URL buttons.
+//! 4096-unit pieces, link previews off, links as inline buttons.
 
 use teloxide::prelude::*;
-use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions};
+use teloxide::types::{
+    InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, LoginUrl, MessageId,
+};
 use teloxide::{ApiError, RequestError};
 
 use super::format::{MAX_MESSAGE_UNITS, button_url, chunks};
@@ -27,31 +29,92 @@ pub async fn text(bot: &Bot, chat: ChatId, text: &str) -> Result<(), RequestErro
     Ok(())
 }
 
-/// A message with one URL button. Should Telegram still refuse the button,
-/// the link goes into the text, so the user can always continue.
+/// How a connect button opens its link.
+pub enum LinkButton<'a> {
+    /// An ordinary URL button.
+    Url { label: &'a str, url: &'a str },
+    /// A Telegram Login button: Telegram signs who tapped it and appends
+    /// that to the URL.
+    Login { label: &'a str, url: &'a str },
+}
+
+/// An authorization message: one button, no preview, and protected
+/// content (no forwarding, no saving: the link is for its owner only).
+/// Should Telegram refuse a URL button, the link goes into the text, so
+/// the user can always continue. Returns the message sent.
 pub async fn link(
     bot: &Bot,
     chat: ChatId,
     text: &str,
-    label: &str,
-    url: &str,
-) -> Result<(), RequestError> {
-    if let Some(button) = button_url(url) {
-        let markup = InlineKeyboardMarkup::new([[InlineKeyboardButton::url(label, button)]]);
+    button: LinkButton<'_>,
+) -> Result<Message, RequestError> {
+    let (markup, url) = match button {
+        LinkButton::Url { label, url } => (
+            button_url(url)
+                .map(|u| InlineKeyboardMarkup::new([[InlineKeyboardButton::url(label, u)]])),
+            url,
+        ),
+        LinkButton::Login { label, url } => (
+            url.parse().ok().map(|u| {
+                InlineKeyboardMarkup::new([[InlineKeyboardButton::login(
+                    label,
+                    LoginUrl {
+                        url: u,
+                        forward_text: None,
+                        bot_username: None,
+                        request_write_access: None,
+                    },
+                )]])
+            }),
+            url,
+        ),
+    };
+    if let Some(markup) = markup {
         match bot
             .send_message(chat, text)
             .link_preview_options(no_preview())
+            .protect_content(true)
             .reply_markup(markup)
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(message) => return Ok(message),
             Err(RequestError::Api(ApiError::ButtonUrlInvalid)) => {
                 tracing::warn!("Telegram refused the link button; sending the link as text");
             }
             Err(error) => return Err(error),
         }
     }
-    self::text(bot, chat, &format!("{text}\n\n{url}")).await
+    bot.send_message(chat, format!("{text}\n\n{url}"))
+        .link_preview_options(no_preview())
+        .protect_content(true)
+        .await
+}
+
+/// Replaces a message's text and buttons; when that fails (the message is
+/// gone), sends the text as a new message.
+pub async fn replace(
+    bot: &Bot,
+    chat: ChatId,
+    message: MessageId,
+    text: &str,
+    markup: InlineKeyboardMarkup,
+) -> Result<(), RequestError> {
+    match bot
+        .edit_message_text(chat, message, text)
+        .link_preview_options(no_preview())
+        .reply_markup(markup.clone())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::debug!(%error, "could not edit the message; sending a new one");
+            bot.send_message(chat, text)
+                .link_preview_options(no_preview())
+                .reply_markup(markup)
+                .await
+                .map(|_| ())
+        }
+    }
 }
 
 /// Whether Telegram refused because the user never started a private chat

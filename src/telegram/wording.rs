@@ -13,8 +13,8 @@ use super::commands::{Command, Problem, Verb};
 use super::render;
 use crate::config::{Config, ServerConfig};
 use crate::gateway::{
-    CallError, ConnectError, ConnectOffer, DisconnectError, Disconnected, INVALID_PARAMS,
-    OAuthError, ServerStatus, Standing,
+    Busy, CallError, ConnectError, ConnectOffer, DisconnectError, Disconnected, INVALID_PARAMS,
+    Intruder, OAuthError, ServerStatus, Standing,
 };
 use crate::net_guard::GuardError;
 use crate::oauth::CallbackError;
@@ -51,6 +51,13 @@ pub fn help() -> String {
 pub const PRIVATE_BOT: &str = "Sorry, this bot is private.";
 pub const COMMANDS_ONLY: &str = "I understand commands only. Send /help.";
 pub const SEND_HELP: &str = "Send /help to see what I can do.";
+
+pub fn still_working(busy: &Busy) -> String {
+    format!(
+        "Still working on your {}; I'll answer that first. Send your next command after it.",
+        foreign(&busy.running, 80)
+    )
+}
 
 pub fn unknown_command(command: &str) -> String {
     format!(
@@ -170,6 +177,13 @@ pub fn connect_not_started(server: &ServerConfig, error: &ConnectError) -> Strin
     let name = &server.name;
     match error {
         ConnectError::NoSignIn => no_sign_in(server),
+        ConnectError::TooFast(wait) => format!(
+            "You asked for connect links too often; try again in {}.",
+            in_words(*wait + Duration::from_secs(1))
+        ),
+        ConnectError::OAuth(OAuthError::TooManyFlows(max)) => {
+            format!("You already have {max} connect links waiting; use or let them expire first.")
+        }
         ConnectError::OAuth(error) => format!(
             "Cannot connect to {name} right now: {}.",
             oauth_reason(error)
@@ -209,6 +223,8 @@ fn oauth_reason(error: &OAuthError) -> String {
         }
         OAuthError::Guard(guard) => guard_reason(guard).to_owned(),
         OAuthError::Store(_) => "stored data could not be read or written".to_owned(),
+        OAuthError::TooManyFlows(max) => format!("{max} connect links are already waiting"),
+        OAuthError::Client(_) => "the bot could not set up its connection".to_owned(),
     }
 }
 
@@ -344,6 +360,27 @@ fn credentials_refused(server: &ServerConfig, status: Option<u16>) -> String {
     )
 }
 
+pub fn link_misused(server: Option<&ServerConfig>, server_id: &str, by: &Intruder) -> String {
+    let name = server.map_or(server_id, |s| s.name.as_str());
+    let who = match by {
+        Intruder::TelegramUser { user_id, name } => match name {
+            Some(name) => format!("Telegram user {} (id {user_id})", foreign(name, 40)),
+            None => format!("Telegram user id {user_id}"),
+        },
+        Intruder::OtherBrowser => "A browser other than yours".to_owned(),
+    };
+    format!(
+        "{who} tried to use your link to connect {name}. It was not used: nothing of theirs is connected to your chat. If that was you on another device, open the link from this chat there."
+    )
+}
+
+pub fn link_expired(server: Option<&ServerConfig>, server_id: &str) -> String {
+    let name = server.map_or(server_id, |s| s.name.as_str());
+    format!("Your link to connect {name} expired unused. Tap below for a new one.")
+}
+
+pub const NEW_LINK_BUTTON: &str = "New link";
+
 pub fn connected(server: &ServerConfig) -> String {
     format!("Connected to {}. Try /tools {}.", server.name, server.id)
 }
@@ -381,6 +418,9 @@ fn callback_reason(error: &CallbackError) -> String {
             None => format!("the authorization server refused: {}", foreign(error, 100)),
         },
         CallbackError::MissingCode { .. } => "the authorization server sent no code".to_owned(),
+        CallbackError::WrongBrowser { .. } => {
+            "the link was finished in another browser than the one it was opened in".to_owned()
+        }
         CallbackError::UnknownServer { .. } => "the server is no longer configured".to_owned(),
         CallbackError::Exchange { source, .. } => oauth_reason(source),
         CallbackError::Store { .. } => "the bot could not store the tokens".to_owned(),

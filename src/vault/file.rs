@@ -109,6 +109,62 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VaultError> 
     result
 }
 
+/// Overwrites `path` with zeros, syncs, then unlinks it; answers whether
+/// it existed. A deleted record leaves no readable copy behind in a file
+/// that something still holds open or in a backup of the directory.
+pub(super) fn shred(path: &Path) -> Result<bool, VaultError> {
+    let io = |action: &'static str| {
+        let path = path.to_owned();
+        move |source| VaultError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut file = match OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(io("open")(source)),
+    };
+    let len = file.metadata().map_err(io("stat"))?.len();
+    let zeros = vec![0u8; 4096];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n]).map_err(io("overwrite"))?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(io("sync"))?;
+    drop(file);
+    fs::remove_file(path).map_err(io("remove"))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("sync directory"))?;
+    }
+    Ok(true)
+}
+
+/// Temp files a crash left behind (`.name.pid.rand.tmp`) in `dir` and its
+/// subfolders, shredded: they may hold tokens deleted since.
+pub(super) fn remove_stale_temps(dir: &Path) -> Result<usize, VaultError> {
+    let mut removed = 0;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            removed += remove_stale_temps(&path)?;
+        } else if name.starts_with('.') && name.ends_with(".tmp") && shred(&path)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +181,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("user-1.age")]);
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_records_kept() {
+        let temp = tempfile::tempdir().unwrap();
+        let nested = temp.path().join("flows");
+        fs::create_dir(&nested).unwrap();
+        fs::write(temp.path().join(".user-1.age.7.9.tmp"), b"old tokens").unwrap();
+        fs::write(nested.join(".x.age.7.9.tmp"), b"old flow").unwrap();
+        fs::write(temp.path().join("user-1.age"), b"kept").unwrap();
+        assert_eq!(remove_stale_temps(temp.path()).unwrap(), 2);
+        let mut left: Vec<_> = fs::read_dir(temp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["flows", "user-1.age"]);
+        assert_eq!(fs::read_dir(&nested).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn shredding_reports_whether_there_was_a_file() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("r.age");
+        fs::write(&path, b"secret").unwrap();
+        assert!(shred(&path).unwrap());
+        assert!(!path.exists());
+        assert!(!shred(&path).unwrap());
     }
 
     #[cfg(unix)]

@@ -142,6 +142,13 @@ impl Vault {
     /// loads or creates the identity.
     pub fn open(dir: &Path, key: &KeySource) -> Result<Self, VaultError> {
         file::create_private_dir(dir)?;
+        let stale = file::remove_stale_temps(dir)?;
+        if stale > 0 {
+            tracing::info!(
+                count = stale,
+                "removed temp files an interrupted write left in the vault"
+            );
+        }
         let identity = key.load_or_create()?;
         let recipient = identity.to_public();
         Ok(Self {
@@ -269,6 +276,103 @@ impl Vault {
         }
     }
 
+    /// Writes `value` as its own encrypted file `<dir>/<folder>/<name>.age`,
+    /// atomically: records that come and go on their own (pending flows)
+    /// cost one small file each instead of a rewrite of a namespace.
+    pub async fn put_record<T: serde::Serialize>(
+        &self,
+        folder: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), VaultError> {
+        let plaintext =
+            Zeroizing::new(
+                serde_json::to_vec(value).map_err(|source| VaultError::Serialize {
+                    key: format!("{folder}/{name}"),
+                    source,
+                })?,
+            );
+        let ciphertext =
+            age::encrypt(&self.recipient, &plaintext).map_err(|source| VaultError::Encrypt {
+                namespace: format!("{folder}/{name}"),
+                source: Box::new(source),
+            })?;
+        let dir = self.dir.join(folder);
+        let path = dir.join(format!("{name}.age"));
+        blocking(path.clone(), move || {
+            file::create_private_dir(&dir)?;
+            file::write_atomic(&path, &ciphertext)
+        })
+        .await
+    }
+
+    /// Deletes a record file; answers whether it was there. The file is
+    /// overwritten before it is unlinked, so no readable copy is left.
+    pub async fn remove_record(&self, folder: &str, name: &str) -> Result<bool, VaultError> {
+        let path = self.dir.join(folder).join(format!("{name}.age"));
+        blocking(path.clone(), move || file::shred(&path)).await
+    }
+
+    /// Every record of `folder`, by name. A file that cannot be decrypted
+    /// or parsed is reported with the others, not as a reason to fail.
+    pub async fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        folder: &str,
+    ) -> Result<Vec<(String, Result<T, VaultError>)>, VaultError> {
+        let dir = self.dir.join(folder);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(VaultError::Io {
+                    action: "list",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".age"))
+                .filter(|n| !n.starts_with('.'))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let record = match tokio::fs::read(&path).await {
+                Ok(bytes) => self.open_record(&path, &bytes),
+                Err(source) => Err(VaultError::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source,
+                }),
+            };
+            out.push((name, record));
+        }
+        Ok(out)
+    }
+
+    fn open_record<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<T, VaultError> {
+        let plaintext = Zeroizing::new(age::decrypt(&self.identity, bytes).map_err(|source| {
+            VaultError::Decrypt {
+                path: path.to_owned(),
+                source: Box::new(source),
+            }
+        })?);
+        serde_json::from_slice(&plaintext).map_err(|source| VaultError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
     fn slot(&self, ns: Namespace) -> Arc<Mutex<Option<Entries>>> {
         self.namespaces.entry(ns).or_default().clone()
     }
@@ -328,6 +432,22 @@ impl Vault {
             source: Box::new(source),
         })
     }
+}
+
+/// Runs file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    path: PathBuf,
+    work: impl FnOnce() -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, VaultError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(VaultError::Io {
+                action: "write",
+                path,
+                source: std::io::Error::other(join),
+            })
+        })
 }
 
 #[cfg(test)]

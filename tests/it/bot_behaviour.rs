@@ -115,9 +115,9 @@ async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_
     }
 
     telegram.send_private(&alice, "/call hang anything");
-    accepted
-        .recv()
+    tokio::time::timeout(WAIT, accepted.recv())
         .await
+        .expect("the bot connects to the hanging server in time")
         .expect("the bot connects to the hanging server");
     // While Alice waits on the hanging server, Bob is served.
     telegram.send_private(&bob, "/servers");

@@ -34,7 +34,7 @@ fn harness(server: &str) -> Harness {
     Harness {
         gateway: Gateway::new(
             config,
-            Stores::embedded(Arc::new(vault)),
+            Stores::with_flows_in_memory(Arc::new(vault)),
             "http://127.0.0.1:1/oauth/callback".into(),
             Arc::new(Silent),
         ),

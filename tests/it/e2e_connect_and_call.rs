@@ -28,6 +28,20 @@ enabled = true
     )
 }
 
+/// Every file below `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 fn connect_button(message: &SentMessage) -> String {
     let buttons = message.url_buttons();
     assert_eq!(buttons.len(), 1, "one URL button: {message:?}");
@@ -151,8 +165,7 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
             .unwrap(),
         None
     );
-    for entry in std::fs::read_dir(bot.vault_dir()).unwrap() {
-        let path = entry.unwrap().path();
+    for path in files_under(&bot.vault_dir()) {
         let bytes = std::fs::read(&path).unwrap();
         assert!(
             !bytes.windows(token.len()).any(|w| w == token.as_bytes()),

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use mcpgram::config;
-use mcpgram::gateway::{ChatNotifier, ConnectOutcome, Gateway};
+use mcpgram::gateway::{ChatNotifier, Gateway, Notice};
 use mcpgram::http::{HttpState, router};
 use mcpgram::store::{FlowOwner, Stores};
 use mcpgram::vault::{KeySource, Vault};
@@ -19,13 +19,13 @@ struct Recorder(Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
 impl ChatNotifier for Recorder {
-    async fn connect_finished(&self, outcome: ConnectOutcome<'_>) {
-        let note = match outcome {
-            ConnectOutcome::Connected { owner, server } => format!(
+    async fn notify(&self, notice: Notice<'_>) {
+        let note = match notice {
+            Notice::Connected { owner, server } => format!(
                 "connected {} {} {}",
                 owner.user_id, owner.chat_id, server.id
             ),
-            ConnectOutcome::Failed {
+            Notice::ConnectFailed {
                 owner,
                 server_id,
                 error,
@@ -34,6 +34,7 @@ impl ChatNotifier for Recorder {
                 "failed {} {} {server_id}: {error:?}",
                 owner.user_id, owner.chat_id
             ),
+            other => format!("{other:?}"),
         };
         self.0.lock().unwrap().push(note);
     }
@@ -64,7 +65,7 @@ async fn harness(mcp_url: &str) -> Harness {
     let notes = Arc::new(Recorder::default());
     let gateway = Arc::new(Gateway::new(
         config,
-        Stores::embedded(vault),
+        Stores::embedded(vault).await.unwrap(),
         format!("{base}/oauth/callback"),
         notes.clone(),
     ));
@@ -83,8 +84,12 @@ async fn harness(mcp_url: &str) -> Harness {
 /// Starts Alice's flow for "demo" and returns its `state`.
 async fn start_flow(h: &Harness) -> String {
     let server = h.gateway.find_server("demo").unwrap();
-    let flow = h.gateway.start_connect(ALICE, &server).await.unwrap();
-    url::Url::parse(flow.authorize_url.expose())
+    let flow = h
+        .gateway
+        .start_connect(ALICE, "Alice", &server)
+        .await
+        .unwrap();
+    url::Url::parse(flow.link.url().expose())
         .unwrap()
         .query_pairs()
         .find(|(k, _)| k == "state")
@@ -154,12 +159,20 @@ async fn a_newer_link_replaces_the_older_one() {
     let demo = TsDemoServer::start().await;
     let h = harness(&demo.mcp_url()).await;
     let server = h.gateway.find_server("demo").unwrap();
-    let first = h.gateway.start_connect(ALICE, &server).await.unwrap();
-    let second = h.gateway.start_connect(ALICE, &server).await.unwrap();
+    let first = h
+        .gateway
+        .start_connect(ALICE, "Alice", &server)
+        .await
+        .unwrap();
+    let second = h
+        .gateway
+        .start_connect(ALICE, "Alice", &server)
+        .await
+        .unwrap();
 
-    let stale = browser::open(first.authorize_url.expose()).await;
+    let stale = browser::open(first.link.url().expose()).await;
     assert_eq!(stale.status, 400, "{}", stale.body);
-    let fresh = browser::open(second.authorize_url.expose()).await;
+    let fresh = browser::open(second.link.url().expose()).await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
     assert!(is_connected(&h).await);
     assert_eq!(

@@ -1,0 +1,417 @@
+//! Pending flows in a table in memory, each also kept on disk as its own
+//! age-encrypted file, so a restart between `/connect` and the callback
+//! loses nothing. The file is named by a hash of the state, never the
+//! state itself: a directory listing must not hand out live states.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+
+use super::{
+    BindError, ChatMessage, FlowState, FlowStore, InsertError, PendingFlow, StoreError, TakeError,
+};
+use crate::logging::chain;
+use crate::vault::Vault;
+
+const FOLDER: &str = "flows";
+
+#[derive(Default)]
+pub struct FlowTable {
+    flows: DashMap<FlowState, PendingFlow>,
+    /// start id → state.
+    starts: DashMap<FlowState, FlowState>,
+    /// Where flows are kept across restarts; `None` in memory only.
+    vault: Option<Arc<Vault>>,
+}
+
+impl FlowTable {
+    /// A table kept only in memory (tests, and stores that persist
+    /// elsewhere).
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// A table whose flows are also written to the vault, loaded with the
+    /// flows a previous run left (expired ones are dropped on the way).
+    pub async fn durable(vault: Arc<Vault>) -> Result<Self, StoreError> {
+        let table = Self {
+            vault: Some(vault.clone()),
+            ..Self::default()
+        };
+        for (name, record) in vault.records::<PendingFlow>(FOLDER).await? {
+            match record {
+                Ok(flow) if !flow.is_expired() => table.remember(flow),
+                Ok(_) => {
+                    vault.remove_record(FOLDER, &name).await?;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %chain(&error), "a stored pending flow is unreadable; dropped");
+                    vault.remove_record(FOLDER, &name).await?;
+                }
+            }
+        }
+        if !table.flows.is_empty() {
+            tracing::info!(count = table.flows.len(), "pending flows restored");
+        }
+        Ok(table)
+    }
+
+    fn remember(&self, flow: PendingFlow) {
+        self.starts
+            .insert(flow.start_id.clone(), flow.state.clone());
+        self.flows.insert(flow.state.clone(), flow);
+    }
+
+    fn forget(&self, flow: &PendingFlow) {
+        self.starts.remove(&flow.start_id);
+    }
+
+    async fn persist(&self, flow: &PendingFlow) -> Result<(), StoreError> {
+        if let Some(vault) = &self.vault {
+            vault
+                .put_record(FOLDER, &file_name(&flow.state), flow)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn unpersist(&self, state: &FlowState) -> Result<(), StoreError> {
+        if let Some(vault) = &self.vault {
+            vault.remove_record(FOLDER, &file_name(state)).await?;
+        }
+        Ok(())
+    }
+
+    fn state_of(&self, start_id: &str) -> Result<FlowState, TakeError> {
+        self.starts
+            .get(&FlowState::from(start_id))
+            .map(|state| state.clone())
+            .ok_or(TakeError::Unknown)
+    }
+}
+
+/// A file name for a state: its SHA-256, hex.
+fn file_name(state: &FlowState) -> String {
+    hex::encode(Sha256::digest(state.as_str().as_bytes()))
+}
+
+#[async_trait::async_trait]
+impl FlowStore for FlowTable {
+    async fn insert(&self, flow: PendingFlow, max_per_user: u32) -> Result<(), InsertError> {
+        let mut replaced = Vec::new();
+        let mut waiting = 0;
+        for entry in self.flows.iter() {
+            let old = entry.value();
+            if old.owner.user_id != flow.owner.user_id || old.is_expired() {
+                continue;
+            }
+            if old.server_id == flow.server_id {
+                replaced.push(old.state.clone());
+            } else {
+                waiting += 1;
+            }
+        }
+        if waiting >= max_per_user {
+            return Err(InsertError::TooMany(max_per_user));
+        }
+        for state in replaced {
+            if let Some((_, old)) = self.flows.remove(&state) {
+                self.forget(&old);
+                self.unpersist(&state).await?;
+            }
+        }
+        self.persist(&flow).await?;
+        self.remember(flow);
+        Ok(())
+    }
+
+    async fn by_start_id(&self, start_id: &str) -> Result<PendingFlow, TakeError> {
+        let state = self.state_of(start_id)?;
+        let flow = self
+            .flows
+            .get(&state)
+            .map(|f| f.clone())
+            .ok_or(TakeError::Unknown)?;
+        if flow.is_expired() {
+            return Err(TakeError::Expired {
+                owner: flow.owner,
+                server_id: flow.server_id,
+            });
+        }
+        Ok(flow)
+    }
+
+    async fn bind(&self, start_id: &str, binding: &str) -> Result<PendingFlow, BindError> {
+        let state = self.state_of(start_id)?;
+        let bound = {
+            // The entry guard makes check-and-set one step.
+            let mut entry = self.flows.get_mut(&state).ok_or(TakeError::Unknown)?;
+            let flow = entry.value_mut();
+            if flow.is_expired() {
+                return Err(TakeError::Expired {
+                    owner: flow.owner,
+                    server_id: flow.server_id.clone(),
+                }
+                .into());
+            }
+            if flow.binding.is_some() {
+                return Err(BindError::AlreadyBound {
+                    owner: flow.owner,
+                    server_id: flow.server_id.clone(),
+                });
+            }
+            flow.binding = Some(binding.to_owned());
+            flow.clone()
+        };
+        self.persist(&bound).await.map_err(TakeError::from)?;
+        Ok(bound)
+    }
+
+    async fn set_message(&self, start_id: &str, message: ChatMessage) -> Result<(), StoreError> {
+        let Ok(state) = self.state_of(start_id) else {
+            return Ok(());
+        };
+        let updated = self.flows.get_mut(&state).map(|mut entry| {
+            entry.message = Some(message);
+            entry.clone()
+        });
+        match updated {
+            Some(flow) => self.persist(&flow).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn take(&self, state: &str) -> Result<PendingFlow, TakeError> {
+        let state = FlowState::from(state);
+        let (_, flow) = self.flows.remove(&state).ok_or(TakeError::Unknown)?;
+        self.forget(&flow);
+        self.unpersist(&state).await?;
+        if flow.is_expired() {
+            return Err(TakeError::Expired {
+                owner: flow.owner,
+                server_id: flow.server_id,
+            });
+        }
+        Ok(flow)
+    }
+
+    async fn restore(&self, flow: PendingFlow) -> Result<(), StoreError> {
+        self.persist(&flow).await?;
+        self.remember(flow);
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<Vec<PendingFlow>, StoreError> {
+        let expired: Vec<FlowState> = self
+            .flows
+            .iter()
+            .filter(|entry| entry.is_expired())
+            .map(|entry| entry.key().clone())
+            .collect();
+        let mut swept = Vec::with_capacity(expired.len());
+        for state in expired {
+            if let Some((_, flow)) = self.flows.remove(&state) {
+                self.forget(&flow);
+                self.unpersist(&state).await?;
+                swept.push(flow);
+            }
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rmcp::transport::auth::StoredAuthorizationState;
+
+    use super::*;
+    use crate::secret::Secret;
+    use crate::store::{ClientRecord, FlowOwner};
+    use crate::vault::KeySource;
+
+    const ALICE: FlowOwner = FlowOwner {
+        user_id: 1,
+        chat_id: 1,
+    };
+    const BOB: FlowOwner = FlowOwner {
+        user_id: 2,
+        chat_id: 2,
+    };
+    const TTL: Duration = Duration::from_secs(600);
+
+    fn flow(owner: FlowOwner, server_id: &str, ttl: Duration) -> PendingFlow {
+        let verifier = oauth2::PkceCodeVerifier::new("v".repeat(43));
+        let csrf = oauth2::CsrfToken::new("csrf".into());
+        PendingFlow {
+            state: FlowState::random(),
+            start_id: FlowState::random(),
+            owner,
+            requester: "Alice".into(),
+            server_id: server_id.into(),
+            expires_at: PendingFlow::expires_after(ttl),
+            authorization: StoredAuthorizationState::new(&verifier, &csrf),
+            client: ClientRecord {
+                client_id: "c".into(),
+                client_secret: None,
+                redirect_uri: "http://127.0.0.1/cb".into(),
+                issuer: None,
+                scopes: vec![],
+            },
+            authorize_url: Secret::new("http://as/authorize?state=x"),
+            binding: None,
+            message: None,
+        }
+    }
+
+    async fn put(table: &FlowTable, flow: PendingFlow) -> PendingFlow {
+        table.insert(flow.clone(), 3).await.unwrap();
+        flow
+    }
+
+    #[tokio::test]
+    async fn a_state_is_single_use() {
+        let table = FlowTable::in_memory();
+        let f = put(&table, flow(ALICE, "demo", TTL)).await;
+        let taken = table.take(f.state.as_str()).await.unwrap();
+        assert_eq!((taken.owner, taken.server_id.as_str()), (ALICE, "demo"));
+        assert!(matches!(
+            table.take(f.state.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+        assert!(matches!(
+            table.by_start_id(f.start_id.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_expired_state_is_rejected_and_names_its_owner() {
+        let table = FlowTable::in_memory();
+        let f = put(&table, flow(ALICE, "demo", Duration::ZERO)).await;
+        assert!(matches!(
+            table.take(f.state.as_str()).await,
+            Err(TakeError::Expired { owner: ALICE, server_id }) if server_id == "demo"
+        ));
+        assert!(matches!(
+            table.take(f.state.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn unknown_and_near_miss_states_are_rejected() {
+        let table = FlowTable::in_memory();
+        let f = put(&table, flow(ALICE, "demo", TTL)).await;
+        let mut near = f.state.as_str().to_owned();
+        near.pop();
+        assert!(matches!(table.take(&near).await, Err(TakeError::Unknown)));
+        assert!(matches!(table.take("").await, Err(TakeError::Unknown)));
+        // A start id is not a state.
+        assert!(matches!(
+            table.take(f.start_id.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+        assert!(table.take(f.state.as_str()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_newer_link_replaces_the_older_one_for_the_same_server_only() {
+        let table = FlowTable::in_memory();
+        let old = put(&table, flow(ALICE, "demo", TTL)).await;
+        let other_server = put(&table, flow(ALICE, "other", TTL)).await;
+        let bobs = put(&table, flow(BOB, "demo", TTL)).await;
+        let new = put(&table, flow(ALICE, "demo", TTL)).await;
+        assert!(matches!(
+            table.take(old.state.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+        for f in [new, other_server, bobs] {
+            assert!(table.take(f.state.as_str()).await.is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_may_have_only_so_many_links_waiting() {
+        let table = FlowTable::in_memory();
+        for server in ["a", "b"] {
+            table.insert(flow(ALICE, server, TTL), 2).await.unwrap();
+        }
+        assert!(matches!(
+            table.insert(flow(ALICE, "c", TTL), 2).await,
+            Err(InsertError::TooMany(2))
+        ));
+        // Replacing a link is not one more; other users are not counted.
+        table.insert(flow(ALICE, "a", TTL), 2).await.unwrap();
+        table.insert(flow(BOB, "c", TTL), 2).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_first_browser_binds_a_flow_and_a_second_is_refused() {
+        let table = FlowTable::in_memory();
+        let f = put(&table, flow(ALICE, "demo", TTL)).await;
+        let bound = table.bind(f.start_id.as_str(), "h1").await.unwrap();
+        assert_eq!(bound.binding.as_deref(), Some("h1"));
+        assert!(matches!(
+            table.bind(f.start_id.as_str(), "h2").await,
+            Err(BindError::AlreadyBound { owner: ALICE, .. })
+        ));
+        let taken = table.take(f.state.as_str()).await.unwrap();
+        assert_eq!(taken.binding.as_deref(), Some("h1"));
+    }
+
+    #[tokio::test]
+    async fn flows_survive_a_restart_and_expired_ones_are_swept() {
+        let temp = tempfile::tempdir().unwrap();
+        let vault =
+            || Arc::new(Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap());
+        let live;
+        let gone;
+        {
+            let table = FlowTable::durable(vault()).await.unwrap();
+            live = put(&table, flow(ALICE, "demo", TTL)).await;
+            gone = put(&table, flow(BOB, "demo", Duration::ZERO)).await;
+            table
+                .set_message(
+                    live.start_id.as_str(),
+                    ChatMessage {
+                        chat_id: 1,
+                        message_id: 9,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        // No file is named by a state.
+        for entry in std::fs::read_dir(temp.path().join(FOLDER)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(!name.contains(live.state.as_str()), "{name}");
+        }
+        let table = FlowTable::durable(vault()).await.unwrap();
+        assert!(matches!(
+            table.take(gone.state.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+        let restored = table.take(live.state.as_str()).await.unwrap();
+        assert_eq!(restored.message.map(|m| m.message_id), Some(9));
+        assert_eq!(
+            std::fs::read_dir(temp.path().join(FOLDER)).unwrap().count(),
+            0,
+            "a taken flow leaves no file"
+        );
+    }
+
+    #[tokio::test]
+    async fn sweeping_returns_the_expired_flows_once() {
+        let table = FlowTable::in_memory();
+        put(&table, flow(ALICE, "demo", Duration::ZERO)).await;
+        let live = put(&table, flow(BOB, "demo", TTL)).await;
+        let swept = table.sweep().await.unwrap();
+        assert_eq!(swept.len(), 1);
+        assert_eq!(swept[0].owner, ALICE);
+        assert!(table.sweep().await.unwrap().is_empty());
+        assert!(table.take(live.state.as_str()).await.is_ok());
+    }
+}
