@@ -11,9 +11,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use ip_network::{Ipv4Network, Ipv6Network};
 use url::{Host, Url};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GuardError {
     #[error(
         "{host} is a loopback, private or link-local address; mark the server trusted = true in config if that is intended"
@@ -23,11 +24,15 @@ pub enum GuardError {
     NoHost,
 }
 
-/// Whether a request to `ip` may leave for an untrusted server.
+/// Whether a request to `ip` may leave for an untrusted server: a
+/// globally reachable unicast address by IANA's special-purpose registries
+/// (the `ip_network` crate keeps them). An IPv6 address that carries an
+/// IPv4 one (mapped, compatible, NAT64, 6to4, Teredo) is judged by the
+/// IPv4 address it leads to, since that is where the packets go.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => is_public_v4(v4),
             None => is_public_v6(v6),
         },
@@ -35,29 +40,40 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    !(ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local() // includes 169.254.169.254, the cloud metadata endpoint
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT, 100.64/10
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
-        || a >= 240)
+    // Multicast is "global" in the registry but never an HTTP server.
+    Ipv4Network::from(ip).is_global() && !ip.is_multicast()
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link local
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 can reach v4 privates
+    let network = Ipv6Network::from(ip);
+    network.is_unicast_global()
+        && !network.is_documentation()
+        // Local-use NAT64 (RFC 8215) translates to whatever the operator
+        // chose, the private network included.
+        && !(ip.segments()[0] == 0x0064 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 0x0001)
+}
+
+/// The IPv4 address an IPv6 one embeds, for the forms that route to it.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0, _, _] if !ip.is_loopback() && !ip.is_unspecified() => Some(low),
+        // 64:ff9b::a.b.c.d, the well-known NAT64 prefix (RFC 6052)
+        [0x0064, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        // 2002:aabb:ccdd::/48, 6to4 (RFC 3056)
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
+        // 2001:0::/32, Teredo (RFC 4380): the client's address, inverted
+        [0x2001, 0, ..] => Some(Ipv4Addr::from(!u32::from(low))),
+        _ => None,
+    }
 }
 
 /// Rejects URLs whose host is a forbidden IP literal or a `localhost` name;
@@ -139,15 +155,37 @@ mod tests {
             "169.254.169.254",
             "100.64.0.1",
             "0.0.0.0",
+            "198.18.0.1", // benchmarking, 198.18.0.0/15
+            "198.19.255.254",
+            "240.0.0.1", // reserved
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.7", // documentation
             "::1",
+            "::",
             "fe80::1",
             "fd00::1",
+            "2001:db8::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::10.0.0.1",                           // IPv4-compatible
+            "64:ff9b::a9fe:a9fe",                   // NAT64 of 169.254.169.254
+            "64:ff9b::7f00:1",                      // NAT64 of 127.0.0.1
+            "64:ff9b:1::1",                         // local-use NAT64
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2002:a00:1::",                         // 6to4 of 10.0.0.1
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo of 10.0.0.1
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
+        for ip in [
+            "1.1.1.1",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "64:ff9b::101:101", // NAT64 of 1.1.1.1
+            "2002:101:101::1",  // 6to4 of 1.1.1.1
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

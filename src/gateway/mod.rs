@@ -99,6 +99,8 @@ pub enum DisconnectError {
 #[error("still working on {running}")]
 pub struct Busy {
     pub running: String,
+    /// The user was told so already while this command runs.
+    pub told: bool,
 }
 
 pub struct Gateway {
@@ -137,7 +139,10 @@ impl Gateway {
         self.stores
             .commands
             .try_begin(user_id, label)
-            .map_err(|running| Busy { running })
+            .map_err(|running| Busy {
+                running: running.label,
+                told: running.told,
+            })
     }
 
     /// How a connect button binds the browser, per the config.

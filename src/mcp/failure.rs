@@ -37,7 +37,7 @@ enum Kind {
     Status(u16, Option<String>),
     Protocol,
     Lost,
-    Guard,
+    Guard(GuardError),
     Unknown,
 }
 
@@ -108,25 +108,9 @@ fn attach(kind: Kind, source: BoxError, limit: Duration) -> McpError {
         Kind::Lost => McpError::ConnectionLost {
             source: Some(source),
         },
-        Kind::Guard => match find::<GuardError>(source.as_ref()) {
-            Some(GuardError::Forbidden { host }) => {
-                McpError::Guard(GuardError::Forbidden { host: host.clone() })
-            }
-            _ => McpError::Guard(GuardError::NoHost),
-        },
+        Kind::Guard(guard) => McpError::Guard(guard),
         Kind::Unknown => McpError::Other { source },
     }
-}
-
-fn find<'a, T: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a T> {
-    let mut current = Some(error);
-    while let Some(level) = current {
-        if let Some(found) = level.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = level.source();
-    }
-    None
 }
 
 /// Walks the chain below `error` for the first fact that decides.
@@ -234,8 +218,8 @@ fn reqwest_kind(error: &reqwest::Error) -> Kind {
 
 /// The causes at the bottom of a network failure.
 fn leaf_kind(error: &(dyn Error + 'static)) -> Option<Kind> {
-    if error.is::<GuardError>() {
-        return Some(Kind::Guard);
+    if let Some(guard) = error.downcast_ref::<GuardError>() {
+        return Some(Kind::Guard(guard.clone()));
     }
     if error.is::<ResolveError>() {
         return Some(Kind::NameNotResolved);

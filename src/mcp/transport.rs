@@ -26,18 +26,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The HTTP client for one server's MCP traffic, shared by every user's
 /// session with it (building one loads the system's CA roots). Redirects
 /// are not followed (a redirect could lead an untrusted server's requests,
-/// token included, anywhere), and names resolve through the guard.
+/// token included, anywhere), and names resolve through the guard. An
+/// untrusted server is reached without a proxy: a proxy resolves the host
+/// itself, out of the guard's sight (`HTTPS_PROXY` would otherwise make
+/// the guard moot); trusted servers honour the environment's proxy.
 pub fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT.min(server.timeout))
         .dns_resolver(Arc::new(Resolver {
             trusted: server.trusted,
-        }))
-        .build()
-        .map_err(|error| McpError::Other {
-            source: Box::new(error),
-        })
+        }));
+    if !server.trusted {
+        builder = builder.no_proxy();
+    }
+    builder.build().map_err(|error| McpError::Other {
+        source: Box::new(error),
+    })
 }
 
 /// Opens and initializes an MCP session for `user_id` on `server`.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{CommandGuards, CommandTicket, RefreshGuard, RefreshLocks, StoreError};
+use super::{CommandGuards, CommandTicket, RefreshGuard, RefreshLocks, Running, StoreError};
 
 type SlotLock = Arc<tokio::sync::Mutex<()>>;
 
@@ -28,14 +28,14 @@ impl RefreshLocks for LocalRefreshLocks {
     }
 }
 
-/// The running command of each user, by label.
+/// The running command of each user.
 #[derive(Default)]
 pub struct LocalCommandGuards {
-    running: Arc<DashMap<u64, String>>,
+    running: Arc<DashMap<u64, Running>>,
 }
 
 struct LocalTicket {
-    running: Arc<DashMap<u64, String>>,
+    running: Arc<DashMap<u64, Running>>,
     user_id: u64,
 }
 
@@ -46,11 +46,18 @@ impl Drop for LocalTicket {
 }
 
 impl CommandGuards for LocalCommandGuards {
-    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, String> {
+    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running> {
         match self.running.entry(user_id) {
-            dashmap::Entry::Occupied(running) => Err(running.get().clone()),
+            dashmap::Entry::Occupied(mut running) => {
+                let seen = running.get().clone();
+                running.get_mut().told = true;
+                Err(seen)
+            }
             dashmap::Entry::Vacant(slot) => {
-                slot.insert(label.to_owned());
+                slot.insert(Running {
+                    label: label.to_owned(),
+                    told: false,
+                });
                 Ok(Box::new(LocalTicket {
                     running: self.running.clone(),
                     user_id,

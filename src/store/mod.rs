@@ -155,8 +155,17 @@ pub type CommandTicket = Box<dyn Send + Sync>;
 /// One command at a time per user: while one runs, the next is answered
 /// at once instead of queueing behind it, so no user can hold up others.
 pub trait CommandGuards: Send + Sync {
-    /// A ticket for `label`, or the label of the command still running.
-    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, String>;
+    /// A ticket for `label`, or what is still running.
+    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running>;
+}
+
+/// The command a user is still waiting for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub label: String,
+    /// The user was already told once while it runs: a flood of commands
+    /// gets one answer, not one each (each would be a message to send).
+    pub told: bool,
 }
 
 /// Every port, as the rest of the bot receives them.

@@ -79,7 +79,12 @@ where
     Ok(())
 }
 
+/// Another command came while one runs: told once, then dropped, so a
+/// flood costs no messages (and Telegram's per-chat limit is not hit).
 pub async fn still_working(bot: Bot, msg: Message, busy: Busy) -> HandlerResult {
+    if busy.told {
+        return Ok(());
+    }
     send::text(&bot, msg.chat.id, &wording::still_working(&busy)).await
 }
 

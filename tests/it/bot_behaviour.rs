@@ -317,3 +317,95 @@ async fn static_headers_are_resolved_from_the_environment_and_sent_once() {
     );
     recorder.abort();
 }
+
+/// A proxy in the environment must not carry an untrusted server's
+/// requests past the address guard: the proxy would resolve the host
+/// itself. The server's host is this machine's own name (in /etc/hosts,
+/// a loopback or private address), so no DNS server is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_the_environment_does_not_bypass_the_address_guard() {
+    let telegram = FakeTelegram::start().await;
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let (used_tx, mut used) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = tokio::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            let _ = used_tx.send(());
+            drop(socket);
+        }
+    });
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let bot = BotProcess::start_with_env(
+        &telegram,
+        &[
+            ("HTTP_PROXY", proxy_url.as_str()),
+            ("HTTPS_PROXY", proxy_url.as_str()),
+            ("ALL_PROXY", proxy_url.as_str()),
+            // The fake Telegram is reached directly, as an admin would
+            // exempt their Bot API server.
+            ("NO_PROXY", "127.0.0.1"),
+        ],
+        |dir| {
+            base_config(&telegram, dir)
+                + &format!("\n[[mcp.servers]]\nid = \"inside\"\nurl = \"http://{host}:9/mcp\"\ntimeout_secs = 5\n")
+        },
+    )
+    .await;
+    let alice = telegram.user(1, "Alice");
+    telegram.send_private(&alice, "/tools inside");
+    let reply = telegram.wait_for_message(1, WAIT, |_| true).await;
+    assert!(reply.text.contains("private network"), "{}", reply.text);
+    bot.stop().await;
+    assert!(
+        used.try_recv().is_err(),
+        "the request went through the proxy"
+    );
+    recorder.abort();
+}
+
+/// 200 commands at once from one user, while their first one hangs, do not
+/// delay another user: one "still working" answer, the rest dropped, and
+/// Bob's /servers answered within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_user_does_not_delay_another() {
+    let telegram = FakeTelegram::start().await;
+    let hang = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/mcp", hang.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hang.accept().await {
+            held.push(socket);
+        }
+    });
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &open_server("hang", &hang_url, 30)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+    let bob = telegram.user(2, "Bob");
+    for _ in 0..200 {
+        telegram.send_private(&alice, "/tools hang");
+    }
+    let asked = std::time::Instant::now();
+    telegram.send_private(&bob, "/servers");
+    telegram
+        .wait_for_message(2, WAIT, text_contains("Servers:"))
+        .await;
+    let waited = asked.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "Bob waited {waited:?} behind Alice's flood"
+    );
+    let told = telegram
+        .wait_for_message(1, WAIT, text_contains("Still working on your /tools hang"))
+        .await;
+    assert!(!told.text.contains('\n'), "{}", told.text);
+    // However far Alice's queue has got, her extra commands are dropped
+    // after the one answer.
+    assert_eq!(telegram.message_count(1), 1, "{:?}", telegram.messages(1));
+    bot.stop().await;
+    holder.abort();
+    telegram.assert_no_errors();
+}
