@@ -92,10 +92,9 @@ mod tests {
     fn one_command_at_a_time_per_user() {
         let guards = LocalCommandGuards::default();
         let ticket = guards.try_begin(1, "/call demo x").unwrap();
-        assert_eq!(
-            guards.try_begin(1, "/tools demo").err().as_deref(),
-            Some("/call demo x")
-        );
+        let first = guards.try_begin(1, "/tools demo").err().unwrap();
+        assert_eq!((first.label.as_str(), first.told), ("/call demo x", false));
+        assert!(guards.try_begin(1, "/tools demo").err().unwrap().told);
         assert!(
             guards.try_begin(2, "/tools demo").is_ok(),
             "others are not held up"
