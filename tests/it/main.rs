@@ -10,4 +10,5 @@ mod bot_behaviour;
 mod call_failures;
 mod cli;
 mod e2e_connect_and_call;
+mod flows;
 mod oauth_callback;

@@ -29,7 +29,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State as AxumState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -542,6 +544,52 @@ impl FakeTelegram {
         id
     }
 
+    /// The URL Telegram opens when `from` taps a `login_url` button of the
+    /// bot's message: the button's URL with `from`'s identity appended and
+    /// signed the way Telegram signs it (HMAC-SHA-256 of the sorted
+    /// data-check string, keyed with SHA-256 of the bot token). Panics if
+    /// the message has no login button.
+    pub fn login_url_for(&self, from: &FakeUser, chat_id: i64, message_id: i32) -> String {
+        let url = {
+            let st = self.lock();
+            let chat = st
+                .chats
+                .get(&chat_id)
+                .unwrap_or_else(|| panic!("no chat {chat_id}"));
+            let stored = chat
+                .messages
+                .get(&message_id)
+                .filter(|m| m.from_bot && !m.deleted)
+                .unwrap_or_else(|| panic!("no live bot message {message_id} in chat {chat_id}"));
+            inline_buttons(stored.inline_markup.as_ref())
+                .find_map(|b| b.get("login_url")?.get("url")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| panic!("message {message_id} has no login_url button"))
+        };
+        let auth_date = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        fields.insert("id".into(), from.id.to_string());
+        fields.insert("first_name".into(), from.first_name.clone());
+        if let Some(username) = &from.username {
+            fields.insert("username".into(), username.clone());
+        }
+        fields.insert("auth_date".into(), auth_date.to_string());
+        let check = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let key = Sha256::digest(self.shared().token.as_bytes());
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+        mac.update(check.as_bytes());
+        fields.insert("hash".into(), hex::encode(mac.finalize().into_bytes()));
+        let mut url = url::Url::parse(&url).expect("a login_url the fake accepted parses");
+        url.query_pairs_mut().extend_pairs(fields.iter());
+        url.into()
+    }
+
     /// Queues an arbitrary update, e.g. `push_update("my_chat_member", json!({...}))`.
     /// Returns its update id.
     pub fn push_update(&self, kind: &str, payload: Value) -> u32 {
@@ -728,6 +776,21 @@ impl FakeTelegram {
                 dump_calls(&self.calls())
             )
         })
+    }
+
+    /// Waits until the bot has made `count` calls of `method` in all (say,
+    /// one more `getUpdates` than before a restart). Panics after `timeout`.
+    pub async fn wait_for_call_count(&self, method: &str, count: usize, timeout: Duration) {
+        let method = method.to_ascii_lowercase();
+        let deadline = Instant::now() + timeout;
+        let reached = wait_on(&self.shared().log_changed, Some(deadline), || {
+            let st = self.lock();
+            (st.calls.iter().filter(|c| c.method == method).count() >= count).then_some(())
+        })
+        .await;
+        if reached.is_none() {
+            panic!("fake Telegram: fewer than {count} {method} calls within {timeout:?}");
+        }
     }
 
     /// Waits until a `getUpdates` long poll is being held open, i.e. the bot
@@ -1977,12 +2040,13 @@ fn validate_inline_button(button: &Value) -> Result<(), Fail> {
                 return Err(bad("BUTTON_URL_INVALID"));
             }
         }
+        // "An HTTPS URL to be opened with user authorization data".
         "login_url" => {
             let url = obj["login_url"]
                 .get("url")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if !button_url_ok(url, &["http", "https"]) {
+            if !button_url_ok(url, &["https"]) {
                 return Err(bad("BUTTON_URL_INVALID"));
             }
         }

@@ -882,3 +882,54 @@ async fn works_on_a_multi_thread_runtime_and_handles_are_send_sync() {
     fake.send_private(&user, "ping");
     assert_eq!(poll.await.unwrap().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn login_buttons_need_https_and_open_signed_for_whoever_taps() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    use teloxide::types::LoginUrl;
+
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let alice = fake.user(1001, "Alice");
+    fake.send_private(&alice, "hi");
+    let login = |url: &str| {
+        InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::login(
+            "Sign in",
+            LoginUrl {
+                url: url.parse().unwrap(),
+                forward_text: None,
+                bot_username: None,
+                request_write_access: None,
+            },
+        )]])
+    };
+    let refused = bot
+        .send_message(ChatId(1001), "plain http")
+        .reply_markup(login("http://bot.example/start"))
+        .await;
+    assert_eq!(api_error(refused), ApiError::ButtonUrlInvalid);
+
+    let sent = bot
+        .send_message(ChatId(1001), "sign in")
+        .reply_markup(login("https://bot.example/oauth/start/abc?x=1"))
+        .await
+        .unwrap();
+    let opened = fake.login_url_for(&alice, 1001, sent.id.0);
+    let url = url::Url::parse(&opened).unwrap();
+    assert_eq!(url.path(), "/oauth/start/abc");
+    let fields: std::collections::BTreeMap<String, String> =
+        url.query_pairs().into_owned().collect();
+    assert_eq!(fields["id"], "1001");
+    assert_eq!(fields["x"], "1", "the button's own query stays");
+    // Recompute the signature as Telegram's docs describe it, over the
+    // fields Telegram adds (every one but hash).
+    let check = ["auth_date", "first_name", "id", "username"]
+        .iter()
+        .filter_map(|k| fields.get(*k).map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&Sha256::digest(fake.token().as_bytes())).unwrap();
+    mac.update(check.as_bytes());
+    assert_eq!(fields["hash"], hex::encode(mac.finalize().into_bytes()));
+}

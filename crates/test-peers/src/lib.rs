@@ -1,10 +1,15 @@
 //! The outside world of mcpgram's integration tests, apart from Telegram:
 //! third-party MCP and OAuth servers started on loopback from the npm
-//! packages pinned in `tests/peers`, and a minimal browser.
+//! packages pinned in `tests/peers`, a minimal HTTP "browser", a real one
+//! (Chromium over WebDriver), and an https front for hosted mode.
 //!
 //! A crate of its own so it is compiled once, not once per test binary.
 
 pub mod browser;
+pub mod chromium;
+pub mod tls_front;
 mod ts_demo;
 
+pub use chromium::{Browser, Chromedriver};
+pub use tls_front::TlsFront;
 pub use ts_demo::TsDemoServer;

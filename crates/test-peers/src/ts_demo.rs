@@ -75,6 +75,31 @@ impl TsDemoServer {
         Self::start_with(false).await
     }
 
+    /// Stops this server and starts a fresh one on the same ports: the
+    /// same URLs, but every client registration and token forgotten, as a
+    /// restart of this in-memory server does.
+    pub async fn restart(self) -> TsDemoServer {
+        let ports = (self.mcp_port, self.auth_port);
+        drop(self);
+        let dir = Self::peers_dir();
+        let deadline = Instant::now() + Self::START_TIMEOUT;
+        match Self::try_start(
+            &dir,
+            &dir.join(Self::EXAMPLE),
+            &dir.join(Self::PRELOAD),
+            true,
+            ports,
+            deadline,
+        )
+        .await
+        {
+            Ok(server) => server,
+            Err(StartFailure::PortTaken(output) | StartFailure::Fatal(output)) => {
+                panic!("the MCP TypeScript SDK example server did not restart: {output}")
+            }
+        }
+    }
+
     async fn start_with(oauth: bool) -> TsDemoServer {
         let dir = Self::peers_dir();
         let example = dir.join(Self::EXAMPLE);

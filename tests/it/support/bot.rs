@@ -55,6 +55,23 @@ impl BotProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mcpgram.toml");
         std::fs::write(&path, config(dir.path())).expect("write config");
+        Self::spawn(telegram, env, dir).await
+    }
+
+    /// Stops the bot (SIGTERM) and starts it again on the same config and
+    /// vault, as after a deploy; returns the first run's logs too.
+    pub async fn restart(self, telegram: &FakeTelegram) -> (Self, String) {
+        let (logs, dir) = self.stop_keeping_dir().await;
+        (Self::spawn(telegram, &[], dir).await, logs)
+    }
+
+    async fn spawn(telegram: &FakeTelegram, env: &[(&str, &str)], dir: tempfile::TempDir) -> Self {
+        let path = dir.path().join("mcpgram.toml");
+        let polls_before = telegram
+            .calls()
+            .iter()
+            .filter(|c| c.method == "getupdates")
+            .count();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
             .arg("--config")
             .arg(&path)
@@ -98,12 +115,14 @@ impl BotProcess {
             readers,
             dir,
         };
-        let waited = tokio::time::timeout(
+        // This run's own first getUpdates: a restarted bot's earlier calls
+        // do not count.
+        let polled = tokio::time::timeout(
             Duration::from_secs(60),
-            telegram.wait_for_call("getupdates", Duration::from_secs(60)),
+            telegram.wait_for_call_count("getupdates", polls_before + 1, Duration::from_secs(60)),
         )
         .await;
-        if waited.is_err() {
+        if polled.is_err() {
             panic!("the bot did not start polling; its logs:\n{}", bot.logs());
         }
         bot
@@ -120,7 +139,11 @@ impl BotProcess {
 
     /// Stops the bot with SIGTERM, as an admin's service manager would,
     /// waits for it to exit, and returns its complete logs.
-    pub async fn stop(mut self) -> String {
+    pub async fn stop(self) -> String {
+        self.stop_keeping_dir().await.0
+    }
+
+    async fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
@@ -139,6 +162,6 @@ impl BotProcess {
             matches!(status, Ok(Ok(s)) if s.success()),
             "the bot did not exit cleanly on SIGTERM ({status:?}); its logs:\n{logs}"
         );
-        logs
+        (logs, self.dir)
     }
 }
