@@ -111,13 +111,18 @@ fn presented_cookie(jar: &CookieJar, flow: &str) -> Option<String> {
 }
 
 /// The form was posted from the bot's own page: the browser says so in
-/// `Origin` (or, without it, `Sec-Fetch-Site`). A cross-site auto-submitted
-/// form must not bind a victim's browser to someone else's flow.
+/// `Origin`, or, where it sends `Origin: null` or none, in
+/// `Sec-Fetch-Site`. A cross-site auto-submitted form must not bind a
+/// victim's browser to someone else's flow.
 fn is_same_origin(headers: &HeaderMap, public: Option<&url::Url>) -> bool {
     let Some(public) = public else {
         return false;
     };
-    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| *o != "null");
+    match origin {
         Some(origin) => url::Url::parse(origin).is_ok_and(|o| o.origin() == public.origin()),
         None => headers
             .get("sec-fetch-site")

@@ -30,7 +30,15 @@ continuing would let them use your {name} account.</p>\n\
         name = escape(name),
         minutes = start.expires_in.as_secs().div_ceil(60),
     );
-    html(StatusCode::OK, &format!("Connect {name}"), &body)
+    let mut response = html(StatusCode::OK, &format!("Connect {name}"), &body);
+    // With no-referrer a browser posts the form with `Origin: null`; the
+    // origin is what proves the form came from this page. Other sites
+    // still get no referrer.
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 pub fn start_refused(status: StatusCode, error: &BrowserError) -> Response {

@@ -11,4 +11,5 @@ mod call_failures;
 mod cli;
 mod e2e_connect_and_call;
 mod flows;
+mod hosted;
 mod oauth_callback;

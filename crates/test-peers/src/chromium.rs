@@ -133,18 +133,23 @@ impl Browser {
         (at, text)
     }
 
-    /// Clicks the first button of the page and waits for the next page.
+    /// Clicks the first button of the page and waits for the page the
+    /// click leads to (one with another title: WebDriver reports no
+    /// navigation events, so the new page is waited for by its content).
     pub async fn click_button(&self) -> (url::Url, String) {
+        let title = self.client.title().await.expect("a title");
         let button = self
             .client
             .find(fantoccini::Locator::Css("button, input[type=submit]"))
             .await
             .expect("a button on the page");
         button.click().await.expect("click");
-        // The click starts a navigation; WebDriver waits for it to load.
+        let quote = if title.contains('\'') { '"' } else { '\'' };
+        let next = format!("//head/title[. != {quote}{title}{quote}]");
         self.client
             .wait()
-            .for_element(fantoccini::Locator::Css("body"))
+            .at_most(Duration::from_secs(30))
+            .for_element(fantoccini::Locator::XPath(&next))
             .await
             .expect("the next page");
         self.here().await
