@@ -74,8 +74,7 @@ impl Hosted {
             .telegram
             .calls()
             .into_iter()
-            .filter(|c| c.method == "sendmessage" && c.params["chat_id"] == user.id)
-            .next_back()
+            .rfind(|c| c.method == "sendmessage" && c.params["chat_id"] == user.id)
             .expect("the link was sent");
         assert_eq!(sent.params["protect_content"], true, "{:?}", sent.params);
         offer
