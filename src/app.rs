@@ -124,9 +124,14 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     served
 }
 
-/// Tells owners of links that ran out, twice a minute.
+/// Tells owners of links that ran out: every quarter of a link's lifetime,
+/// between once a second and twice a minute.
 async fn sweep_expired_flows(gateway: Arc<Gateway>, stop: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    let period = (gateway.config().oauth.flow_ttl / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    let mut every = tokio::time::interval(period);
     let stop = stopped(stop);
     tokio::pin!(stop);
     loop {

@@ -391,12 +391,12 @@ fn validate(
         None => DEFAULT_FLOW_TTL,
         Some(text) => match humantime::parse_duration(text) {
             Ok(ttl)
-                if (Duration::from_secs(60)..=Duration::from_secs(24 * 3600)).contains(&ttl) =>
+                if (Duration::from_secs(10)..=Duration::from_secs(24 * 3600)).contains(&ttl) =>
             {
                 ttl
             }
             Ok(_) => {
-                problems.add("oauth.flow_ttl", "must be between 1m and 24h");
+                problems.add("oauth.flow_ttl", "must be between 10s and 24h");
                 DEFAULT_FLOW_TTL
             }
             Err(_) => {
@@ -853,6 +853,82 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
         let text = GOOD.replace("http://127.0.0.1:9999", "http://127.0.0.1:9999/tg/");
         let config = parse(&text, Path::new("t"), &env).unwrap();
         assert_eq!(config.telegram.api_url.path(), "/tg");
+    }
+
+    #[test]
+    fn hosting_flow_and_limit_keys_are_checked() {
+        let with = |telegram: &str, rest: &str| {
+            GOOD.replace(
+                "allowed_users = [42]",
+                &format!("allowed_users = [42]\n{telegram}"),
+            )
+            .replace("[vault]", &format!("{rest}\n[vault]"))
+        };
+        // login_url needs an https public_url.
+        assert_eq!(
+            keys_of(&with("login_url = true", "")),
+            vec!["telegram.login_url"]
+        );
+        let hosted = with("login_url = true", "").replace(
+            "listen = \"127.0.0.1:18766\"",
+            "listen = \"127.0.0.1:18766\"\npublic_url = \"https://bot.example.com\"",
+        );
+        let config = parse(&hosted, Path::new("t"), &env).unwrap();
+        assert!(config.telegram.login_url && config.is_hosted());
+
+        let flows = |ttl: &str| with("", &format!("[oauth]\nflow_ttl = \"{ttl}\"\n"));
+        assert_eq!(
+            parse(&flows("90s"), Path::new("t"), &env)
+                .unwrap()
+                .oauth
+                .flow_ttl,
+            Duration::from_secs(90)
+        );
+        assert_eq!(keys_of(&flows("soon")), vec!["oauth.flow_ttl"]);
+        assert_eq!(keys_of(&flows("2s")), vec!["oauth.flow_ttl"]);
+        let limits = with("", "[limits]\npending_flows_per_user = 0\n");
+        assert_eq!(keys_of(&limits), vec!["limits.pending_flows_per_user"]);
+    }
+
+    #[test]
+    fn a_pre_registered_clients_auth_method_must_fit_its_secret() {
+        let oauth = |extra: &str| {
+            GOOD.replace(
+                "scopes = [\"mcp:tools\"]",
+                &format!("scopes = [\"mcp:tools\"]\n{extra}"),
+            )
+        };
+        let config = parse(
+            &oauth("client_id = \"c\"\nclient_secret = \"s\"\ntoken_endpoint_auth_method = \"client_secret_post\"\nresource = false"),
+            Path::new("t"),
+            &env,
+        )
+        .unwrap();
+        let ServerAuth::OAuth(settings) = &config.server("demo").unwrap().auth else {
+            panic!()
+        };
+        assert_eq!(
+            settings.token_endpoint_auth_method,
+            Some(TokenAuthMethod::ClientSecretPost)
+        );
+        assert!(!settings.resource);
+        assert_eq!(
+            keys_of(&oauth("token_endpoint_auth_method = \"none\"")),
+            vec!["mcp.servers[0].oauth.token_endpoint_auth_method"],
+            "needs a client_id"
+        );
+        assert_eq!(
+            keys_of(&oauth(
+                "client_id = \"c\"\ntoken_endpoint_auth_method = \"client_secret_basic\""
+            )),
+            vec!["mcp.servers[0].oauth.client_secret"]
+        );
+        assert_eq!(
+            keys_of(&oauth(
+                "client_id = \"c\"\ntoken_endpoint_auth_method = \"private_key_jwt\""
+            )),
+            vec!["mcp.servers[0].oauth.token_endpoint_auth_method"]
+        );
     }
 
     #[test]

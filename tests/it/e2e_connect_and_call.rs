@@ -175,6 +175,7 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     }
 
     // /disconnect deletes them; the next call asks to connect again.
+    let bot_vault = bot.vault_dir();
     telegram.send_private(&alice, "/disconnect demo");
     telegram
         .wait_for_message(1001, WAIT, text_contains("Disconnected from Demo"))
@@ -184,6 +185,24 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
         .wait_for_message(1001, WAIT, text_contains("You are not connected to Demo"))
         .await;
 
+    // Nothing readable is left of the deleted tokens: not in a namespace,
+    // a pending flow or a leftover temp file, even with the vault's key.
+    let identity: age::x25519::Identity = std::fs::read_to_string(bot_vault.join("identity.txt"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    for path in files_under(&bot_vault) {
+        let bytes = std::fs::read(&path).unwrap();
+        let plain = age::decrypt(&identity, &bytes).unwrap_or(bytes);
+        assert!(
+            !plain.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{} still holds the deleted token",
+            path.display()
+        );
+    }
     let logs = bot.stop().await;
     assert!(logs.contains("DEBUG"), "debug logging was on:\n{logs}");
     assert!(

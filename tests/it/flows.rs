@@ -119,3 +119,118 @@ async fn a_registration_the_server_forgot_is_replaced_once() {
     drop(demo);
     telegram.assert_no_errors();
 }
+
+/// A link left unused runs out: its message is edited to say so, with a
+/// button for a new one, which works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_link_is_edited_and_offers_a_new_one() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + "\n[oauth]\nflow_ttl = \"10s\"\n" + &demo_server(&mcp_url)
+    })
+    .await;
+    let alice = telegram.user(1001, "Alice");
+    telegram.send_private(&alice, "/connect demo");
+    let offer = telegram
+        .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    assert!(
+        offer.text.contains("expires in 10 seconds"),
+        "{}",
+        offer.text
+    );
+
+    let expired = telegram
+        .wait_for_message(1001, WAIT, |m| {
+            m.edited && m.text.contains("expired unused")
+        })
+        .await;
+    assert_eq!(
+        expired.message_id, offer.message_id,
+        "the link's own message"
+    );
+    assert!(expired.url_buttons().is_empty(), "the dead link is gone");
+    let stale = browser::open(&link_of(&offer)).await;
+    assert_eq!(stale.status, 400, "{}", stale.body);
+
+    let (_, data) = expired.callback_buttons()[0].clone();
+    let query = telegram.press_callback_button(&alice, 1001, expired.message_id, &data);
+    let fresh = telegram
+        .wait_for_message(1001, WAIT, |m| !m.edited && !m.url_buttons().is_empty())
+        .await;
+    assert_ne!(link_of(&fresh), link_of(&offer));
+    let visit = browser::open(&link_of(&fresh)).await;
+    assert_eq!(visit.status, 200, "{}", visit.body);
+    telegram
+        .wait_for_message(1001, WAIT, text_contains("Connected to Demo"))
+        .await;
+    assert!(
+        telegram
+            .calls()
+            .iter()
+            .any(|c| c.method == "answercallbackquery" && c.params["callback_query_id"] == query),
+        "the button press was answered"
+    );
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
+
+/// The authorization server is down when the browser comes back: the flow
+/// is kept and the page offers to try again, rather than a dead link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_while_the_server_is_down_keeps_the_flow_for_a_retry() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &demo_server(&mcp_url)
+    })
+    .await;
+    let alice = telegram.user(1001, "Alice");
+    telegram.send_private(&alice, "/connect demo");
+    let offer = telegram
+        .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    // Approve at the authorization server, but stop before the callback.
+    let approved = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(link_of(&offer))
+        .send()
+        .await
+        .unwrap();
+    let callback = approved
+        .headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("the AS redirects: {approved:?}"))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(callback.contains("/oauth/callback?code="), "{callback}");
+
+    let ports = (demo.mcp_port(), demo.auth_port());
+    drop(demo);
+    let down = browser::open(&callback).await;
+    assert_eq!(down.status, 502, "{}", down.body);
+    assert!(down.body.contains("Try again"), "{}", down.body);
+    assert!(down.body.contains("approval is kept"), "{}", down.body);
+
+    // Back up (a fresh process: it has forgotten the code it issued). The
+    // retry finds the flow; this server now refuses the code for good.
+    let demo = TsDemoServer::start_on(ports).await;
+    let retry = browser::open(&callback).await;
+    assert!(
+        !retry.body.contains("already used"),
+        "the flow was kept: {}",
+        retry.body
+    );
+    assert!(retry.body.contains("did not accept"), "{}", retry.body);
+    telegram
+        .wait_for_message(1001, WAIT, text_contains("Connecting to Demo failed"))
+        .await;
+    bot.stop().await;
+    drop(demo);
+}

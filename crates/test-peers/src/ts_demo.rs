@@ -81,6 +81,12 @@ impl TsDemoServer {
     pub async fn restart(self) -> TsDemoServer {
         let ports = (self.mcp_port, self.auth_port);
         drop(self);
+        Self::start_on(ports).await
+    }
+
+    /// A server with OAuth on these (MCP, authorization) ports, e.g. those
+    /// of one that was stopped.
+    pub async fn start_on(ports: (u16, u16)) -> TsDemoServer {
         let dir = Self::peers_dir();
         let deadline = Instant::now() + Self::START_TIMEOUT;
         match Self::try_start(

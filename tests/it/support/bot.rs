@@ -119,7 +119,7 @@ impl BotProcess {
         // do not count.
         let polled = tokio::time::timeout(
             Duration::from_secs(60),
-            telegram.wait_for_call_count("getupdates", polls_before + 1, Duration::from_secs(60)),
+            telegram.wait_for_call_count("getupdates", polls_before + 1, Duration::from_secs(70)),
         )
         .await;
         if polled.is_err() {
