@@ -13,3 +13,4 @@ mod e2e_connect_and_call;
 mod flows;
 mod hosted;
 mod oauth_callback;
+mod oidc;

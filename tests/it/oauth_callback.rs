@@ -225,3 +225,35 @@ async fn an_unreadable_stored_connection_is_reported_not_hidden() {
     let text = mcpgram::telegram::wording::servers(&statuses, true);
     assert!(text.contains("stored data unreadable"), "{text}");
 }
+
+/// RFC 9207: a response naming another issuer than the one discovered is a
+/// mix-up attempt; it connects nothing.
+#[tokio::test]
+async fn a_callback_naming_another_issuer_is_refused() {
+    let demo = TsDemoServer::start().await;
+    let h = harness(&demo.mcp_url()).await;
+    let server = h.gateway.find_server("demo").unwrap();
+    let flow = h
+        .gateway
+        .start_connect(ALICE, "Alice", &server)
+        .await
+        .unwrap();
+    let approved = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(flow.link.url().expose())
+        .send()
+        .await
+        .unwrap();
+    let callback = approved.headers()["location"].to_str().unwrap().to_owned();
+    let forged = format!("{callback}&iss=https%3A%2F%2Fevil.example");
+    let visit = browser::open(&forged).await;
+    assert_eq!(visit.status, 400, "{}", visit.body);
+    assert!(
+        visit.body.contains("different authorization server"),
+        "{}",
+        visit.body
+    );
+    assert!(!is_connected(&h).await);
+}

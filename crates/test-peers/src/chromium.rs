@@ -81,6 +81,10 @@ impl Chromedriver {
             "--disable-background-networking".to_owned(),
             "--disable-component-update".to_owned(),
             "--disable-sync".to_owned(),
+            // Pages may name other hosts (a web font, say): those fail at
+            // once instead of asking a DNS server. Tests stay on loopback.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
+                .to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         let mut caps = Map::new();
@@ -134,25 +138,41 @@ impl Browser {
     }
 
     /// Clicks the first button of the page and waits for the page the
-    /// click leads to (one with another title: WebDriver reports no
-    /// navigation events, so the new page is waited for by its content).
+    /// click leads to.
     pub async fn click_button(&self) -> (url::Url, String) {
-        let title = self.client.title().await.expect("a title");
         let button = self
             .client
             .find(fantoccini::Locator::Css("button, input[type=submit]"))
             .await
             .expect("a button on the page");
         button.click().await.expect("click");
-        let quote = if title.contains('\'') { '"' } else { '\'' };
-        let next = format!("//head/title[. != {quote}{title}{quote}]");
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(fantoccini::Locator::XPath(&next))
-            .await
-            .expect("the next page");
+        Self::wait_until_gone(&button).await;
         self.here().await
+    }
+
+    /// Types `text` into the input `name` of the page.
+    pub async fn fill(&self, name: &str, text: &str) {
+        self.client
+            .find(fantoccini::Locator::Css(&format!("input[name='{name}']")))
+            .await
+            .unwrap_or_else(|_| panic!("an input named {name}"))
+            .send_keys(text)
+            .await
+            .expect("typing");
+    }
+
+    /// Waits until `element`'s page has been replaced. WebDriver reports no
+    /// navigation events; an element of a page that is gone answers
+    /// nothing but "stale", so it is asked until it does.
+    async fn wait_until_gone(element: &fantoccini::elements::Element) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while element.attr("type").await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page did not change within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// The browser's cookies for the current page's site.

@@ -7,9 +7,12 @@
 
 pub mod browser;
 pub mod chromium;
+mod node_peer;
+mod oidc;
 pub mod tls_front;
 mod ts_demo;
 
 pub use chromium::{Browser, Chromedriver};
+pub use oidc::OidcMcpServer;
 pub use tls_front::TlsFront;
 pub use ts_demo::TsDemoServer;

@@ -1,0 +1,77 @@
+//! `tests/peers/oidc-mcp.mjs`: oidc-provider (a certified OpenID provider)
+//! and a small MCP resource server that accepts only its JWT access tokens.
+
+use serde_json::Value;
+
+use crate::node_peer::{NodePeer, PeerSpec};
+
+/// A stricter authorization server than the TypeScript demo's: real login
+/// and consent forms (any login, any password; the login becomes the
+/// token's subject), PKCE required, resource indicators issuing JWT
+/// access tokens, refresh tokens rotated with reuse detection, revocation,
+/// `iss` in every authorization response. The MCP server's tools:
+/// `whoami`, `greet`, and `admin_report` (needs scope `mcp:admin`, 403
+/// `insufficient_scope` otherwise). Dropping it kills the process.
+pub struct OidcMcpServer {
+    peer: NodePeer,
+}
+
+fn spec(access_ttl_secs: u64) -> PeerSpec {
+    PeerSpec {
+        name: "the oidc-provider MCP server",
+        script: "oidc-mcp.mjs",
+        args: Vec::new(),
+        env: |(mcp, auth)| {
+            vec![
+                ("MCP_PORT".to_owned(), mcp.to_string()),
+                ("AS_PORT".to_owned(), auth.to_string()),
+            ]
+        },
+        ready: |(mcp, auth)| {
+            vec![
+                format!("OIDC MCP Server listening on port {mcp}"),
+                format!("OIDC Authorization Server listening on port {auth}"),
+            ]
+        },
+        extra_env: vec![("ACCESS_TTL".to_owned(), access_ttl_secs.to_string())],
+    }
+}
+
+impl OidcMcpServer {
+    /// Access tokens live an hour.
+    pub async fn start() -> Self {
+        Self::start_with_access_ttl(3600).await
+    }
+
+    /// Access tokens live `secs` seconds (refresh tests).
+    pub async fn start_with_access_ttl(secs: u64) -> Self {
+        Self {
+            peer: NodePeer::start(&spec(secs)).await,
+        }
+    }
+
+    /// `http://localhost:PORT/mcp`, as the server names itself.
+    pub fn mcp_url(&self) -> String {
+        format!("http://localhost:{}/mcp", self.peer.ports().0)
+    }
+
+    /// The issuer, `http://localhost:AS_PORT`.
+    pub fn issuer(&self) -> String {
+        format!("http://localhost:{}", self.peer.ports().1)
+    }
+
+    /// Counts kept by the server: `refreshes`, `grantsRevoked`,
+    /// `revocations`, `codes`.
+    pub async fn stats(&self) -> Value {
+        reqwest::get(format!("http://127.0.0.1:{}/stats", self.peer.ports().0))
+            .await
+            .expect("stats answer")
+            .json()
+            .await
+            .expect("stats are JSON")
+    }
+
+    pub fn output(&self) -> String {
+        self.peer.output()
+    }
+}

@@ -1,0 +1,186 @@
+// A stricter authorization server than the TypeScript SDK's demo, with a
+// small MCP resource server that trusts it: what mcpgram meets in the wild.
+//
+//   node -r ./bind-loopback.cjs oidc-mcp.mjs
+//   env: AS_PORT, MCP_PORT, ACCESS_TTL (seconds, default 3600)
+//
+// The authorization server is `oidc-provider` (a certified OpenID
+// provider) with its own login and consent forms (any login, any
+// password: the login becomes the user's `sub`), open dynamic client
+// registration, PKCE required, resource indicators issuing JWT access
+// tokens for the MCP server only, refresh tokens rotated on every use with
+// reuse detection (a reused refresh token revokes the whole grant), token
+// revocation, and `iss` in every authorization response (RFC 9207).
+//
+// The MCP server (streamable HTTP, the TypeScript SDK) accepts only those
+// JWTs (signature, issuer, audience, expiry) and publishes RFC 9728
+// protected resource metadata. Tools: `whoami` (the token's subject and
+// scopes), `greet`, and `admin_report`, which needs the `mcp:admin` scope
+// and answers 403 `insufficient_scope` without it.
+//
+// GET /stats on the MCP port counts what tests assert about the
+// authorization server: refresh grants, grants revoked (by reuse
+// detection or revocation), revocation requests.
+//
+// Each server prints "... listening on port N" once it listens.
+
+import express from 'express';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import Provider, { errors } from 'oidc-provider';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { z } from 'zod';
+
+const AS_PORT = Number(process.env.AS_PORT);
+const MCP_PORT = Number(process.env.MCP_PORT);
+const ACCESS_TTL = Number(process.env.ACCESS_TTL || 3600);
+
+const issuer = `http://localhost:${AS_PORT}`;
+const mcpUrl = `http://localhost:${MCP_PORT}/mcp`;
+const metadataUrl = `http://localhost:${MCP_PORT}/.well-known/oauth-protected-resource/mcp`;
+
+const stats = { refreshes: 0, grantsRevoked: 0, revocations: 0, codes: 0 };
+
+const provider = new Provider(issuer, {
+  features: {
+    devInteractions: { enabled: true },
+    registration: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => mcpUrl,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (_ctx, resource) => {
+        if (resource !== mcpUrl) {
+          throw new errors.InvalidTarget(`unknown resource ${resource}`);
+        }
+        return {
+          scope: 'mcp:tools mcp:admin',
+          audience: mcpUrl,
+          accessTokenTTL: ACCESS_TTL,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  scopes: ['openid', 'offline_access', 'mcp:tools', 'mcp:admin'],
+  pkce: { required: () => true },
+  // Refresh tokens for every client allowed the grant, offline_access or
+  // not, and a new one on every use.
+  issueRefreshToken: (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: () => true,
+  ttl: { AccessToken: ACCESS_TTL, RefreshToken: 24 * 3600 },
+  findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+});
+
+provider.on('grant.success', (ctx) => {
+  const grantType = ctx.oidc.params.grant_type;
+  if (grantType === 'refresh_token') stats.refreshes += 1;
+  if (grantType === 'authorization_code') stats.codes += 1;
+});
+provider.on('grant.revoked', () => {
+  stats.grantsRevoked += 1;
+});
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path === '/token/revocation' && ctx.method === 'POST') stats.revocations += 1;
+});
+
+provider.listen(AS_PORT, () => {
+  console.log(`OIDC Authorization Server listening on port ${AS_PORT}`);
+});
+
+// --- the MCP resource server ---------------------------------------------
+
+const jwks = createRemoteJWKSet(new URL(`${issuer}/jwks`));
+
+function challenge(res, status, params) {
+  const parts = [`resource_metadata="${metadataUrl}"`, ...params];
+  res.set('WWW-Authenticate', `Bearer ${parts.join(', ')}`);
+  res.status(status).json({ error: params.length ? 'invalid_token' : 'unauthorized' });
+}
+
+async function authenticate(req, res, next) {
+  const header = req.get('authorization') || '';
+  const [scheme, token] = header.split(' ');
+  if (scheme !== 'Bearer' || !token) {
+    challenge(res, 401, []);
+    return;
+  }
+  try {
+    const { payload } = await jwtVerify(token, jwks, { issuer, audience: mcpUrl });
+    req.auth = { sub: payload.sub, scopes: String(payload.scope || '').split(' ') };
+    next();
+  } catch (error) {
+    challenge(res, 401, ['error="invalid_token"', `error_description="${error.code || 'invalid'}"`]);
+  }
+}
+
+// admin_report needs mcp:admin: the HTTP layer answers 403 with the
+// scope to ask for, as MCP's step-up authorization expects.
+function requireScopes(req, res, next) {
+  const body = req.body;
+  const calls = Array.isArray(body) ? body : [body];
+  const wantsAdmin = calls.some(
+    (m) => m && m.method === 'tools/call' && m.params && m.params.name === 'admin_report',
+  );
+  if (wantsAdmin && !req.auth.scopes.includes('mcp:admin')) {
+    challenge(res, 403, ['error="insufficient_scope"', 'scope="mcp:tools mcp:admin"']);
+    return;
+  }
+  next();
+}
+
+function mcpServer(auth) {
+  const server = new McpServer({ name: 'oidc-mcp', version: '1.0.0' });
+  server.registerTool(
+    'whoami',
+    { description: 'Who the access token belongs to' },
+    async () => ({ content: [{ type: 'text', text: `sub=${auth.sub} scopes=${auth.scopes.join(' ')}` }] }),
+  );
+  server.registerTool(
+    'greet',
+    { description: 'A greeting', inputSchema: { name: z.string() } },
+    async ({ name }) => ({ content: [{ type: 'text', text: `Hello, ${name}!` }] }),
+  );
+  server.registerTool(
+    'admin_report',
+    { description: 'Needs the mcp:admin scope' },
+    async () => ({ content: [{ type: 'text', text: `admin report for ${auth.sub}` }] }),
+  );
+  return server;
+}
+
+const app = express();
+app.use(express.json());
+
+const resourceMetadata = (_req, res) =>
+  res.json({
+    resource: mcpUrl,
+    authorization_servers: [issuer],
+    scopes_supported: ['mcp:tools'],
+    bearer_methods_supported: ['header'],
+  });
+app.get('/.well-known/oauth-protected-resource/mcp', resourceMetadata);
+app.get('/.well-known/oauth-protected-resource', resourceMetadata);
+app.get('/stats', (_req, res) => res.json(stats));
+
+// Stateless: a server and transport per request, so no session outlives
+// the token that opened it.
+app.post('/mcp', authenticate, requireScopes, async (req, res) => {
+  const server = mcpServer(req.auth);
+  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+  res.on('close', () => {
+    transport.close();
+    server.close();
+  });
+  await server.connect(transport);
+  await transport.handleRequest(req, res, req.body);
+});
+app.get('/mcp', (_req, res) => res.status(405).set('Allow', 'POST').end());
+app.delete('/mcp', (_req, res) => res.status(405).set('Allow', 'POST').end());
+
+app.listen(MCP_PORT, () => {
+  console.log(`OIDC MCP Server listening on port ${MCP_PORT}`);
+});
