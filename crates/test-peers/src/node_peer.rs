@@ -17,6 +17,12 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+/// (MCP port, authorization server port).
+pub type Ports = (u16, u16);
+
+/// Environment variables, as (name, value).
+pub type Env = Vec<(String, String)>;
+
 /// What to run: `node -r bind-loopback.cjs <script> <args>` in `tests/peers`, with the two ports
 /// given to it through the environment.
 #[derive(Clone)]
@@ -27,11 +33,11 @@ pub struct PeerSpec {
     pub script: &'static str,
     pub args: Vec<String>,
     /// The environment for the (MCP, authorization) ports.
-    pub env: fn((u16, u16)) -> Vec<(String, String)>,
+    pub env: fn(Ports) -> Env,
     /// Lines on stdout that together say the peer is ready.
-    pub ready: fn((u16, u16)) -> Vec<String>,
+    pub ready: fn(Ports) -> Vec<String>,
     /// Extra environment.
-    pub extra_env: Vec<(String, String)>,
+    pub extra_env: Env,
 }
 
 /// A running peer; dropping it kills the process and reaps it.
