@@ -33,7 +33,8 @@ impl FlowTable {
     }
 
     /// A table whose flows are also written to the vault, loaded with the
-    /// flows a previous run left (expired ones are dropped on the way).
+    /// flows a previous run left. Those that expired meanwhile are kept
+    /// until the next sweep, so their owners hear of it.
     pub async fn durable(vault: Arc<Vault>) -> Result<Self, StoreError> {
         let table = Self {
             vault: Some(vault.clone()),
@@ -41,10 +42,7 @@ impl FlowTable {
         };
         for (name, record) in vault.records::<PendingFlow>(FOLDER).await? {
             match record {
-                Ok(flow) if !flow.is_expired() => table.remember(flow),
-                Ok(_) => {
-                    vault.remove_record(FOLDER, &name).await?;
-                }
+                Ok(flow) => table.remember(flow),
                 Err(error) => {
                     tracing::warn!(error = %chain(&error), "a stored pending flow is unreadable; dropped");
                     vault.remove_record(FOLDER, &name).await?;
@@ -390,10 +388,9 @@ mod tests {
             assert!(!name.contains(live.state.as_str()), "{name}");
         }
         let table = FlowTable::durable(vault()).await.unwrap();
-        assert!(matches!(
-            table.take(gone.state.as_str()).await,
-            Err(TakeError::Unknown)
-        ));
+        let swept = table.sweep().await.unwrap();
+        assert_eq!(swept.len(), 1, "the flow that expired meanwhile is swept");
+        assert_eq!(swept[0].state, gone.state);
         let restored = table.take(live.state.as_str()).await.unwrap();
         assert_eq!(restored.message.map(|m| m.message_id), Some(9));
         assert_eq!(

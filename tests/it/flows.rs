@@ -234,3 +234,92 @@ async fn a_callback_while_the_server_is_down_keeps_the_flow_for_a_retry() {
     bot.stop().await;
     drop(demo);
 }
+
+/// A reconnect that fails (the user declines at the server) leaves the
+/// tokens of the earlier connection alone: they are replaced only by a
+/// successful exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reconnect_keeps_the_working_connection() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &demo_server(&mcp_url)
+    })
+    .await;
+    let alice = telegram.user(1001, "Alice");
+    telegram.send_private(&alice, "/connect demo");
+    let offer = telegram
+        .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    assert_eq!(browser::open(&link_of(&offer)).await.status, 200);
+    telegram
+        .wait_for_message(1001, WAIT, text_contains("Connected to Demo"))
+        .await;
+
+    telegram.send_private(&alice, "/connect demo");
+    let again = telegram
+        .wait_for_message(1001, WAIT, text_contains("already connected"))
+        .await;
+    let state = url::Url::parse(&link_of(&again))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let redirect = url::Url::parse(&link_of(&again))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    let declined = browser::open(&format!("{redirect}?error=access_denied&state={state}")).await;
+    assert_eq!(declined.status, 400, "{}", declined.body);
+    telegram
+        .wait_for_message(1001, WAIT, text_contains("Connecting to Demo failed"))
+        .await;
+
+    telegram.send_private(&alice, "/call demo greet {\"name\": \"Alice\"}");
+    telegram
+        .wait_for_message(1001, WAIT, text_contains("Hello, Alice!"))
+        .await;
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
+
+/// /connect is rate-limited per user: past the limit, a plain answer with
+/// when to try again, and no new link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_links_are_rate_limited_per_user() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir)
+            + "\n[limits]\nconnects_per_minute = 2\n"
+            + &demo_server(&mcp_url)
+    })
+    .await;
+    let alice = telegram.user(1001, "Alice");
+    for _ in 0..2 {
+        telegram.send_private(&alice, "/connect demo");
+        telegram
+            .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
+            .await;
+    }
+    telegram.send_private(&alice, "/connect demo");
+    let refused = telegram
+        .wait_for_message(1001, WAIT, text_contains("too often"))
+        .await;
+    assert!(refused.url_buttons().is_empty());
+    assert!(refused.text.contains("try again in"), "{}", refused.text);
+    let bob = telegram.user(2002, "Bob");
+    telegram.send_private(&bob, "/connect demo");
+    telegram
+        .wait_for_message(2002, WAIT, |m| !m.url_buttons().is_empty())
+        .await;
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
