@@ -108,6 +108,9 @@ pub struct OAuthSettings {
     pub resource: bool,
     /// How a pre-registered client authenticates at the token endpoint.
     pub token_endpoint_auth_method: Option<TokenAuthMethod>,
+    /// A Client ID Metadata Document of the admin's own, used where the
+    /// server supports them (the bot's own is used when hosted on https).
+    pub client_metadata_url: Option<String>,
     /// A client registered out of band; without it mcpgram registers one
     /// dynamically (RFC 7591).
     pub client_id: Option<String>,
@@ -181,6 +184,56 @@ pub struct Problem {
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl Config {
+    /// The config of the terminal's commands when no file is given: no
+    /// Telegram, no servers, the vault in `vault_dir`, the callback on a
+    /// free loopback port.
+    pub fn standalone(vault_dir: PathBuf) -> Config {
+        Config {
+            telegram: TelegramConfig {
+                token: Secret::default(),
+                api_url: Url::parse(DEFAULT_API_URL).expect("a valid constant"),
+                allowed_users: Vec::new(),
+                login_url: false,
+            },
+            http: HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                public_url: None,
+            },
+            vault: VaultConfig {
+                key_file: vault_dir.join("identity.txt"),
+                dir: vault_dir,
+            },
+            oauth: OAuthConfig {
+                flow_ttl: DEFAULT_FLOW_TTL,
+            },
+            limits: Limits {
+                pending_flows_per_user: 3,
+                connects_per_minute: 60,
+            },
+            servers: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A server named by its URL alone (the terminal's `login <url>`): its
+    /// id is derived from the URL, so later commands find its tokens, and
+    /// it is trusted, since the admin typed it.
+    pub fn from_url(url: Url, auth: ServerAuth) -> ServerConfig {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(url.as_str().as_bytes()));
+        ServerConfig {
+            id: format!("url-{}", &digest[..16]),
+            name: url.host_str().unwrap_or("server").to_owned(),
+            url,
+            trusted: true,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            auth,
+        }
     }
 }
 
@@ -573,6 +626,7 @@ fn validate_server(
                 _ => {}
             }
             ServerAuth::OAuth(OAuthSettings {
+                client_metadata_url: None,
                 scopes: oauth.scopes,
                 resource: oauth.resource,
                 token_endpoint_auth_method,

@@ -4,10 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use mcpgram::config::{self, Config, TokenAuthMethod};
 use mcpgram::logging::chain;
-use mcpgram::{app, config, logging, terminal};
+use mcpgram::mcp::client::Elicitation;
+use mcpgram::secret::Secret;
+use mcpgram::terminal::{self, AuthOptions, LoginOptions, Target};
+use mcpgram::{app, logging};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +23,15 @@ struct Cli {
     #[arg(long, short, global = true, env = "MCPGRAM_CONFIG", default_value = config::DEFAULT_PATH)]
     config: PathBuf,
 
+    /// The vault for terminal commands when there is no config file.
+    #[arg(
+        long,
+        global = true,
+        env = "MCPGRAM_VAULT_DIR",
+        default_value = "./data/vault"
+    )]
+    vault_dir: PathBuf,
+
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -29,21 +42,126 @@ enum Cmd {
     Run,
     /// Validate the config file and exit: 0 when valid, 1 with the problems.
     CheckConfig,
-    /// List a configured server's tools from the terminal.
-    Tools {
-        /// The server's id in the config.
-        server: String,
+    /// Sign in to a server from the terminal, as a chat user would, and
+    /// say what was discovered, how the client was registered and which
+    /// scopes were granted.
+    Login {
+        /// A server id of the config, or a server's URL.
+        target: String,
+        #[command(flatten)]
+        login: LoginArgs,
     },
+    /// List a server's tools.
+    Tools {
+        /// A server id of the config, or a server's URL.
+        target: String,
+        #[command(flatten)]
+        login: LoginArgs,
+    },
+    /// Call a tool; its result is printed.
+    Call {
+        /// A server id of the config, or a server's URL.
+        target: String,
+        /// The tool's name.
+        tool: String,
+        /// The arguments, a JSON object.
+        arguments: Option<String>,
+        #[command(flatten)]
+        login: LoginArgs,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct LoginArgs {
+    /// Sign in when the server asks for it (401), and ask for more scopes
+    /// when it needs them (403 insufficient_scope); then try again.
+    #[arg(long)]
+    login: bool,
+    /// Follow the authorization URL with an HTTP client instead of asking
+    /// a person to open it (for servers that approve without one).
+    #[arg(long)]
+    open_with_http: bool,
+    /// The port of the loopback callback (default: any free one).
+    #[arg(long)]
+    callback_port: Option<u16>,
+    /// A pre-registered client id (servers given by URL).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Its secret (servers given by URL).
+    #[arg(long, env = "MCPGRAM_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// client_secret_basic, client_secret_post or none.
+    #[arg(long)]
+    token_endpoint_auth_method: Option<String>,
+    /// A scope to ask for (repeatable); by default the server's choice.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Leave out RFC 8707 `resource`.
+    #[arg(long)]
+    no_resource: bool,
+    /// A Client ID Metadata Document URL to use as the client id where
+    /// the server supports them (SEP-991).
+    #[arg(long)]
+    client_metadata_url: Option<String>,
+    /// How to answer a server's elicitation requests: decline (the
+    /// default) or accept-defaults (accept at once with the schema's
+    /// defaults).
+    #[arg(long, default_value = "decline")]
+    elicitation: String,
+}
+
+impl LoginArgs {
+    fn options(self) -> Result<LoginOptions, String> {
+        let method = match self.token_endpoint_auth_method.as_deref() {
+            None => None,
+            Some("client_secret_basic") => Some(TokenAuthMethod::ClientSecretBasic),
+            Some("client_secret_post") => Some(TokenAuthMethod::ClientSecretPost),
+            Some("none") => Some(TokenAuthMethod::None),
+            Some(other) => {
+                return Err(format!(
+                    "--token-endpoint-auth-method {other}: use client_secret_basic, client_secret_post or none"
+                ));
+            }
+        };
+        let elicitation = match self.elicitation.as_str() {
+            "decline" => Elicitation::Unsupported,
+            "accept-defaults" => Elicitation::AcceptDefaults,
+            other => {
+                return Err(format!(
+                    "--elicitation {other}: use decline or accept-defaults"
+                ));
+            }
+        };
+        Ok(LoginOptions {
+            elicitation,
+            open_with_http: self.open_with_http,
+            login: self.login,
+            port: self.callback_port,
+            auth: AuthOptions {
+                client_id: self.client_id,
+                client_secret: self.client_secret.map(Secret::new),
+                token_endpoint_auth_method: method,
+                scopes: self.scopes,
+                no_resource: self.no_resource,
+                client_metadata_url: self.client_metadata_url,
+            },
+        })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     mcpgram::tls::install();
-    let loaded = config::load(&cli.config);
     let command = cli.command.unwrap_or(Cmd::Run);
-    let config = match (loaded, &command) {
-        (Ok(config), Cmd::CheckConfig) => {
+    let target = match &command {
+        Cmd::Login { target, .. } | Cmd::Tools { target, .. } | Cmd::Call { target, .. } => {
+            Some(Target::parse(target))
+        }
+        _ => None,
+    };
+    let config = match (config::load(&cli.config), &command, &target) {
+        (Ok(config), Cmd::CheckConfig, _) => {
             println!(
                 "{}: OK ({} server(s))",
                 cli.config.display(),
@@ -51,8 +169,14 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        (Ok(config), _) => config,
-        (Err(error), _) => {
+        (Ok(config), _, _) => config,
+        // A server given by URL needs no config file.
+        (Err(config::ConfigError::Read { source, .. }), _, Some(target))
+            if target.is_url() && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Config::standalone(cli.vault_dir.clone())
+        }
+        (Err(error), _, _) => {
             eprintln!("{error}");
             return ExitCode::FAILURE;
         }
@@ -64,6 +188,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let with_port = |mut config: Config, port: Option<u16>| {
+        if let Some(port) = port {
+            config.http.listen.set_port(port);
+        }
+        config
+    };
     match command {
         Cmd::Run => match runtime.block_on(app::run(config)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -72,7 +202,51 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Tools { server } => runtime.block_on(terminal::tools(config, &server)),
         Cmd::CheckConfig => unreachable!("answered above"),
+        Cmd::Login { login, .. } | Cmd::Tools { login, .. } | Cmd::Call { login, .. }
+            if login.clone().options().is_err() =>
+        {
+            eprintln!("mcpgram: {}", login.options().err().unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Cmd::Login { login, .. } => {
+            let port = login.callback_port;
+            let options = login.options().unwrap_or_default();
+            let config = with_port(config, port);
+            runtime.block_on(terminal::login(config, target.expect("parsed"), options))
+        }
+        Cmd::Tools { login, .. } => {
+            let port = login.callback_port;
+            let options = login.options().unwrap_or_default();
+            let config = with_port(config, port);
+            runtime.block_on(terminal::tools(config, target.expect("parsed"), options))
+        }
+        Cmd::Call {
+            tool,
+            arguments,
+            login,
+            ..
+        } => {
+            let arguments = match arguments.as_deref().map(serde_json::from_str) {
+                None => None,
+                Some(Ok(serde_json::Value::Object(map))) => Some(map),
+                Some(_) => {
+                    eprintln!(
+                        "mcpgram: the arguments must be a JSON object, e.g. '{{\"name\": \"Alice\"}}'"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            let port = login.callback_port;
+            let options = login.options().unwrap_or_default();
+            let config = with_port(config, port);
+            runtime.block_on(terminal::call(
+                config,
+                target.expect("parsed"),
+                tool,
+                arguments,
+                options,
+            ))
+        }
     }
 }

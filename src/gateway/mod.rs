@@ -22,12 +22,14 @@ use rmcp::model::{CallToolResult, JsonObject, Tool};
 use crate::config::{Config, ServerConfig};
 use crate::logging::chain;
 use crate::mcp::Sessions;
+use crate::mcp::client::{Elicitation, McpClient};
 use crate::oauth::{CallbackError, CallbackParams, Connector};
 use crate::store::{ChatMessage, CommandTicket, FlowOwner, StoreError, Stores};
 
 pub use crate::mcp::{INVALID_PARAMS, McpError as CallError};
 pub use crate::oauth::{
-    Binding, BindingCookie, Bound, BrowserError, FlowLink, FlowRef, OAuthError, StartPage,
+    Binding, BindingCookie, Bound, BrowserError, ClientSource, FlowLink, FlowRef, FlowReport,
+    OAuthError, StartOptions, StartPage,
 };
 pub use notify::{ChatNotifier, Intruder, Notice, Silent};
 
@@ -41,6 +43,17 @@ pub enum Standing {
     /// The stored record cannot be read (logged); connecting again
     /// replaces it.
     Unreadable,
+}
+
+/// What a user's connection to a server holds, secrets left out.
+#[derive(Debug, Clone)]
+pub struct ConnectionSummary {
+    pub issuer: Option<String>,
+    pub scopes: Vec<String>,
+    /// Time left on the access token, when the server said how long it
+    /// lives; zero once it has expired.
+    pub expires_in: Option<Duration>,
+    pub refreshable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +73,7 @@ pub struct ConnectOffer {
     pub expires_in: Duration,
     /// The user's standing before this flow (connected already, say).
     pub before: Standing,
+    pub report: FlowReport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +92,8 @@ pub enum ConnectError {
 pub struct Connected {
     pub owner: FlowOwner,
     pub server: Arc<ServerConfig>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,13 +140,20 @@ impl Gateway {
             NonZeroU32::new(config.limits.connects_per_minute).unwrap_or(NonZeroU32::MIN);
         let oauth = Arc::new(Connector::new(config.clone(), stores.clone(), redirect_uri));
         Self {
-            sessions: Sessions::new(oauth.clone()),
+            sessions: Sessions::new(oauth.clone(), McpClient::default()),
             config,
             oauth,
             notifier,
             stores,
             connects: RateLimiter::keyed(Quota::per_minute(per_minute)),
         }
+    }
+
+    /// Answers servers' elicitation requests as `elicitation` says (the
+    /// chat has no prompts for them yet, so it leaves them unsupported).
+    pub fn with_elicitation(mut self, elicitation: Elicitation) -> Self {
+        self.sessions = Sessions::new(self.oauth.clone(), McpClient { elicitation });
+        self
     }
 
     /// Starts one of the user's commands, labelled for "still working on
@@ -178,6 +201,38 @@ impl Gateway {
         out
     }
 
+    /// The user's connection to the server, if any.
+    pub async fn connection_summary(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+    ) -> Result<Option<ConnectionSummary>, StoreError> {
+        use oauth2::TokenResponse;
+        let Some(connection) = self.oauth.connection(user_id, &server.id).await? else {
+            return Ok(None);
+        };
+        let credentials = &connection.credentials;
+        let Some(tokens) = &credentials.token_response else {
+            return Ok(None);
+        };
+        let expires_in = match (tokens.expires_in(), credentials.token_received_at) {
+            (Some(lifetime), Some(received)) => {
+                let ends = received.saturating_add(lifetime.as_secs());
+                Some(Duration::from_secs(
+                    ends.saturating_sub(crate::store::records::now_secs()),
+                ))
+            }
+            (Some(lifetime), None) => Some(lifetime),
+            _ => None,
+        };
+        Ok(Some(ConnectionSummary {
+            issuer: credentials.issuer.clone(),
+            scopes: credentials.granted_scopes.clone(),
+            expires_in,
+            refreshable: tokens.refresh_token().is_some(),
+        }))
+    }
+
     async fn standing(&self, user_id: u64, server: &ServerConfig) -> Standing {
         if !server.is_oauth() {
             return Standing::NoSignIn;
@@ -201,6 +256,19 @@ impl Gateway {
         requester: &str,
         server: &Arc<ServerConfig>,
     ) -> Result<ConnectOffer, ConnectError> {
+        self.start_connect_with(owner, requester, server, StartOptions::default())
+            .await
+    }
+
+    /// [`Gateway::start_connect`] with a challenge met on the way (its
+    /// scope is what the server asks for) or explicit scopes (a step-up).
+    pub async fn start_connect_with(
+        &self,
+        owner: FlowOwner,
+        requester: &str,
+        server: &Arc<ServerConfig>,
+        options: StartOptions,
+    ) -> Result<ConnectOffer, ConnectError> {
         if !server.is_oauth() {
             return Err(ConnectError::NoSignIn);
         }
@@ -211,7 +279,7 @@ impl Gateway {
         let before = self.standing(owner.user_id, server).await;
         let started = self
             .oauth
-            .start(owner, requester, server)
+            .start(owner, requester, server, options)
             .await
             .inspect_err(|error| {
                 tracing::warn!(server = %server.id, user = owner.user_id, error = %chain(error), "could not start authorization");
@@ -222,6 +290,7 @@ impl Gateway {
             flow_id: started.flow_id,
             expires_in: started.expires_in,
             before,
+            report: started.report,
         })
     }
 
@@ -329,6 +398,7 @@ impl Gateway {
                 Some(server) => Ok(Connected {
                     owner: done.flow.owner,
                     server: server.clone(),
+                    scopes: done.scopes,
                 }),
                 None => Err(CallbackError::UnknownServer { flow: done.flow }),
             },

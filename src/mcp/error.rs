@@ -17,6 +17,9 @@ pub enum McpError {
     /// or the server refused it with a challenge.
     #[error("the user must authorize (again)")]
     NotAuthorized {
+        /// The server's `WWW-Authenticate`, when it sent one: the next
+        /// authorization starts from it.
+        challenge: Option<String>,
         #[source]
         source: Option<BoxError>,
     },
@@ -24,6 +27,7 @@ pub enum McpError {
     #[error("the token lacks scope {required:?}")]
     InsufficientScope {
         required: Option<String>,
+        challenge: Option<String>,
         #[source]
         source: BoxError,
     },
@@ -122,6 +126,7 @@ impl McpError {
                 source,
                 ..
             } if server.is_oauth() => McpError::NotAuthorized {
+                challenge: None,
                 source: Some(source),
             },
             other => other,

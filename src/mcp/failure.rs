@@ -27,8 +27,10 @@ type HttpError = StreamableHttpError<reqwest::Error>;
 
 /// What the chain turned out to mean; the error itself is attached after.
 enum Kind {
-    NotAuthorized,
-    InsufficientScope(Option<String>),
+    /// With the challenge, when the server sent one.
+    NotAuthorized(Option<String>),
+    /// The scope required, and the challenge.
+    InsufficientScope(Option<String>, Option<String>),
     NameNotResolved,
     Refused,
     Unreachable,
@@ -90,10 +92,15 @@ pub fn from_initialize(error: ClientInitializeError, limit: Duration) -> McpErro
 
 fn attach(kind: Kind, source: BoxError, limit: Duration) -> McpError {
     match kind {
-        Kind::NotAuthorized => McpError::NotAuthorized {
+        Kind::NotAuthorized(challenge) => McpError::NotAuthorized {
+            challenge,
             source: Some(source),
         },
-        Kind::InsufficientScope(required) => McpError::InsufficientScope { required, source },
+        Kind::InsufficientScope(required, challenge) => McpError::InsufficientScope {
+            required,
+            challenge,
+            source,
+        },
         Kind::NameNotResolved => McpError::NameNotResolved { source },
         Kind::Refused => McpError::ConnectionRefused { source },
         Kind::Unreachable => McpError::Unreachable { source },
@@ -154,10 +161,13 @@ fn kind_of(error: &(dyn Error + 'static)) -> Kind {
 
 fn http_kind(error: &HttpError) -> Option<Kind> {
     Some(match error {
-        HttpError::AuthRequired(_) => Kind::NotAuthorized,
-        HttpError::InsufficientScope(scope) => {
-            Kind::InsufficientScope(scope.get_required_scope().map(str::to_owned))
+        HttpError::AuthRequired(challenge) => {
+            Kind::NotAuthorized(Some(challenge.www_authenticate_header.clone()))
         }
+        HttpError::InsufficientScope(scope) => Kind::InsufficientScope(
+            scope.get_required_scope().map(str::to_owned),
+            Some(scope.www_authenticate_header.clone()),
+        ),
         HttpError::HttpStatus(status) => Kind::Status(status.status, status.retry_after.clone()),
         HttpError::UnexpectedServerResponse(text) => match status_prefix(text) {
             Some(status) => Kind::Status(status, None),
@@ -184,9 +194,9 @@ fn auth_kind(error: &AuthError) -> Option<Kind> {
     match error {
         AuthError::AuthorizationRequired
         | AuthError::TokenRefreshRejected(_)
-        | AuthError::TokenExpired => Some(Kind::NotAuthorized),
+        | AuthError::TokenExpired => Some(Kind::NotAuthorized(None)),
         AuthError::InsufficientScope { required_scope, .. } => {
-            Some(Kind::InsufficientScope(Some(required_scope.clone())))
+            Some(Kind::InsufficientScope(Some(required_scope.clone()), None))
         }
         AuthError::HttpError(inner) => Some(reqwest_kind(inner)),
         // A refresh that failed for a transient reason keeps the tokens:

@@ -8,6 +8,7 @@
 //! once-cell that only callers of that same slot wait on while it opens,
 //! and dropping a session (after a reconnect, say) never waits at all.
 
+pub mod client;
 mod error;
 mod failure;
 pub mod transport;
@@ -31,15 +32,17 @@ type Slot = Arc<OnceCell<Session>>;
 
 pub struct Sessions {
     connector: Arc<Connector>,
+    client: client::McpClient,
     slots: DashMap<(u64, String), Slot>,
     /// One HTTP client per server id, made on first use.
     clients: DashMap<String, reqwest::Client>,
 }
 
 impl Sessions {
-    pub fn new(connector: Arc<Connector>) -> Self {
+    pub fn new(connector: Arc<Connector>, client: client::McpClient) -> Self {
         Self {
             connector,
+            client,
             slots: DashMap::new(),
             clients: DashMap::new(),
         }
@@ -149,7 +152,7 @@ impl Sessions {
                 .get_or_try_init(|| async {
                     opened = true;
                     let http = self.http(server)?;
-                    transport::connect(server, http, user_id, &self.connector)
+                    transport::connect(server, http, user_id, &self.connector, self.client.clone())
                         .await
                         .map_err(|error| error.for_server(server))
                 })

@@ -13,13 +13,14 @@ use rmcp::transport::auth::AuthClient;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
 use super::McpError;
+use super::client::McpClient;
 use super::failure;
 use crate::config::{ServerAuth, ServerConfig};
 use crate::net_guard::{self, Resolver};
 use crate::oauth::Connector;
 use crate::secret::Secret;
 
-pub type Session = RunningService<RoleClient, ()>;
+pub type Session = RunningService<RoleClient, McpClient>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,25 +52,32 @@ pub async fn connect(
     http: reqwest::Client,
     user_id: u64,
     connector: &Connector,
+    client: McpClient,
 ) -> Result<Session, McpError> {
     net_guard::check_url(&server.url, server.trusted)?;
     let config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str());
     let started = match &server.auth {
         ServerAuth::None => {
-            ().serve(StreamableHttpClientTransport::with_client(http, config))
+            client
+                .serve(StreamableHttpClientTransport::with_client(http, config))
                 .await
         }
         ServerAuth::Headers(headers) => {
             let config = with_headers(config, headers)?;
-            ().serve(StreamableHttpClientTransport::with_client(http, config))
+            client
+                .serve(StreamableHttpClientTransport::with_client(http, config))
                 .await
         }
         ServerAuth::OAuth(_) => {
             let Some(manager) = connector.session_manager(server, user_id).await? else {
-                return Err(McpError::NotAuthorized { source: None });
+                return Err(McpError::NotAuthorized {
+                    challenge: None,
+                    source: None,
+                });
             };
             let auth = AuthClient::new(http, manager);
-            ().serve(StreamableHttpClientTransport::with_client(auth, config))
+            client
+                .serve(StreamableHttpClientTransport::with_client(auth, config))
                 .await
         }
     };

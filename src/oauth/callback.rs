@@ -40,6 +40,8 @@ pub struct FlowRef {
 #[derive(Debug, Clone)]
 pub struct Completed {
     pub flow: FlowRef,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
 }
 
 /// Why a callback did not connect anything. Variants that found the flow
@@ -191,7 +193,10 @@ impl Connector {
             });
         }
         tracing::info!(server = %flow.server_id, user = flow.owner.user_id, "connected");
-        Ok(Completed { flow })
+        Ok(Completed {
+            flow,
+            scopes: connection.credentials.granted_scopes.clone(),
+        })
     }
 
     /// Rediscovers, exchanges the code with the flow's own client and PKCE
@@ -203,7 +208,13 @@ impl Connector {
         code: &Secret,
         iss: Option<&str>,
     ) -> Result<Connection, OAuthError> {
-        let discovered = self.discover(server).await?;
+        let discovered = self
+            .discover(
+                server,
+                pending.client.challenge.as_deref(),
+                pending.client.assumed_endpoints,
+            )
+            .await?;
         let mut manager = discovered.manager;
         discovery::use_client(&mut manager, &pending.client)?;
         let csrf_token = pending.authorization.csrf_token.clone();

@@ -20,6 +20,10 @@ use crate::store::ClientRecord;
 pub struct Discovered {
     pub manager: AuthorizationManager,
     pub metadata: AuthorizationMetadata,
+    /// The endpoints were not discovered but assumed (`/authorize`,
+    /// `/token`, `/register` at the server's root), as servers of the
+    /// 2025-03-26 specification may expect.
+    pub assumed: bool,
 }
 
 impl Discovered {
@@ -46,9 +50,18 @@ impl Discovered {
 
 /// Discovers the server's authorization metadata (RFC 9728 protected
 /// resource metadata, then RFC 8414 / OIDC), every request made by `http`.
+///
+/// `challenge` is the `WWW-Authenticate` of the server's 401, when there
+/// was one: its `resource_metadata` is followed first and its `scope`
+/// seeds scope selection. Only a server known to want OAuth (it answered
+/// 401, or `assumed_before` says its endpoints were assumed when the user
+/// connected) is assumed to use the 2025-03-26 default endpoints when
+/// nothing is discovered; any other server is not an OAuth server.
 pub async fn discover(
     server: &ServerConfig,
     http: Arc<OAuthHttp>,
+    challenge: Option<&str>,
+    assumed_before: bool,
 ) -> Result<Discovered, OAuthError> {
     net_guard::check_url(&server.url, server.trusted)?;
     let work = async {
@@ -57,10 +70,11 @@ pub async fn discover(
                 .await
                 .map_err(OAuthError::Discovery)?;
         let resolution = manager
-            .resolve_metadata()
+            .resolve_metadata_from_challenge(challenge)
             .await
             .map_err(OAuthError::Discovery)?;
-        if !resolution.source.is_discovered() {
+        let assumed = !resolution.source.is_discovered();
+        if assumed && challenge.is_none() && !assumed_before {
             return Err(OAuthError::NoMetadata);
         }
         let mut metadata = resolution.metadata;
@@ -75,7 +89,11 @@ pub async fn discover(
             );
         }
         manager.set_metadata(metadata.clone());
-        Ok(Discovered { manager, metadata })
+        Ok(Discovered {
+            manager,
+            metadata,
+            assumed,
+        })
     };
     tokio::time::timeout(server.timeout, work)
         .await

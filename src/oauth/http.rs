@@ -178,6 +178,43 @@ impl OAuthHttp {
         Ok(builder.body(body)?)
     }
 
+    /// The `WWW-Authenticate` challenge the MCP endpoint answers an
+    /// unauthenticated request with (a 401 or 403), if any: where discovery
+    /// starts and which scopes the server asks for (SEP-835).
+    pub async fn challenge(&self, mcp_url: &url::Url) -> Option<String> {
+        let initialize = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "mcpgram", "version": env!("CARGO_PKG_VERSION")}
+            }
+        });
+        let response = self
+            .stop
+            .post(mcp_url.clone())
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, text/event-stream",
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(initialize.to_string())
+            .send()
+            .await
+            .ok()?;
+        if !matches!(response.status().as_u16(), 401 | 403) {
+            return None;
+        }
+        response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 4096)
+            .map(str::to_owned)
+    }
+
     /// A form POST outside rmcp (the registration probe), under the same
     /// rules as every other OAuth request.
     pub async fn post_form(

@@ -72,13 +72,51 @@ impl FlowLink {
     }
 }
 
-/// A started flow: where its button leads, and the id that names it to
-/// the adapters (its start id, never its state).
+/// A started flow: where its button leads, the id that names it to the
+/// adapters (its start id, never its state), and what was found on the way.
 #[derive(Debug)]
 pub struct StartedFlow {
     pub link: FlowLink,
     pub flow_id: String,
     pub expires_in: Duration,
+    pub report: FlowReport,
+}
+
+/// How the client this flow uses was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    /// From the config (`client_id`).
+    PreRegistered,
+    /// The bot's Client ID Metadata Document URL (SEP-991).
+    MetadataDocument,
+    /// A dynamic registration made earlier and still known to the server.
+    CachedRegistration,
+    /// Registered just now (RFC 7591).
+    Registered,
+}
+
+/// What starting a flow found out, for people who want to know (the
+/// terminal's `login`).
+#[derive(Debug, Clone)]
+pub struct FlowReport {
+    pub issuer: Option<String>,
+    pub authorization_endpoint: String,
+    /// The endpoints were assumed (a 2025-03-26 server), not discovered.
+    pub assumed_endpoints: bool,
+    pub client: ClientSource,
+    /// The scopes asked for; empty when none were.
+    pub scopes: Vec<String>,
+}
+
+/// How to start a flow beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The server's `WWW-Authenticate` challenge, if a request met one;
+    /// without it the server is asked with an unauthenticated request.
+    pub challenge: Option<String>,
+    /// Scopes to ask for instead of the usual selection: a step-up asks
+    /// for the union of what was granted and what is now required.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// Starts and completes flows and builds the managers of live sessions.
@@ -123,8 +161,13 @@ impl Connector {
         Ok(http)
     }
 
-    async fn discover(&self, server: &ServerConfig) -> Result<Discovered, OAuthError> {
-        discovery::discover(server, self.http(server)?).await
+    async fn discover(
+        &self,
+        server: &ServerConfig,
+        challenge: Option<&str>,
+        assumed_before: bool,
+    ) -> Result<Discovered, OAuthError> {
+        discovery::discover(server, self.http(server)?, challenge, assumed_before).await
     }
 
     /// The user's tokens and client for the server, if connected.
@@ -156,7 +199,13 @@ impl Connector {
         let Some(connection) = self.connection(user_id, &server.id).await? else {
             return Ok(None);
         };
-        let discovered = self.discover(server).await?;
+        let discovered = self
+            .discover(
+                server,
+                connection.client.challenge.as_deref(),
+                connection.client.assumed_endpoints,
+            )
+            .await?;
         // Tokens minted by another issuer must not be sent here.
         if connection.credentials.issuer.is_some()
             && connection.credentials.issuer != discovered.issuer()
@@ -205,12 +254,24 @@ impl Connector {
         owner: FlowOwner,
         requester: &str,
         server: &ServerConfig,
+        options: StartOptions,
     ) -> Result<StartedFlow, OAuthError> {
         let ServerAuth::OAuth(settings) = &server.auth else {
             return Err(OAuthError::NotOAuthServer);
         };
-        let mut discovered = self.discover(server).await?;
-        let client = self.client_for(server, settings, &mut discovered).await?;
+        let challenge = match options.challenge {
+            Some(challenge) => Some(challenge),
+            None => self.http(server)?.challenge(&server.url).await,
+        };
+        let mut discovered = self.discover(server, challenge.as_deref(), false).await?;
+        let (client, source) = self.client_for(server, settings, &mut discovered).await?;
+        let mut report = FlowReport {
+            issuer: discovered.issuer(),
+            authorization_endpoint: discovered.metadata.authorization_endpoint.clone(),
+            assumed_endpoints: discovered.assumed,
+            client: source,
+            scopes: Vec::new(),
+        };
         let mut manager = discovered.manager;
         let captured = OneFlowState::default();
         manager.set_state_store(captured.clone());
@@ -221,13 +282,23 @@ impl Connector {
         if let Some(secret) = &client.client_secret {
             request = request.with_client_secret(secret.expose());
         }
-        if !settings.scopes.is_empty() {
-            request = request.with_scopes(settings.scopes.clone());
-        }
+        // Explicit scopes (a step-up), then the config's, then the
+        // specification's selection: the challenge's scope, else the
+        // resource's scopes_supported, else none at all.
+        request = match (options.scopes, settings.scopes.is_empty()) {
+            (Some(scopes), _) => request.with_scopes(scopes),
+            (None, false) => request.with_scopes(settings.scopes.clone()),
+            (None, true) => request.with_initial_scope_selection(),
+        };
         let session = AuthorizationSession::new(manager, request)
             .await
             .map_err(|(_, error)| OAuthError::Authorize(error))?;
         let authorize_url = without_state(session.get_authorization_url(), !settings.resource)?;
+        report.scopes = authorize_url
+            .query_pairs()
+            .find(|(key, _)| key == "scope")
+            .map(|(_, scope)| scope.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
         let authorization = captured.take().ok_or_else(|| {
             OAuthError::Authorize(rmcp::transport::auth::AuthError::InternalError(
                 "rmcp saved no authorization state".to_owned(),
@@ -245,7 +316,11 @@ impl Connector {
             server_id: server.id.clone(),
             expires_at: PendingFlow::expires_after(ttl),
             authorization,
-            client,
+            client: ClientRecord {
+                assumed_endpoints: report.assumed_endpoints,
+                challenge,
+                ..client
+            },
             binding: None,
             message: None,
         };
@@ -267,11 +342,12 @@ impl Connector {
                 InsertError::TooMany(max) => OAuthError::TooManyFlows(max),
                 InsertError::Store(error) => OAuthError::Store(error),
             })?;
-        tracing::info!(server = %server.id, user = owner.user_id, "authorization flow started");
+        tracing::info!(server = %server.id, user = owner.user_id, client = ?report.client, "authorization flow started");
         Ok(StartedFlow {
             link,
             flow_id: start_id.as_str().to_owned(),
             expires_in: ttl,
+            report,
         })
     }
 
@@ -294,27 +370,36 @@ impl Connector {
         server: &ServerConfig,
         settings: &OAuthSettings,
         discovered: &mut Discovered,
-    ) -> Result<ClientRecord, OAuthError> {
+    ) -> Result<(ClientRecord, ClientSource), OAuthError> {
         let issuer = discovered.issuer();
         if let Some(client_id) = &settings.client_id {
-            return Ok(ClientRecord {
+            let client = ClientRecord {
                 client_id: client_id.clone(),
                 client_secret: settings.client_secret.clone(),
                 redirect_uri: self.redirect_uri.clone(),
                 issuer,
                 scopes: settings.scopes.clone(),
-            });
+                assumed_endpoints: false,
+                challenge: None,
+            };
+            return Ok((client, ClientSource::PreRegistered));
         }
         if discovered.supports_metadata_documents()
-            && let Some(url) = self.client_metadata_url()
+            && let Some(url) = settings
+                .client_metadata_url
+                .clone()
+                .or_else(|| self.client_metadata_url())
         {
-            return Ok(ClientRecord {
+            let client = ClientRecord {
                 client_id: url,
                 client_secret: None,
                 redirect_uri: self.redirect_uri.clone(),
                 issuer,
                 scopes: discovered.advertised_scopes(),
-            });
+                assumed_endpoints: false,
+                challenge: None,
+            };
+            return Ok((client, ClientSource::MetadataDocument));
         }
         if let Some(cached) = self
             .stores
@@ -323,12 +408,13 @@ impl Connector {
             .await?
         {
             if self.still_registered(server, discovered, &cached).await {
-                return Ok(cached);
+                return Ok((cached, ClientSource::CachedRegistration));
             }
             tracing::warn!(server = %server.id, "the authorization server forgot this bot's client; registering again");
             self.stores.registrations.forget(&server.id).await?;
         }
-        self.register(server, settings, discovered).await
+        let client = self.register(server, settings, discovered).await?;
+        Ok((client, ClientSource::Registered))
     }
 
     /// Whether `client` came from dynamic registration (not the config, not
@@ -339,14 +425,17 @@ impl Connector {
         client: &ClientRecord,
     ) -> bool {
         let configured = matches!(&server.auth, ServerAuth::OAuth(s) if s.client_id.is_some());
-        !configured && Some(&client.client_id) != self.client_metadata_url().as_ref()
+        !configured && !client.client_id.starts_with("https://")
     }
 
-    /// Asks the token endpoint about a cached client with a code that
-    /// cannot be valid: a server that knows the client answers
-    /// `invalid_grant`, one that forgot it (a restart of an in-memory
-    /// server, say) `invalid_client` (RFC 6749 §5.2). No code is spent and
-    /// nothing is created. Any other failure keeps the client.
+    /// Asks the token endpoint about a cached client with a refresh token
+    /// that cannot be valid: a server authenticates the client first, so
+    /// one that knows it answers `invalid_grant`, one that forgot it (a
+    /// restart of an in-memory server, say) `invalid_client` (RFC 6749
+    /// §5.2). Nothing is spent or created; a refresh grant is used because
+    /// an authorization-code request without its PKCE verifier would look
+    /// like a broken client to the server. Any other answer keeps the
+    /// client.
     async fn still_registered(
         &self,
         server: &ServerConfig,
@@ -358,11 +447,10 @@ impl Connector {
         };
         let mut probe = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut probe);
-        let code = format!("mcpgram-probe-{}", URL_SAFE_NO_PAD.encode(probe));
+        let token = format!("mcpgram-probe-{}", URL_SAFE_NO_PAD.encode(probe));
         let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", client.redirect_uri.as_str()),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token.as_str()),
         ];
         let basic = match &client.client_secret {
             Some(secret) => Some((client.client_id.as_str(), secret.expose())),
@@ -428,6 +516,8 @@ impl Connector {
             redirect_uri: self.redirect_uri.clone(),
             issuer,
             scopes,
+            assumed_endpoints: discovered.assumed,
+            challenge: None,
         };
         self.stores
             .registrations

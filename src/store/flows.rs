@@ -257,6 +257,8 @@ mod tests {
                 redirect_uri: "http://127.0.0.1/cb".into(),
                 issuer: None,
                 scopes: vec![],
+                assumed_endpoints: false,
+                challenge: None,
             },
             authorize_url: Secret::new("http://as/authorize?state=x"),
             binding: None,

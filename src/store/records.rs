@@ -61,6 +61,15 @@ pub struct ClientRecord {
     pub issuer: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The server's endpoints were assumed, not discovered (2025-03-26
+    /// servers), so later discovery may assume them again.
+    #[serde(default)]
+    pub assumed_endpoints: bool,
+    /// The server's `WWW-Authenticate` challenge when the user connected:
+    /// its `resource_metadata` may be the only way to find the
+    /// authorization server again.
+    #[serde(default)]
+    pub challenge: Option<String>,
 }
 
 /// One user's standing with one server: the tokens and their client.

@@ -165,6 +165,8 @@ mod tests {
             redirect_uri: redirect.into(),
             issuer: issuer.map(str::to_owned),
             scopes: vec![],
+            assumed_endpoints: false,
+            challenge: None,
         }
     }
 

@@ -1,0 +1,369 @@
+//! The terminal adapter: commands an admin runs on the bot's host (or
+//! anywhere), driving the same core and OAuth engine as the chat. Output
+//! is for people; a failure is one line on stderr (the log above it has
+//! the causes) and exit code 1.
+//!
+//! - [`target`]: a configured server by id, or any server by URL.
+//! - [`login`]: a loopback callback, and following the authorization URL
+//!   without a person (`--open-with-http`).
+
+pub mod login;
+pub mod target;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
+use tokio::sync::mpsc;
+
+use crate::app;
+use crate::config::{Config, ServerConfig};
+use crate::gateway::{CallError, ClientSource, ConnectionSummary, FlowReport, Gateway};
+use crate::logging::chain;
+use crate::store::Stores;
+
+pub use login::LoginOptions;
+pub use target::{AuthOptions, Target};
+
+/// The vault namespace of the terminal's own logins. Telegram user ids
+/// start at 1, so 0 never belongs to a chat user.
+pub const TERMINAL_USER: u64 = 0;
+
+/// Authorizations one command may go through, the first sign-in and
+/// step-ups together: a server that keeps refusing gets no more.
+const MAX_AUTHORIZATIONS: usize = 3;
+
+/// What a terminal command needs: the core, and a way to log in.
+struct Session {
+    gateway: Arc<Gateway>,
+    server: Arc<ServerConfig>,
+    /// A server given by URL that holds no tokens yet is asked without
+    /// any: it may need none, and if it does its 401 says how to get them.
+    anonymous: Option<Arc<ServerConfig>>,
+    login: login::Callback,
+    done: mpsc::UnboundedReceiver<login::Outcome>,
+}
+
+impl Session {
+    async fn open(
+        config: Config,
+        target: &Target,
+        options: &LoginOptions,
+    ) -> Result<Self, ExitCode> {
+        let auth = &options.auth;
+        let mut config = config;
+        let server = target.server(&config, auth).map_err(|message| {
+            eprintln!("mcpgram: {message}");
+            ExitCode::FAILURE
+        })?;
+        if config.server(&server.id).is_none() {
+            config.servers.push(server.clone());
+        }
+        let config = Arc::new(config);
+        let vault = app::open_vault(&config).await.map_err(|error| {
+            eprintln!("mcpgram: {}", chain(&error));
+            ExitCode::FAILURE
+        })?;
+        let (login, done) = login::Callback::bind(&config).await.map_err(|error| {
+            eprintln!("mcpgram: {error}");
+            ExitCode::FAILURE
+        })?;
+        let gateway = Arc::new(
+            Gateway::new(
+                config,
+                Stores::with_flows_in_memory(vault),
+                login.redirect_uri(),
+                login.notifier(),
+            )
+            .with_elicitation(options.elicitation),
+        );
+        login.serve(gateway.clone());
+        let holds_tokens = gateway
+            .connection_summary(TERMINAL_USER, &server)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        let anonymous = (target.is_url() && !holds_tokens).then(|| {
+            Arc::new(ServerConfig {
+                auth: crate::config::ServerAuth::None,
+                ..(*server).clone()
+            })
+        });
+        Ok(Self {
+            gateway,
+            server,
+            anonymous,
+            login,
+            done,
+        })
+    }
+
+    /// The server as requests should reach it now.
+    fn current(&self) -> &ServerConfig {
+        self.anonymous.as_deref().unwrap_or(&self.server)
+    }
+
+    /// Runs an authorization flow to the end: starts it, prints or follows
+    /// its URL, waits for the callback, and says what happened.
+    async fn log_in(
+        &mut self,
+        options: &LoginOptions,
+        start: crate::gateway::StartOptions,
+    ) -> Result<(), String> {
+        let outcome = self
+            .login
+            .run(&self.gateway, &self.server, options, start, &mut self.done)
+            .await?;
+        self.anonymous = None;
+        print_login(&self.server, &outcome.report, outcome.summary.as_ref());
+        Ok(())
+    }
+}
+
+/// `mcpgram login <target>`.
+pub async fn login(config: Config, target: Target, options: LoginOptions) -> ExitCode {
+    let mut session = match Session::open(config, &target, &options).await {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let result = session
+        .log_in(&options, crate::gateway::StartOptions::default())
+        .await;
+    session.gateway.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("mcpgram: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mcpgram tools <target>`: the server's tools, one per line.
+pub async fn tools(config: Config, target: Target, options: LoginOptions) -> ExitCode {
+    run(config, target, options, |session| async move {
+        let mut tools = session
+            .gateway
+            .list_tools(TERMINAL_USER, session.current())
+            .await?;
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = std::io::stdout().lock();
+        let server = &session.server;
+        let _ = writeln!(
+            out,
+            "{} ({}): {} tool(s)",
+            server.name,
+            server.id,
+            tools.len()
+        );
+        for tool in &tools {
+            let summary = tool
+                .description
+                .as_deref()
+                .or(tool.title.as_deref())
+                .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()));
+            let _ = match summary {
+                Some(summary) => writeln!(out, "  {}  {}", tool.name, summary),
+                None => writeln!(out, "  {}", tool.name),
+            };
+        }
+        Ok(true)
+    })
+    .await
+}
+
+/// `mcpgram call <target> <tool> [json]`: the result's content on stdout.
+pub async fn call(
+    config: Config,
+    target: Target,
+    tool: String,
+    arguments: Option<JsonObject>,
+    options: LoginOptions,
+) -> ExitCode {
+    run(config, target, options, move |session| {
+        let (tool, arguments) = (tool.clone(), arguments.clone());
+        async move {
+            let result = session
+                .gateway
+                .call_tool(TERMINAL_USER, session.current(), &tool, arguments)
+                .await?;
+            print_result(&result);
+            Ok(result.is_error != Some(true))
+        }
+    })
+    .await
+}
+
+/// Runs `work` (true: succeeded) on a session. With `--login`, a 401
+/// starts an authorization from the server's challenge and a 403
+/// `insufficient_scope` a step-up to the union of the granted and the
+/// required scopes; then `work` runs again, [`MAX_AUTHORIZATIONS`] times
+/// at most.
+async fn run<F, Fut>(config: Config, target: Target, options: LoginOptions, work: F) -> ExitCode
+where
+    F: Fn(Arc<Session>) -> Fut,
+    Fut: Future<Output = Result<bool, CallError>>,
+{
+    let session = match Session::open(config, &target, &options).await {
+        Ok(session) => session,
+        Err(code) => return code,
+    };
+    let mut session = Arc::new(session);
+    let mut authorizations = 0;
+    let outcome = loop {
+        let result = work(session.clone()).await;
+        let start = match &result {
+            _ if authorizations >= MAX_AUTHORIZATIONS => break result,
+            Err(CallError::NotAuthorized { challenge, .. }) if options.login => {
+                crate::gateway::StartOptions {
+                    challenge: challenge.clone(),
+                    scopes: None,
+                }
+            }
+            Err(CallError::InsufficientScope {
+                required,
+                challenge,
+                ..
+            }) if options.login => {
+                let granted = session
+                    .gateway
+                    .connection_summary(TERMINAL_USER, &session.server)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| s.scopes)
+                    .unwrap_or_default();
+                crate::gateway::StartOptions {
+                    challenge: challenge.clone(),
+                    scopes: Some(union(&granted, required.as_deref())),
+                }
+            }
+            _ => break result,
+        };
+        let Some(open) = Arc::get_mut(&mut session) else {
+            break result;
+        };
+        authorizations += 1;
+        if let Err(message) = open.log_in(&options, start).await {
+            eprintln!("mcpgram: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    session.gateway.shutdown().await;
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!(
+                "mcpgram: {}: {}",
+                session.server.id,
+                failure(&error, session.server.is_oauth())
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The scopes held plus those a challenge requires, in order, once each.
+fn union(granted: &[String], required: Option<&str>) -> Vec<String> {
+    let mut scopes: Vec<String> = granted.to_vec();
+    for scope in required.unwrap_or_default().split_whitespace() {
+        if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    scopes
+}
+
+fn print_result(result: &CallToolResult) {
+    let mut out = std::io::stdout().lock();
+    for block in &result.content {
+        let _ = match block {
+            ContentBlock::Text(text) => writeln!(out, "{}", text.text),
+            ContentBlock::Image(image) => writeln!(out, "[image: {}]", image.mime_type),
+            ContentBlock::Audio(audio) => writeln!(out, "[audio: {}]", audio.mime_type),
+            ContentBlock::ResourceLink(link) => writeln!(out, "[link: {}]", link.uri),
+            _ => writeln!(out, "[embedded resource]"),
+        };
+    }
+    if let Some(structured) = &result.structured_content {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(structured).unwrap_or_default()
+        );
+    }
+    if result.is_error == Some(true) {
+        eprintln!("mcpgram: the tool reported an error");
+    }
+}
+
+fn print_login(server: &ServerConfig, report: &FlowReport, summary: Option<&ConnectionSummary>) {
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(
+        out,
+        "Server: {}",
+        crate::logging::scrub(server.url.as_str())
+    );
+    let found = if report.assumed_endpoints {
+        "endpoints assumed at the server's root (2025-03-26 default; nothing was discovered)"
+    } else {
+        "discovered"
+    };
+    let _ = writeln!(
+        out,
+        "Authorization server: {} ({found})",
+        report
+            .issuer
+            .as_deref()
+            .unwrap_or(&report.authorization_endpoint)
+    );
+    let client = match report.client {
+        ClientSource::PreRegistered => "pre-registered (from the config or the command line)",
+        ClientSource::MetadataDocument => "Client ID Metadata Document (SEP-991)",
+        ClientSource::CachedRegistration => "dynamic registration made earlier (RFC 7591)",
+        ClientSource::Registered => "registered now (RFC 7591)",
+    };
+    let _ = writeln!(out, "Client: {client}");
+    let requested = if report.scopes.is_empty() {
+        "(none)".to_owned()
+    } else {
+        report.scopes.join(" ")
+    };
+    let _ = writeln!(out, "Scopes asked for: {requested}");
+    if let Some(summary) = summary {
+        let granted = if summary.scopes.is_empty() {
+            "(none named)".to_owned()
+        } else {
+            summary.scopes.join(" ")
+        };
+        let _ = writeln!(out, "Signed in. Scopes granted: {granted}");
+        if let Some(left) = summary.expires_in {
+            let _ = writeln!(out, "Access token expires in {} s", left.as_secs());
+        }
+        let _ = writeln!(
+            out,
+            "Refresh token: {}",
+            if summary.refreshable { "yes" } else { "no" }
+        );
+    }
+}
+
+/// One line for an admin: what failed, in the error's own terms; the log
+/// line above it (at warn level) has the causes.
+fn failure(error: &CallError, oauth: bool) -> String {
+    let line = match error {
+        CallError::NotAuthorized { .. } if oauth => {
+            "not signed in to this server: run `mcpgram login` for it first, or add --login"
+                .to_owned()
+        }
+        CallError::NotAuthorized { .. } => {
+            "the server wants a sign-in: run `mcpgram login` for it first, or add --login"
+                .to_owned()
+        }
+        other => other.to_string(),
+    };
+    crate::logging::scrub(&line)
+}

@@ -1,0 +1,76 @@
+//! What a terminal command talks to: a server of the config, by id, or any
+//! server, by URL (to try it before enabling it for users).
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::config::{Config, OAuthSettings, ServerAuth, ServerConfig, TokenAuthMethod};
+use crate::secret::Secret;
+
+/// How to authorize with a server given by URL: the same choices as a
+/// config's `[mcp.servers.oauth]` table.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub token_endpoint_auth_method: Option<TokenAuthMethod>,
+    pub scopes: Vec<String>,
+    /// Leave out RFC 8707 `resource`.
+    pub no_resource: bool,
+    /// A Client ID Metadata Document URL to use as the client id where the
+    /// server supports them (SEP-991).
+    pub client_metadata_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Configured(String),
+    Url(Url),
+}
+
+impl Target {
+    /// An `http(s)://` URL, or a server id of the config.
+    pub fn parse(text: &str) -> Target {
+        match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Target::Url(url)
+            }
+            _ => Target::Configured(text.to_owned()),
+        }
+    }
+
+    pub fn is_url(&self) -> bool {
+        matches!(self, Target::Url(_))
+    }
+
+    /// The server to use. One given by URL is an OAuth server (its tokens
+    /// are looked up and, with `--login`, obtained); whether a request
+    /// carries them is decided per request.
+    pub fn server(&self, config: &Config, auth: &AuthOptions) -> Result<Arc<ServerConfig>, String> {
+        match self {
+            Target::Configured(id) => config.server(&id.to_lowercase()).cloned().ok_or_else(|| {
+                let ids: Vec<&str> = config.servers.iter().map(|s| s.id.as_str()).collect();
+                format!(
+                    "no server \"{id}\" in the config (servers: {}); a URL works too",
+                    if ids.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        ids.join(", ")
+                    }
+                )
+            }),
+            Target::Url(url) => Ok(Arc::new(ServerConfig::from_url(
+                url.clone(),
+                ServerAuth::OAuth(OAuthSettings {
+                    client_metadata_url: auth.client_metadata_url.clone(),
+                    scopes: auth.scopes.clone(),
+                    resource: !auth.no_resource,
+                    token_endpoint_auth_method: auth.token_endpoint_auth_method,
+                    client_id: auth.client_id.clone(),
+                    client_secret: auth.client_secret.clone(),
+                }),
+            ))),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The conformance suite's client: maps each scenario (MCP_CONFORMANCE_SCENARIO,
+# context JSON in MCP_CONFORMANCE_CONTEXT, the server URL as the last argument)
+# onto mcpgram's generic terminal commands and options. No scenario name
+# appears in mcpgram itself: whatever a scenario needs is in the engine the bot
+# uses, reached through the same options an admin has.
+#
+#   MCPGRAM_BIN   the mcpgram binary
+set -euo pipefail
+
+url="${*: -1}"
+bin="${MCPGRAM_BIN:?set MCPGRAM_BIN to the mcpgram binary}"
+scenario="${MCP_CONFORMANCE_SCENARIO:-}"
+context="${MCP_CONFORMANCE_CONTEXT:-}"
+
+# A vault of its own per run, and no config file: the server is named by URL.
+MCPGRAM_VAULT_DIR="$(mktemp -d)"
+export MCPGRAM_VAULT_DIR
+trap 'rm -rf "$MCPGRAM_VAULT_DIR"' EXIT
+export MCPGRAM_CONFIG=/nonexistent/mcpgram.toml
+export RUST_LOG="${RUST_LOG:-warn}"
+
+ctx() { # a field of the context JSON
+  [ -n "$context" ] || return 0
+  printf '%s' "$context" | python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$1"
+}
+
+auth=(--login --open-with-http --client-metadata-url https://conformance-test.local/client-metadata.json)
+case "$scenario" in
+  auth/pre-registration)
+    export MCPGRAM_CLIENT_SECRET="$(ctx client_secret)"
+    auth+=(--client-id "$(ctx client_id)")
+    ;;
+esac
+
+case "$scenario" in
+  initialize|json-schema-ref-no-deref)
+    "$bin" tools "$url" ;;
+  tools_call)
+    "$bin" call "$url" add_numbers '{"a": 2, "b": 3}' ;;
+  elicitation-sep1034-client-defaults)
+    "$bin" call "$url" test_client_elicitation_defaults '{}' --elicitation accept-defaults ;;
+  auth/*)
+    "$bin" tools "$url" "${auth[@]}"
+    "$bin" call "$url" test-tool '{}' "${auth[@]}" ;;
+  *)
+    "$bin" tools "$url" "${auth[@]}" ;;
+esac
