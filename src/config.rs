@@ -98,7 +98,30 @@ pub enum ServerAuth {
     None,
     /// Static headers sent with every request (values already resolved).
     Headers(BTreeMap<String, Secret>),
+    /// Each user connects their own account (authorization code + PKCE).
     OAuth(OAuthSettings),
+    /// The bot's own identity, shared by every user: the OAuth 2.0
+    /// client-credentials grant (SEP-1046), no per-user sign-in.
+    ClientCredentials(ClientCredentialsSettings),
+}
+
+/// A machine client registered with the server's authorization server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCredentialsSettings {
+    pub client_id: String,
+    pub credential: ClientCredential,
+    pub scopes: Vec<String>,
+}
+
+/// How a machine client proves who it is at the token endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCredential {
+    /// `client_secret_basic` or `client_secret_post`, as the server
+    /// advertises.
+    Secret(Secret),
+    /// `private_key_jwt` (RFC 7523): a PEM private key and its algorithm
+    /// (RS256, RS384, RS512, ES256 or ES384).
+    PrivateKey { pem: Secret, algorithm: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -339,8 +362,20 @@ mod raw {
         pub trusted: bool,
         pub timeout_secs: Option<u64>,
         pub oauth: Option<ServerOAuth>,
+        pub client_credentials: Option<ClientCredentials>,
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientCredentials {
+        pub client_id: String,
+        pub client_secret: Option<String>,
+        pub private_key_file: Option<String>,
+        pub signing_algorithm: Option<String>,
+        #[serde(default)]
+        pub scopes: Vec<String>,
     }
 
     #[derive(Deserialize)]
@@ -549,6 +584,16 @@ fn validate_server(
             "cannot be combined with [mcp.servers.oauth] enabled = true; keep one of them",
         );
     }
+    if server.client_credentials.is_some() && (oauth.is_some() || !server.headers.is_empty()) {
+        problems.add(
+            format!("{key}.client_credentials"),
+            "cannot be combined with [mcp.servers.oauth] or [mcp.servers.headers]; keep one of them",
+        );
+    }
+    let client_credentials = server
+        .client_credentials
+        .as_ref()
+        .and_then(|cc| client_credentials(cc, &format!("{key}.client_credentials"), env, problems));
 
     let mut headers = BTreeMap::new();
     for (name, value) in &server.headers {
@@ -635,7 +680,10 @@ fn validate_server(
             })
         }
         None if !headers.is_empty() => ServerAuth::Headers(headers),
-        None => ServerAuth::None,
+        None => match client_credentials {
+            Some(settings) => ServerAuth::ClientCredentials(settings),
+            None => ServerAuth::None,
+        },
     };
 
     Some(ServerConfig {
@@ -645,6 +693,63 @@ fn validate_server(
         trusted: server.trusted,
         timeout,
         auth,
+    })
+}
+
+fn client_credentials(
+    raw: &raw::ClientCredentials,
+    key: &str,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    problems: &mut Problems,
+) -> Option<ClientCredentialsSettings> {
+    let client_id = expand(&raw.client_id, &format!("{key}.client_id"), env, problems)?;
+    let credential = match (&raw.client_secret, &raw.private_key_file) {
+        (Some(secret), None) => ClientCredential::Secret(expand(
+            secret,
+            &format!("{key}.client_secret"),
+            env,
+            problems,
+        )?),
+        (None, Some(file)) => {
+            let algorithm = raw
+                .signing_algorithm
+                .clone()
+                .unwrap_or_else(|| "ES256".to_owned());
+            if !["RS256", "RS384", "RS512", "ES256", "ES384"].contains(&algorithm.as_str()) {
+                problems.add(
+                    format!("{key}.signing_algorithm"),
+                    format!(
+                        "\"{algorithm}\" is not supported; use RS256, RS384, RS512, ES256 or ES384"
+                    ),
+                );
+                return None;
+            }
+            match std::fs::read_to_string(file) {
+                Ok(pem) => ClientCredential::PrivateKey {
+                    pem: Secret::new(pem),
+                    algorithm,
+                },
+                Err(error) => {
+                    problems.add(
+                        format!("{key}.private_key_file"),
+                        format!("cannot read {file}: {error}"),
+                    );
+                    return None;
+                }
+            }
+        }
+        _ => {
+            problems.add(
+                key,
+                "needs either client_secret or private_key_file (one of them)",
+            );
+            return None;
+        }
+    };
+    Some(ClientCredentialsSettings {
+        client_id: client_id.expose().to_owned(),
+        credential,
+        scopes: raw.scopes.clone(),
     })
 }
 

@@ -103,6 +103,16 @@ struct LoginArgs {
     /// the server supports them (SEP-991).
     #[arg(long)]
     client_metadata_url: Option<String>,
+    /// Use the OAuth client-credentials grant (a machine client) with
+    /// --client-id and --client-secret or --private-key-file.
+    #[arg(long)]
+    client_credentials: bool,
+    /// A PEM private key for private_key_jwt client authentication.
+    #[arg(long)]
+    private_key_file: Option<PathBuf>,
+    /// Its algorithm: RS256, RS384, RS512, ES256 (the default) or ES384.
+    #[arg(long, default_value = "ES256")]
+    signing_algorithm: String,
     /// How to answer a server's elicitation requests: decline (the
     /// default) or accept-defaults (accept at once with the schema's
     /// defaults).
@@ -132,6 +142,22 @@ impl LoginArgs {
                 ));
             }
         };
+        let private_key = match &self.private_key_file {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|error| format!("--private-key-file {}: {error}", path.display()))?;
+                if !["RS256", "RS384", "RS512", "ES256", "ES384"]
+                    .contains(&self.signing_algorithm.as_str())
+                {
+                    return Err(format!(
+                        "--signing-algorithm {}: use RS256, RS384, RS512, ES256 or ES384",
+                        self.signing_algorithm
+                    ));
+                }
+                Some((Secret::new(pem), self.signing_algorithm.clone()))
+            }
+        };
         Ok(LoginOptions {
             elicitation,
             open_with_http: self.open_with_http,
@@ -144,6 +170,8 @@ impl LoginArgs {
                 scopes: self.scopes,
                 no_resource: self.no_resource,
                 client_metadata_url: self.client_metadata_url,
+                client_credentials: self.client_credentials,
+                private_key,
             },
         })
     }

@@ -80,6 +80,15 @@ pub async fn connect(
                 .serve(StreamableHttpClientTransport::with_client(auth, config))
                 .await
         }
+        ServerAuth::ClientCredentials(settings) => {
+            let manager = connector
+                .client_credentials_manager(server, settings)
+                .await?;
+            let auth = AuthClient::new(http, manager);
+            client
+                .serve(StreamableHttpClientTransport::with_client(auth, config))
+                .await
+        }
     };
     started.map_err(|error| failure::from_initialize(error, server.timeout))
 }

@@ -27,11 +27,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dashmap::DashMap;
 use rand::RngCore;
 use rmcp::transport::auth::{
-    AuthorizationManager, AuthorizationRequest, AuthorizationSession, OAuthClientConfig,
+    AuthorizationManager, AuthorizationRequest, AuthorizationSession, ClientCredentialsConfig,
+    InMemoryCredentialStore, JwtSigningAlgorithm, OAuthClientConfig,
 };
 use url::Url;
 
-use crate::config::{Config, OAuthSettings, ServerAuth, ServerConfig};
+use crate::config::{
+    ClientCredential, ClientCredentialsSettings, Config, OAuthSettings, ServerAuth, ServerConfig,
+};
 use crate::logging::chain;
 use crate::secret::Secret;
 use crate::store::{
@@ -217,6 +220,66 @@ impl Connector {
         manager.set_credential_store(self.slot(user_id, &server.id));
         discovery::use_client(&mut manager, &connection.client)?;
         Ok(Some(manager))
+    }
+
+    /// A manager holding a fresh token of the bot's own machine client
+    /// (the client-credentials grant), for a live MCP session. Nothing is
+    /// stored: when the token runs out, the session is opened again and a
+    /// new one is asked for.
+    pub async fn client_credentials_manager(
+        &self,
+        server: &ServerConfig,
+        settings: &ClientCredentialsSettings,
+    ) -> Result<AuthorizationManager, OAuthError> {
+        let challenge = self.http(server)?.challenge(&server.url).await;
+        let discovered = self.discover(server, challenge.as_deref(), false).await?;
+        let mut manager = discovered.manager;
+        let resource = Some(server.url.to_string());
+        let config = match &settings.credential {
+            ClientCredential::Secret(secret) => ClientCredentialsConfig::ClientSecret {
+                client_id: settings.client_id.clone(),
+                client_secret: secret.expose().to_owned(),
+                scopes: settings.scopes.clone(),
+                resource,
+            },
+            ClientCredential::PrivateKey { pem, algorithm } => {
+                ClientCredentialsConfig::PrivateKeyJwt {
+                    client_id: settings.client_id.clone(),
+                    signing_key: pem.expose().as_bytes().to_vec(),
+                    signing_algorithm: signing_algorithm(algorithm),
+                    token_endpoint_audience: None,
+                    scopes: settings.scopes.clone(),
+                    resource,
+                }
+            }
+        };
+        manager
+            .configure_client_credentials(&config)
+            .map_err(OAuthError::Authorize)?;
+        manager.set_credential_store(InMemoryCredentialStore::new());
+        // rmcp 3.11's exchange future is not Send (its private_key_jwt path
+        // holds a form serializer across an await), so it runs to the end
+        // on a thread of its own, driven by this runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let limit = server.timeout;
+        let exchanged = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move {
+                let result =
+                    tokio::time::timeout(limit, manager.exchange_client_credentials(&config)).await;
+                (manager, result)
+            })
+        })
+        .await
+        .map_err(|join| {
+            OAuthError::Exchange(rmcp::transport::auth::AuthError::InternalError(
+                join.to_string(),
+            ))
+        })?;
+        let (manager, result) = exchanged;
+        result
+            .map_err(|_| OAuthError::Timeout(limit))?
+            .map_err(OAuthError::Exchange)?;
+        Ok(manager)
     }
 
     /// The Client ID Metadata Document the bot publishes when hosted on
@@ -525,6 +588,17 @@ impl Connector {
             .await?;
         tracing::info!(server = %server.id, "registered an OAuth client");
         Ok(record)
+    }
+}
+
+/// The config's algorithm name (checked when the config was read).
+fn signing_algorithm(name: &str) -> JwtSigningAlgorithm {
+    match name {
+        "RS256" => JwtSigningAlgorithm::RS256,
+        "RS384" => JwtSigningAlgorithm::RS384,
+        "RS512" => JwtSigningAlgorithm::RS512,
+        "ES384" => JwtSigningAlgorithm::ES384,
+        _ => JwtSigningAlgorithm::ES256,
     }
 }
 

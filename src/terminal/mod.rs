@@ -85,7 +85,8 @@ impl Session {
             .ok()
             .flatten()
             .is_some();
-        let anonymous = (target.is_url() && !holds_tokens).then(|| {
+        let per_user = matches!(server.auth, crate::config::ServerAuth::OAuth(_));
+        let anonymous = (target.is_url() && per_user && !holds_tokens).then(|| {
             Arc::new(ServerConfig {
                 auth: crate::config::ServerAuth::None,
                 ..(*server).clone()

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::config::{Config, OAuthSettings, ServerAuth, ServerConfig, TokenAuthMethod};
+use crate::config::{
+    ClientCredential, ClientCredentialsSettings, Config, OAuthSettings, ServerAuth, ServerConfig,
+    TokenAuthMethod,
+};
 use crate::secret::Secret;
 
 /// How to authorize with a server given by URL: the same choices as a
@@ -21,6 +24,11 @@ pub struct AuthOptions {
     /// A Client ID Metadata Document URL to use as the client id where the
     /// server supports them (SEP-991).
     pub client_metadata_url: Option<String>,
+    /// Use the client-credentials grant (a machine client: `client_id`
+    /// with `client_secret` or `private_key`) instead of a user's sign-in.
+    pub client_credentials: bool,
+    /// A PEM private key for `private_key_jwt`, and its algorithm.
+    pub private_key: Option<(Secret, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +68,33 @@ impl Target {
                     }
                 )
             }),
+            Target::Url(url) if auth.client_credentials => {
+                let client_id = auth
+                    .client_id
+                    .clone()
+                    .ok_or("--client-credentials needs --client-id")?;
+                let credential = match (&auth.client_secret, &auth.private_key) {
+                    (Some(secret), None) => ClientCredential::Secret(secret.clone()),
+                    (None, Some((pem, algorithm))) => ClientCredential::PrivateKey {
+                        pem: pem.clone(),
+                        algorithm: algorithm.clone(),
+                    },
+                    _ => {
+                        return Err(
+                            "--client-credentials needs --client-secret or --private-key-file (one of them)"
+                                .to_owned(),
+                        );
+                    }
+                };
+                Ok(Arc::new(ServerConfig::from_url(
+                    url.clone(),
+                    ServerAuth::ClientCredentials(ClientCredentialsSettings {
+                        client_id,
+                        credential,
+                        scopes: auth.scopes.clone(),
+                    }),
+                )))
+            }
             Target::Url(url) => Ok(Arc::new(ServerConfig::from_url(
                 url.clone(),
                 ServerAuth::OAuth(OAuthSettings {

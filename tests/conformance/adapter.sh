@@ -31,6 +31,16 @@ case "$scenario" in
     export MCPGRAM_CLIENT_SECRET="$(ctx client_secret)"
     auth+=(--client-id "$(ctx client_id)")
     ;;
+  auth/client-credentials-basic)
+    export MCPGRAM_CLIENT_SECRET="$(ctx client_secret)"
+    auth=(--client-credentials --client-id "$(ctx client_id)")
+    ;;
+  auth/client-credentials-jwt)
+    key="$MCPGRAM_VAULT_DIR/client-key.pem"
+    ctx private_key_pem > "$key"
+    alg="$(ctx signing_algorithm)"
+    auth=(--client-credentials --client-id "$(ctx client_id)" --private-key-file "$key" --signing-algorithm "${alg:-ES256}")
+    ;;
 esac
 
 case "$scenario" in
@@ -38,8 +48,12 @@ case "$scenario" in
     "$bin" tools "$url" ;;
   tools_call)
     "$bin" call "$url" add_numbers '{"a": 2, "b": 3}' ;;
+  sse-retry)
+    "$bin" call "$url" test_reconnection '{}' ;;
   elicitation-sep1034-client-defaults)
     "$bin" call "$url" test_client_elicitation_defaults '{}' --elicitation accept-defaults ;;
+  auth/client-credentials-*)
+    "$bin" tools "$url" "${auth[@]}" ;;
   auth/*)
     "$bin" tools "$url" "${auth[@]}"
     "$bin" call "$url" test-tool '{}' "${auth[@]}" ;;
