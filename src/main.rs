@@ -55,6 +55,10 @@ enum Cmd {
     Tools {
         /// A server id of the config, or a server's URL.
         target: String,
+        /// Print the tools as the server described them (a JSON array,
+        /// input schemas verbatim) instead of one line each.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         login: LoginArgs,
     },
@@ -66,6 +70,9 @@ enum Cmd {
         tool: String,
         /// The arguments, a JSON object.
         arguments: Option<String>,
+        /// Print the whole result as JSON instead of its content.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         login: LoginArgs,
     },
@@ -243,16 +250,23 @@ fn main() -> ExitCode {
             let config = with_port(config, port);
             runtime.block_on(terminal::login(config, target.expect("parsed"), options))
         }
-        Cmd::Tools { login, .. } => {
+        Cmd::Tools { login, json, .. } => {
             let port = login.callback_port;
             let options = login.options().unwrap_or_default();
             let config = with_port(config, port);
-            runtime.block_on(terminal::tools(config, target.expect("parsed"), options))
+            let output = terminal::Output::from_flag(json);
+            runtime.block_on(terminal::tools(
+                config,
+                target.expect("parsed"),
+                options,
+                output,
+            ))
         }
         Cmd::Call {
             tool,
             arguments,
             login,
+            json,
             ..
         } => {
             let arguments = match arguments.as_deref().map(serde_json::from_str) {
@@ -274,6 +288,7 @@ fn main() -> ExitCode {
                 tool,
                 arguments,
                 options,
+                terminal::Output::from_flag(json),
             ))
         }
     }

@@ -84,6 +84,10 @@ pub enum McpError {
     OAuth(#[from] OAuthError),
     #[error("the credential store failed")]
     Store(#[from] StoreError),
+    /// The server does not list a tool of that name (or lists it with a
+    /// definition clients must refuse), so it was not called.
+    #[error("the server lists no usable tool named {name:?}")]
+    UnknownTool { name: String },
     /// A static header from the config cannot be sent.
     #[error("the configured header {name} is not valid")]
     BadHeader { name: String },
@@ -109,10 +113,23 @@ impl McpError {
         )
     }
 
+    /// The answer to `server/discover` of a server that may still speak
+    /// the 2025 protocol: a client error other than an authorization
+    /// demand or a rate limit, or something that is not a discovery result.
+    pub fn may_be_an_older_generation(&self) -> bool {
+        match self {
+            McpError::Protocol { .. } => true,
+            McpError::Status { status, .. } => {
+                (400..500).contains(status) && !matches!(status, 401 | 403 | 429)
+            }
+            _ => false,
+        }
+    }
+
     /// Leaves the session usable (the server answered sensibly); anything
     /// else drops it so the next operation starts afresh.
     pub fn keeps_session(&self) -> bool {
-        matches!(self, McpError::Rpc { .. })
+        matches!(self, McpError::Rpc { .. } | McpError::UnknownTool { .. })
     }
 }
 

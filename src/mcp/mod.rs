@@ -1,25 +1,27 @@
 //! Per-user MCP sessions and the two things users do with them: list tools
 //! and call one.
 //!
-//! One live session is kept per (Telegram user, server): an MCP session is
-//! stateful (initialize handshake, session id) and an OAuth session also
-//! owns its `AuthorizationManager`, so rebuilding it per command would be
-//! slow and wasteful. No lock is held across a network call: a slot is a
+//! One live session is kept per (Telegram user, server): a 2025 MCP
+//! session is stateful (initialize handshake, session id), a 2026 one holds
+//! what `server/discover` and `tools/list` told it, and an OAuth session
+//! also owns its `AuthorizationManager`, so rebuilding it per command would
+//! be slow and wasteful. No lock is held across a network call: a slot is a
 //! once-cell that only callers of that same slot wait on while it opens,
 //! and dropping a session (after a reconnect, say) never waits at all.
 
 pub mod client;
 mod error;
 mod failure;
+mod standalone;
 pub mod transport;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use rmcp::RoleClient;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
-use rmcp::service::{Peer, ServiceError};
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, ProtocolVersion, Tool};
+use rmcp::service::ServiceError;
 use tokio::sync::OnceCell;
 
 use crate::config::ServerConfig;
@@ -28,7 +30,7 @@ use crate::oauth::Connector;
 pub use error::{BoxError, INVALID_PARAMS, McpError};
 use transport::Session;
 
-type Slot = Arc<OnceCell<Session>>;
+type Slot = Arc<OnceCell<Live>>;
 
 pub struct Sessions {
     connector: Arc<Connector>,
@@ -36,6 +38,79 @@ pub struct Sessions {
     slots: DashMap<(u64, String), Slot>,
     /// One HTTP client per server id, made on first use.
     clients: DashMap<String, reqwest::Client>,
+}
+
+/// An open session as operations get it: the session itself, not a clone
+/// of its peer, so they can use the session's own helpers.
+type Live = Arc<Open>;
+
+pub struct Open {
+    session: Session,
+    /// The tool names of the last listing, for servers of 2026-07-28 on.
+    /// Their transport learns from `tools/list` which arguments to mirror
+    /// into `Mcp-Param-*` headers (SEP-2243) and drops tools whose header
+    /// annotations are invalid, which clients must not call: so a call
+    /// there goes only to a tool the session has seen listed.
+    listed: std::sync::Mutex<Option<Arc<HashSet<String>>>>,
+}
+
+impl Open {
+    fn new(session: Session) -> Self {
+        Self {
+            session,
+            listed: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn list_tools(&self) -> Result<Vec<Tool>, ServiceError> {
+        let tools = self.session.peer().list_all_tools().await?;
+        let names = tools.iter().map(|tool| tool.name.to_string()).collect();
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(names));
+        Ok(tools)
+    }
+
+    fn has_listed(&self, tool: &str) -> Option<bool> {
+        let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        listed.as_ref().map(|names| names.contains(tool))
+    }
+
+    fn sends_standard_headers(&self) -> bool {
+        self.session
+            .peer()
+            .peer_info()
+            .is_some_and(|info| info.protocol_version >= ProtocolVersion::STANDARD_HEADERS)
+    }
+
+    /// Calls `params.name`, first making sure (on servers that need it) that
+    /// the tool was listed; re-lists once for a name not seen yet, since
+    /// the server's tools may have changed.
+    async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, Step> {
+        if self.sends_standard_headers() && self.has_listed(&params.name) != Some(true) {
+            let listed = self.list_tools().await?;
+            if !listed.iter().any(|tool| tool.name == params.name) {
+                return Err(Step::Refused(McpError::UnknownTool {
+                    name: params.name.to_string(),
+                }));
+            }
+        }
+        // The session's own `call_tool` answers a 2026-07-28 server's
+        // `input_required` rounds (SEP-2322) through the client handler,
+        // echoing `requestState` untouched; 2025 servers never send them.
+        Ok(self.session.call_tool(params).await?)
+    }
+}
+
+/// How an operation on a session ended badly: the server or transport
+/// failed, or mcpgram declined to send the request at all.
+enum Step {
+    Failed(ServiceError),
+    Refused(McpError),
+}
+
+impl From<ServiceError> for Step {
+    fn from(error: ServiceError) -> Self {
+        Step::Failed(error)
+    }
 }
 
 impl Sessions {
@@ -54,8 +129,8 @@ impl Sessions {
         server: &ServerConfig,
         user_id: u64,
     ) -> Result<Vec<Tool>, McpError> {
-        self.run(server, user_id, |peer| async move {
-            peer.list_all_tools().await
+        self.run(server, user_id, |live| async move {
+            Ok(live.list_tools().await?)
         })
         .await
     }
@@ -71,9 +146,9 @@ impl Sessions {
         if let Some(arguments) = arguments {
             params = params.with_arguments(arguments);
         }
-        self.run(server, user_id, move |peer| {
+        self.run(server, user_id, move |live| {
             let params = params.clone();
-            async move { peer.call_tool(params).await }
+            async move { live.call_tool(params).await }
         })
         .await
     }
@@ -91,7 +166,8 @@ impl Sessions {
         self.slots.clear();
         for slot in slots {
             if let Ok(slot) = Arc::try_unwrap(slot)
-                && let Some(mut session) = slot.into_inner()
+                && let Some(live) = slot.into_inner()
+                && let Ok(Open { mut session, .. }) = Arc::try_unwrap(live)
             {
                 let _ = session.close().await;
             }
@@ -107,16 +183,19 @@ impl Sessions {
         op: F,
     ) -> Result<T, McpError>
     where
-        F: Fn(Peer<RoleClient>) -> Fut,
-        Fut: Future<Output = Result<T, ServiceError>>,
+        F: Fn(Live) -> Fut,
+        Fut: Future<Output = Result<T, Step>>,
     {
         let limit = server.timeout;
         let work = async {
             loop {
-                let (slot, peer, fresh) = self.peer(server, user_id).await?;
-                let error = match op(peer).await {
+                let (slot, live, fresh) = self.live(server, user_id).await?;
+                let error = match op(live).await {
                     Ok(value) => return Ok(value),
-                    Err(error) => failure::from_service(error, limit).for_server(server),
+                    Err(Step::Failed(error)) => {
+                        failure::from_service(error, limit).for_server(server)
+                    }
+                    Err(Step::Refused(error)) => return Err(error),
                 };
                 if !error.keeps_session() {
                     self.drop_slot(user_id, &server.id, &slot);
@@ -132,13 +211,12 @@ impl Sessions {
             .unwrap_or(Err(McpError::Timeout(limit)))
     }
 
-    /// The live session's peer, the slot it lives in, and whether it was
-    /// opened just now.
-    async fn peer(
+    /// The live session, and whether it was opened just now.
+    async fn live(
         &self,
         server: &ServerConfig,
         user_id: u64,
-    ) -> Result<(Slot, Peer<RoleClient>, bool), McpError> {
+    ) -> Result<(Slot, Live, bool), McpError> {
         // A session found dead is replaced once; twice would mean the
         // server closes every session at once, which the caller hears of.
         for _ in 0..2 {
@@ -154,23 +232,23 @@ impl Sessions {
                     let http = self.http(server)?;
                     transport::connect(server, http, user_id, &self.connector, self.client.clone())
                         .await
+                        .map(|session| Arc::new(Open::new(session)))
                         .map_err(|error| error.for_server(server))
                 })
                 .await;
-            let session = match session {
-                Ok(session) => session,
+            let live = match session {
+                Ok(session) => session.clone(),
                 Err(error) => {
                     self.drop_slot(user_id, &server.id, &slot);
                     return Err(error);
                 }
             };
-            if session.is_closed() {
+            if live.session.is_closed() {
                 // Died since it was opened: make room for a new one.
                 self.drop_slot(user_id, &server.id, &slot);
                 continue;
             }
-            let peer = session.peer().clone();
-            return Ok((slot, peer, opened));
+            return Ok((slot, live, opened));
         }
         Err(McpError::ConnectionLost { source: None })
     }

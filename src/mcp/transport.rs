@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use rmcp::RoleClient;
-use rmcp::service::{RunningService, ServiceExt};
+use rmcp::model::ProtocolVersion;
+use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::auth::AuthClient;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::auth::{AuthClient, AuthorizationManager};
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClient, StreamableHttpClientTransportConfig,
+};
 
 use super::McpError;
 use super::client::McpClient;
 use super::failure;
+use super::standalone::Watched;
 use crate::config::{ServerAuth, ServerConfig};
 use crate::net_guard::{self, Resolver};
 use crate::oauth::Connector;
@@ -56,17 +60,12 @@ pub async fn connect(
 ) -> Result<Session, McpError> {
     net_guard::check_url(&server.url, server.trusted)?;
     let config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str());
-    let started = match &server.auth {
-        ServerAuth::None => {
-            client
-                .serve(StreamableHttpClientTransport::with_client(http, config))
-                .await
-        }
+    let limit = server.timeout;
+    match &server.auth {
+        ServerAuth::None => start(client, &http, config, limit, |http| http).await,
         ServerAuth::Headers(headers) => {
             let config = with_headers(config, headers)?;
-            client
-                .serve(StreamableHttpClientTransport::with_client(http, config))
-                .await
+            start(client, &http, config, limit, |http| http).await
         }
         ServerAuth::OAuth(_) => {
             let Some(manager) = connector.session_manager(server, user_id).await? else {
@@ -75,22 +74,90 @@ pub async fn connect(
                     source: None,
                 });
             };
-            let auth = AuthClient::new(http, manager);
-            client
-                .serve(StreamableHttpClientTransport::with_client(auth, config))
-                .await
+            start(client, &http, config, limit, authorized(&http, manager)).await
         }
         ServerAuth::ClientCredentials(settings) => {
             let manager = connector
                 .client_credentials_manager(server, settings)
                 .await?;
-            let auth = AuthClient::new(http, manager);
-            client
-                .serve(StreamableHttpClientTransport::with_client(auth, config))
-                .await
+            start(client, &http, config, limit, authorized(&http, manager)).await
         }
+    }
+}
+
+/// The OAuth layer over each attempt's watched client, all attempts
+/// sharing the one authorization manager.
+fn authorized(
+    http: &reqwest::Client,
+    manager: AuthorizationManager,
+) -> impl Fn(Watched<reqwest::Client>) -> AuthClient<Watched<reqwest::Client>> {
+    let shared = AuthClient::new(Watched::new(http.clone()), manager);
+    move |watched| {
+        let mut client = shared.clone();
+        client.http_client = watched;
+        client
+    }
+}
+
+/// Opens the session in the newest generation the server speaks. rmcp's
+/// own fallback covers a server that rejects `server/discover` with a
+/// JSON-RPC error; servers of 2025 also answer it with an HTTP 4xx (no
+/// session id) or with a result that is not a discovery result, and those
+/// get the `initialize` handshake on a fresh transport here. `wrap` puts
+/// the authorization layer, if any, over the watched HTTP client.
+async fn start<C>(
+    client: McpClient,
+    http: &reqwest::Client,
+    config: StreamableHttpClientTransportConfig,
+    limit: Duration,
+    wrap: impl Fn(Watched<reqwest::Client>) -> C,
+) -> Result<Session, McpError>
+where
+    C: StreamableHttpClient + Send + Sync + 'static,
+{
+    let watched = Watched::new(http.clone());
+    let modern = client
+        .clone()
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::with_client(wrap(watched.clone()), config.clone()),
+            lifecycle(),
+        )
+        .await;
+    let error = match modern {
+        Ok(session) => {
+            watched.stream_ready().await;
+            return Ok(session);
+        }
+        // rmcp tried `initialize` already.
+        Err(error @ ClientInitializeError::LegacyFallbackFailed { .. }) => {
+            return Err(failure::from_initialize(error, limit));
+        }
+        Err(error) => failure::from_initialize(error, limit),
     };
-    started.map_err(|error| failure::from_initialize(error, server.timeout))
+    if !error.may_be_an_older_generation() {
+        return Err(error);
+    }
+    tracing::debug!(error = %crate::logging::chain(&error), "server/discover not understood; trying initialize");
+    let watched = Watched::new(http.clone());
+    let session = client
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::with_client(wrap(watched.clone()), config),
+            ClientLifecycleMode::Initialize,
+        )
+        .await
+        .map_err(|error| failure::from_initialize(error, limit))?;
+    watched.stream_ready().await;
+    Ok(session)
+}
+
+/// Both protocol generations: `server/discover` first (2026-07-28,
+/// stateless), and the `initialize` handshake when the server answers as a
+/// 2025 server does. rmcp falls back on the answer, or after 10 s of silence.
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    }
 }
 
 /// Static headers. A `Bearer` Authorization goes through rmcp's

@@ -343,6 +343,11 @@ pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
             format!("{name} cannot be used right now: {}.", oauth_reason(error))
         }
         CallError::Store(_) => STORAGE_TROUBLE.to_owned(),
+        CallError::UnknownTool { name: tool } => format!(
+            "{name} has no usable tool named {}; /tools {} lists the ones it has.",
+            foreign(tool, 64),
+            server.id
+        ),
         CallError::BadHeader { .. } => format!(
             "{name} is misconfigured in this bot (a header value is invalid); ask the bot's admin."
         ),

@@ -142,13 +142,42 @@ pub async fn login(config: Config, target: Target, options: LoginOptions) -> Exi
     }
 }
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// As the server sent them, for scripts.
+    Json,
+}
+
+impl Output {
+    pub fn from_flag(json: bool) -> Self {
+        if json { Output::Json } else { Output::Text }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 /// `mcpgram tools <target>`: the server's tools, one per line.
-pub async fn tools(config: Config, target: Target, options: LoginOptions) -> ExitCode {
-    run(config, target, options, |session| async move {
+pub async fn tools(
+    config: Config,
+    target: Target,
+    options: LoginOptions,
+    output: Output,
+) -> ExitCode {
+    run(config, target, options, move |session| async move {
         let mut tools = session
             .gateway
             .list_tools(TERMINAL_USER, session.current())
             .await?;
+        if output == Output::Json {
+            print_json(&tools);
+            return Ok(true);
+        }
         tools.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = std::io::stdout().lock();
         let server = &session.server;
@@ -182,6 +211,7 @@ pub async fn call(
     tool: String,
     arguments: Option<JsonObject>,
     options: LoginOptions,
+    output: Output,
 ) -> ExitCode {
     run(config, target, options, move |session| {
         let (tool, arguments) = (tool.clone(), arguments.clone());
@@ -190,7 +220,10 @@ pub async fn call(
                 .gateway
                 .call_tool(TERMINAL_USER, session.current(), &tool, arguments)
                 .await?;
-            print_result(&result);
+            match output {
+                Output::Text => print_result(&result),
+                Output::Json => print_json(&result),
+            }
             Ok(result.is_error != Some(true))
         }
     })

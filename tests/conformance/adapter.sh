@@ -48,6 +48,30 @@ case "$scenario" in
     "$bin" tools "$url" ;;
   tools_call)
     "$bin" call "$url" add_numbers '{"a": 2, "b": 3}' ;;
+  sep-2322-client-request-state)
+    for tool in test_mrtr_echo_state test_mrtr_no_state test_mrtr_unrelated test_mrtr_no_result_type; do
+      "$bin" call "$url" "$tool" '{}' --elicitation accept-defaults
+    done ;;
+  http-custom-headers)
+    # The context lists the calls to make, arguments included.
+    printf '%s' "$context" | python3 -c '
+import json, sys
+for call in json.load(sys.stdin)["toolCalls"]:
+    print(call["name"]); print(json.dumps(call["arguments"]))' |
+    while IFS= read -r tool && IFS= read -r arguments; do
+      "$bin" call "$url" "$tool" "$arguments"
+    done ;;
+  http-invalid-tool-headers)
+    "$bin" tools "$url"
+    "$bin" call "$url" valid_tool '{"region": "us-west1"}'
+    # A tool whose header annotations are invalid must be refused, not called.
+    if "$bin" call "$url" invalid_empty_header '{"value": "x"}'; then exit 1; fi ;;
+  json-schema-2020-12-preservation)
+    schema="$("$bin" tools "$url" --json | python3 -c '
+import json, sys
+tool = next(t for t in json.load(sys.stdin) if t["name"] == "json_schema_2020_12_tool")
+print(json.dumps({"schema": tool["inputSchema"]}))')"
+    "$bin" call "$url" json_schema_echo "$schema" ;;
   sse-retry)
     "$bin" call "$url" test_reconnection '{}' ;;
   elicitation-sep1034-client-defaults)
