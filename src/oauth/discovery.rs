@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use rmcp::transport::auth::{AuthorizationManager, AuthorizationMetadata, OAuthClientConfig};
+use rmcp::transport::auth::{
+    AuthError, AuthorizationManager, AuthorizationMetadata, OAuthClientConfig,
+};
 
 use super::OAuthError;
 use super::http::OAuthHttp;
@@ -66,18 +68,27 @@ pub async fn discover(
     net_guard::check_url(&server.url, server.trusted)?;
     let work = async {
         let mut manager =
-            AuthorizationManager::new_with_oauth_http_client(server.url.as_str(), http)
+            AuthorizationManager::new_with_oauth_http_client(server.url.as_str(), http.clone())
                 .await
                 .map_err(OAuthError::Discovery)?;
-        let resolution = manager
-            .resolve_metadata_from_challenge(challenge)
-            .await
-            .map_err(OAuthError::Discovery)?;
-        let assumed = !resolution.source.is_discovered();
+        let (metadata, assumed) = match manager.resolve_metadata_from_challenge(challenge).await {
+            Ok(resolution) => (resolution.metadata, !resolution.source.is_discovered()),
+            Err(AuthError::AuthorizationServerMismatch {
+                expected_issuer,
+                received_issuer,
+            }) if legacy_issuer_allowed(server, challenge, &expected_issuer, &received_issuer) => {
+                let metadata = legacy_metadata(&server.url, &http)
+                    .await
+                    .ok_or(OAuthError::NoMetadata)?;
+                tracing::info!(server = %server.id, issuer = %received_issuer, "2025-03-26 server: metadata at the root names an issuer with a path; accepted (same origin)");
+                (metadata, false)
+            }
+            Err(error) => return Err(OAuthError::Discovery(error)),
+        };
         if assumed && challenge.is_none() && !assumed_before {
             return Err(OAuthError::NoMetadata);
         }
-        let mut metadata = resolution.metadata;
+        let mut metadata = metadata;
         if let ServerAuth::OAuth(settings) = &server.auth
             && let Some(method) = settings.token_endpoint_auth_method
         {
@@ -100,6 +111,36 @@ pub async fn discover(
         .map_err(|_| OAuthError::Timeout(server.timeout))?
 }
 
+/// A server of the 2025-03-26 specification has no protected resource
+/// metadata: its authorization server is defined as the MCP URL's origin,
+/// whose root metadata is used whatever issuer it names. RFC 8414 would
+/// refuse an issuer with a path there, yet servers of that generation
+/// send one; it is taken only when it stays on the MCP server's own origin
+/// (whoever serves that metadata controls the origin anyway) and nothing
+/// points at protected resource metadata. Anything else is a mismatch.
+fn legacy_issuer_allowed(
+    server: &ServerConfig,
+    challenge: Option<&str>,
+    expected: &str,
+    received: &str,
+) -> bool {
+    let origin = server.url.origin().ascii_serialization();
+    let expected_is_root = expected.trim_end_matches('/') == origin;
+    let same_origin = url::Url::parse(received)
+        .is_ok_and(|issuer| issuer.origin().ascii_serialization() == origin);
+    let points_to_metadata = challenge.is_some_and(|c| c.contains("resource_metadata"));
+    expected_is_root && same_origin && !points_to_metadata
+}
+
+/// The metadata at the root of the MCP server's origin.
+async fn legacy_metadata(mcp_url: &url::Url, http: &OAuthHttp) -> Option<AuthorizationMetadata> {
+    let mut url = mcp_url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.set_path("/.well-known/oauth-authorization-server");
+    http.get_json(&url).await
+}
+
 /// Points a discovered manager at an existing client registration.
 ///
 /// rmcp's own `initialize_from_store` would set the redirect URI to the MCP
@@ -117,4 +158,53 @@ pub fn use_client(
     manager
         .configure_client(config)
         .map_err(OAuthError::Authorize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(url: &str) -> ServerConfig {
+        ServerConfig::from_url(url::Url::parse(url).unwrap(), ServerAuth::None)
+    }
+
+    #[test]
+    fn a_legacy_issuer_is_taken_only_on_the_servers_own_origin() {
+        let s = server("http://localhost:3000/mcp");
+        let root = "http://localhost:3000/";
+        assert!(legacy_issuer_allowed(
+            &s,
+            None,
+            root,
+            "http://localhost:3000/oauth"
+        ));
+        // Another origin: a mix-up, refused.
+        assert!(!legacy_issuer_allowed(
+            &s,
+            None,
+            root,
+            "https://attacker.example/oauth"
+        ));
+        assert!(!legacy_issuer_allowed(
+            &s,
+            None,
+            root,
+            "http://localhost:3001/oauth"
+        ));
+        // Expected from protected resource metadata, not the legacy root.
+        assert!(!legacy_issuer_allowed(
+            &s,
+            None,
+            "http://localhost:3000/tenant",
+            "http://localhost:3000/oauth"
+        ));
+        // The server points at resource metadata: the 2025-06 rules apply.
+        let challenge = r#"Bearer resource_metadata="http://localhost:3000/.well-known/oauth-protected-resource""#;
+        assert!(!legacy_issuer_allowed(
+            &s,
+            Some(challenge),
+            root,
+            "http://localhost:3000/oauth"
+        ));
+    }
 }

@@ -80,11 +80,17 @@ fn note(ending: Ending) {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum RequestError {
+pub enum RequestError {
     #[error("the response body exceeds {MAX_BODY} bytes")]
     TooLarge,
-    #[error("refusing a redirect")]
+    /// Refusing an address: a redirect's target, or an endpoint named by
+    /// metadata.
+    #[error("refusing the address")]
     Redirect(#[source] GuardError),
+    #[error("the URL is not valid")]
+    BadUrl,
+    #[error("the request failed")]
+    Http(#[source] reqwest::Error),
 }
 
 pub struct OAuthHttp {
@@ -222,12 +228,14 @@ impl OAuthHttp {
         url: &str,
         form: &[(&str, &str)],
         basic: Option<(&str, &str)>,
-    ) -> Result<Ending, reqwest::Error> {
-        let mut request = self.stop.post(url).form(form);
+    ) -> Result<Ending, RequestError> {
+        let parsed = url::Url::parse(url).map_err(|_| RequestError::BadUrl)?;
+        net_guard::check_url(&parsed, self.trusted).map_err(RequestError::Redirect)?;
+        let mut request = self.stop.post(parsed).form(form);
         if let Some((user, password)) = basic {
             request = request.basic_auth(user, Some(password));
         }
-        let response = request.send().await?;
+        let response = request.send().await.map_err(RequestError::Http)?;
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
         Ok(Ending::Status {
@@ -236,6 +244,35 @@ impl OAuthHttp {
                 .then(|| oauth_error_code(&body[..body.len().min(MAX_BODY)]))
                 .flatten(),
         })
+    }
+}
+
+impl OAuthHttp {
+    /// A JSON document (authorization server metadata) fetched outside
+    /// rmcp's discovery, under the same rules; `None` unless it is a 200
+    /// with a body that parses.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &url::Url) -> Option<T> {
+        net_guard::check_url(url, self.trusted).ok()?;
+        let response = self
+            .stop
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .ok()?;
+        if response.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.ok()?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).ok()
     }
 }
 
