@@ -103,6 +103,29 @@ pub enum ServerAuth {
     /// The bot's own identity, shared by every user: the OAuth 2.0
     /// client-credentials grant (SEP-1046), no per-user sign-in.
     ClientCredentials(ClientCredentialsSettings),
+    /// Enterprise-managed authorization (SEP-990): an identity from the
+    /// organisation's identity provider is exchanged for an ID-JAG there,
+    /// then for an access token at the server's authorization server; no
+    /// sign-in page, no per-user consent.
+    Enterprise(EnterpriseSettings),
+}
+
+/// Two pre-registered clients (at the identity provider and at the MCP
+/// server's authorization server) and the identity to exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnterpriseSettings {
+    pub idp_issuer: String,
+    pub idp_token_endpoint: String,
+    pub idp_client_id: String,
+    /// `client_secret_basic` at the identity provider; none: public client.
+    pub idp_client_secret: Option<Secret>,
+    /// The OpenID Connect ID token the identity provider issued to the
+    /// client above: the identity being exchanged.
+    pub id_token: Secret,
+    pub client_id: String,
+    /// `client_secret_basic` at the authorization server; none: public.
+    pub client_secret: Option<Secret>,
+    pub scopes: Vec<String>,
 }
 
 /// A machine client registered with the server's authorization server.
@@ -363,8 +386,23 @@ mod raw {
         pub timeout_secs: Option<u64>,
         pub oauth: Option<ServerOAuth>,
         pub client_credentials: Option<ClientCredentials>,
+        pub enterprise: Option<Enterprise>,
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Enterprise {
+        pub idp_issuer: String,
+        pub idp_token_endpoint: String,
+        pub idp_client_id: String,
+        pub idp_client_secret: Option<String>,
+        pub id_token: String,
+        pub client_id: String,
+        pub client_secret: Option<String>,
+        #[serde(default)]
+        pub scopes: Vec<String>,
     }
 
     #[derive(Deserialize)]
@@ -594,6 +632,18 @@ fn validate_server(
         .client_credentials
         .as_ref()
         .and_then(|cc| client_credentials(cc, &format!("{key}.client_credentials"), env, problems));
+    if server.enterprise.is_some()
+        && (oauth.is_some() || !server.headers.is_empty() || server.client_credentials.is_some())
+    {
+        problems.add(
+            format!("{key}.enterprise"),
+            "cannot be combined with [mcp.servers.oauth], [mcp.servers.headers] or [mcp.servers.client_credentials]; keep one of them",
+        );
+    }
+    let enterprise = server
+        .enterprise
+        .as_ref()
+        .and_then(|raw| enterprise(raw, &format!("{key}.enterprise"), env, problems));
 
     let mut headers = BTreeMap::new();
     for (name, value) in &server.headers {
@@ -680,9 +730,10 @@ fn validate_server(
             })
         }
         None if !headers.is_empty() => ServerAuth::Headers(headers),
-        None => match client_credentials {
-            Some(settings) => ServerAuth::ClientCredentials(settings),
-            None => ServerAuth::None,
+        None => match (client_credentials, enterprise) {
+            (Some(settings), _) => ServerAuth::ClientCredentials(settings),
+            (None, Some(settings)) => ServerAuth::Enterprise(settings),
+            (None, None) => ServerAuth::None,
         },
     };
 
@@ -749,6 +800,51 @@ fn client_credentials(
     Some(ClientCredentialsSettings {
         client_id: client_id.expose().to_owned(),
         credential,
+        scopes: raw.scopes.clone(),
+    })
+}
+
+fn enterprise(
+    raw: &raw::Enterprise,
+    key: &str,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    problems: &mut Problems,
+) -> Option<EnterpriseSettings> {
+    let mut endpoint = |value: &str, name: &str| {
+        let field = format!("{key}.{name}");
+        let value = expand(value, &field, env, problems)?.expose().to_owned();
+        match Url::parse(&value) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") => Some(value),
+            _ => {
+                problems.add(field, "must be an http(s) URL");
+                None
+            }
+        }
+    };
+    let idp_issuer = endpoint(&raw.idp_issuer, "idp_issuer");
+    let idp_token_endpoint = endpoint(&raw.idp_token_endpoint, "idp_token_endpoint");
+    let plain = |value: &str, name: &str, problems: &mut Problems| {
+        expand(value, &format!("{key}.{name}"), env, problems)
+    };
+    let idp_client_id = plain(&raw.idp_client_id, "idp_client_id", problems);
+    let idp_client_secret = match &raw.idp_client_secret {
+        Some(secret) => Some(plain(secret, "idp_client_secret", problems)?),
+        None => None,
+    };
+    let id_token = plain(&raw.id_token, "id_token", problems);
+    let client_id = plain(&raw.client_id, "client_id", problems);
+    let client_secret = match &raw.client_secret {
+        Some(secret) => Some(plain(secret, "client_secret", problems)?),
+        None => None,
+    };
+    Some(EnterpriseSettings {
+        idp_issuer: idp_issuer?,
+        idp_token_endpoint: idp_token_endpoint?,
+        idp_client_id: idp_client_id?.expose().to_owned(),
+        idp_client_secret,
+        id_token: id_token?,
+        client_id: client_id?.expose().to_owned(),
+        client_secret,
         scopes: raw.scopes.clone(),
     })
 }
@@ -918,6 +1014,67 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
         assert!(
             matches!(&error, ConfigError::Syntax { .. } if error.to_string().contains("trustd")),
             "{error}"
+        );
+    }
+
+    const MACHINE: &str = r#"
+[[mcp.servers]]
+id = "reports"
+url = "https://reports.example/mcp"
+[mcp.servers.client_credentials]
+client_id = "bot"
+client_secret = "${TODOIST_API_TOKEN}"
+scopes = ["read"]
+
+[[mcp.servers]]
+id = "corp"
+url = "https://corp.example/mcp"
+[mcp.servers.enterprise]
+idp_issuer = "https://idp.example"
+idp_token_endpoint = "https://idp.example/token"
+idp_client_id = "idp-client"
+id_token = "${TODOIST_API_TOKEN}"
+client_id = "corp-client"
+client_secret = "s3"
+"#;
+
+    #[test]
+    fn machine_identities_parse() {
+        let config = parse(&format!("{GOOD}{MACHINE}"), Path::new("t.toml"), &env).unwrap();
+        let ServerAuth::ClientCredentials(cc) = &config.server("reports").unwrap().auth else {
+            panic!("expected client credentials");
+        };
+        assert_eq!(cc.client_id, "bot");
+        assert!(
+            matches!(&cc.credential, ClientCredential::Secret(s) if s.expose() == "todo-secret")
+        );
+        let ServerAuth::Enterprise(e) = &config.server("corp").unwrap().auth else {
+            panic!("expected enterprise");
+        };
+        assert_eq!(e.id_token.expose(), "todo-secret");
+        assert_eq!(e.idp_client_secret, None);
+        assert_eq!(e.client_secret.as_ref().map(Secret::expose), Some("s3"));
+    }
+
+    #[test]
+    fn machine_identities_exclude_other_auth_and_need_a_credential() {
+        let both = MACHINE.replace(
+            "[mcp.servers.enterprise]",
+            "[mcp.servers.headers]\nX = \"y\"\n[mcp.servers.enterprise]",
+        );
+        assert_eq!(
+            keys_of(&format!("{GOOD}{both}")),
+            vec!["mcp.servers[3].enterprise"]
+        );
+        let no_secret = MACHINE.replace("client_secret = \"${TODOIST_API_TOKEN}\"\n", "");
+        assert_eq!(
+            keys_of(&format!("{GOOD}{no_secret}")),
+            vec!["mcp.servers[2].client_credentials"]
+        );
+        let bad_endpoint = MACHINE.replace("https://idp.example/token", "idp/token");
+        assert_eq!(
+            keys_of(&format!("{GOOD}{bad_endpoint}")),
+            vec!["mcp.servers[3].enterprise.idp_token_endpoint"]
         );
     }
 

@@ -10,7 +10,7 @@ use mcpgram::config::{self, Config, TokenAuthMethod};
 use mcpgram::logging::chain;
 use mcpgram::mcp::client::Elicitation;
 use mcpgram::secret::Secret;
-use mcpgram::terminal::{self, AuthOptions, LoginOptions, Target};
+use mcpgram::terminal::{self, AuthOptions, EnterpriseIdp, LoginOptions, Target};
 use mcpgram::{app, logging};
 
 #[derive(Parser)]
@@ -120,6 +120,24 @@ struct LoginArgs {
     /// Its algorithm: RS256, RS384, RS512, ES256 (the default) or ES384.
     #[arg(long, default_value = "ES256")]
     signing_algorithm: String,
+    /// Enterprise-managed authorization (SEP-990): the identity
+    /// provider's token endpoint, where the ID token is exchanged for an
+    /// ID-JAG; --client-id (and MCPGRAM_CLIENT_SECRET) are then the
+    /// client at the server's authorization server.
+    #[arg(long, requires_all = ["idp_issuer", "idp_client_id"])]
+    idp_token_endpoint: Option<String>,
+    /// The identity provider's issuer.
+    #[arg(long)]
+    idp_issuer: Option<String>,
+    /// The client id at the identity provider.
+    #[arg(long)]
+    idp_client_id: Option<String>,
+    /// Its secret, if it is a confidential client.
+    #[arg(long, env = "MCPGRAM_IDP_CLIENT_SECRET", hide_env_values = true)]
+    idp_client_secret: Option<String>,
+    /// A file holding the ID token to exchange (or MCPGRAM_ID_TOKEN).
+    #[arg(long)]
+    id_token_file: Option<PathBuf>,
     /// How to answer a server's elicitation requests: decline (the
     /// default) or accept-defaults (accept at once with the schema's
     /// defaults).
@@ -165,6 +183,28 @@ impl LoginArgs {
                 Some((Secret::new(pem), self.signing_algorithm.clone()))
             }
         };
+        let enterprise = match &self.idp_token_endpoint {
+            None => None,
+            Some(token_endpoint) => {
+                let id_token = match &self.id_token_file {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|error| format!("--id-token-file {}: {error}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                    None => std::env::var("MCPGRAM_ID_TOKEN").map_err(|_| {
+                        "--idp-token-endpoint needs the ID token: --id-token-file or MCPGRAM_ID_TOKEN"
+                            .to_owned()
+                    })?,
+                };
+                Some(EnterpriseIdp {
+                    issuer: self.idp_issuer.clone().unwrap_or_default(),
+                    token_endpoint: token_endpoint.clone(),
+                    client_id: self.idp_client_id.clone().unwrap_or_default(),
+                    client_secret: self.idp_client_secret.clone().map(Secret::new),
+                    id_token: Secret::new(id_token),
+                })
+            }
+        };
         Ok(LoginOptions {
             elicitation,
             open_with_http: self.open_with_http,
@@ -179,6 +219,7 @@ impl LoginArgs {
                 client_metadata_url: self.client_metadata_url,
                 client_credentials: self.client_credentials,
                 private_key,
+                enterprise,
             },
         })
     }

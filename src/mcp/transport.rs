@@ -82,6 +82,13 @@ pub async fn connect(
                 .await?;
             start(client, &http, config, limit, authorized(&http, manager)).await
         }
+        ServerAuth::Enterprise(settings) => {
+            // The token is the session's: a new session (after a 401, say)
+            // exchanges the identity again.
+            let token = connector.enterprise_token(server, settings).await?;
+            let config = config.auth_header(token.expose());
+            start(client, &http, config, limit, |http| http).await
+        }
     }
 }
 

@@ -34,6 +34,10 @@ pub enum OAuthError {
     TooManyFlows(u32),
     #[error("could not build an HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The identity provider or the authorization server refused an
+    /// enterprise-managed exchange (rmcp's errors here carry no secrets).
+    #[error("the enterprise token exchange failed")]
+    Enterprise(#[source] rmcp::transport::auth::enterprise::EmaError),
 }
 
 impl OAuthError {

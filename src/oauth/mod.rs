@@ -33,7 +33,8 @@ use rmcp::transport::auth::{
 use url::Url;
 
 use crate::config::{
-    ClientCredential, ClientCredentialsSettings, Config, OAuthSettings, ServerAuth, ServerConfig,
+    ClientCredential, ClientCredentialsSettings, Config, EnterpriseSettings, OAuthSettings,
+    ServerAuth, ServerConfig,
 };
 use crate::logging::chain;
 use crate::secret::Secret;
@@ -280,6 +281,58 @@ impl Connector {
             .map_err(|_| OAuthError::Timeout(limit))?
             .map_err(OAuthError::Exchange)?;
         Ok(manager)
+    }
+
+    /// An access token for a server under enterprise-managed authorization
+    /// (SEP-990): the configured ID token is exchanged at the identity
+    /// provider for an ID-JAG bound to the server's authorization server
+    /// and resource (RFC 8693), which that server exchanges for an access
+    /// token (RFC 7523 JWT bearer grant). rmcp's enterprise module makes
+    /// both requests; discovery names the authorization server.
+    pub async fn enterprise_token(
+        &self,
+        server: &ServerConfig,
+        settings: &EnterpriseSettings,
+    ) -> Result<Secret, OAuthError> {
+        use rmcp::transport::auth::enterprise::{
+            EmaAuthorizationServer, EmaClientAuthentication, EmaExchangeRequest,
+        };
+        let http = self.http(server)?;
+        let challenge = http.challenge(&server.url).await;
+        let discovered = self.discover(server, challenge.as_deref(), false).await?;
+        let metadata = &discovered.metadata;
+        let issuer = metadata.issuer.clone().ok_or(OAuthError::NoMetadata)?;
+        let authentication = |secret: &Option<Secret>| match secret {
+            Some(secret) => EmaClientAuthentication::ClientSecretBasic(oauth2::ClientSecret::new(
+                secret.expose().to_owned(),
+            )),
+            None => EmaClientAuthentication::None,
+        };
+        let idp = EmaAuthorizationServer::new(
+            settings.idp_issuer.clone(),
+            settings.idp_token_endpoint.clone(),
+            settings.idp_client_id.clone(),
+        )
+        .with_client_authentication(authentication(&settings.idp_client_secret));
+        let resource_as = EmaAuthorizationServer::new(
+            issuer,
+            metadata.token_endpoint.clone(),
+            settings.client_id.clone(),
+        )
+        .with_client_authentication(authentication(&settings.client_secret));
+        let resource = server.url.to_string();
+        let request = EmaExchangeRequest::new_with_id_token(
+            idp,
+            resource_as,
+            &resource,
+            settings.id_token.expose(),
+        )
+        .with_scopes(settings.scopes.iter().cloned());
+        let exchanged = tokio::time::timeout(server.timeout, request.exchange(&*http, &*http))
+            .await
+            .map_err(|_| OAuthError::Timeout(server.timeout))?
+            .map_err(OAuthError::Enterprise)?;
+        Ok(Secret::new(exchanged.access_token.secret()))
     }
 
     /// The Client ID Metadata Document the bot publishes when hosted on

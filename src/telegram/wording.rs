@@ -225,6 +225,9 @@ fn oauth_reason(error: &OAuthError) -> String {
         OAuthError::Store(_) => "stored data could not be read or written".to_owned(),
         OAuthError::TooManyFlows(max) => format!("{max} connect links are already waiting"),
         OAuthError::Client(_) => "the bot could not set up its connection".to_owned(),
+        OAuthError::Enterprise(_) => {
+            "the organisation's identity provider or the server's authorization server refused the bot's identity (ask the bot's admin)".to_owned()
+        }
     }
 }
 

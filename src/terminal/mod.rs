@@ -24,7 +24,7 @@ use crate::logging::chain;
 use crate::store::Stores;
 
 pub use login::LoginOptions;
-pub use target::{AuthOptions, Target};
+pub use target::{AuthOptions, EnterpriseIdp, Target};
 
 /// The vault namespace of the terminal's own logins. Telegram user ids
 /// start at 1, so 0 never belongs to a chat user.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::config::{
-    ClientCredential, ClientCredentialsSettings, Config, OAuthSettings, ServerAuth, ServerConfig,
-    TokenAuthMethod,
+    ClientCredential, ClientCredentialsSettings, Config, EnterpriseSettings, OAuthSettings,
+    ServerAuth, ServerConfig, TokenAuthMethod,
 };
 use crate::secret::Secret;
 
@@ -29,6 +29,18 @@ pub struct AuthOptions {
     pub client_credentials: bool,
     /// A PEM private key for `private_key_jwt`, and its algorithm.
     pub private_key: Option<(Secret, String)>,
+    /// Enterprise-managed authorization: the identity provider and the
+    /// identity to exchange there.
+    pub enterprise: Option<EnterpriseIdp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnterpriseIdp {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub id_token: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +80,29 @@ impl Target {
                     }
                 )
             }),
+            Target::Url(url) if auth.enterprise.is_some() => {
+                let idp = auth
+                    .enterprise
+                    .as_ref()
+                    .ok_or("--idp-token-endpoint is missing")?;
+                let client_id = auth
+                    .client_id
+                    .clone()
+                    .ok_or("--idp-token-endpoint needs --client-id (the client at the server's authorization server)")?;
+                Ok(Arc::new(ServerConfig::from_url(
+                    url.clone(),
+                    ServerAuth::Enterprise(EnterpriseSettings {
+                        idp_issuer: idp.issuer.clone(),
+                        idp_token_endpoint: idp.token_endpoint.clone(),
+                        idp_client_id: idp.client_id.clone(),
+                        idp_client_secret: idp.client_secret.clone(),
+                        id_token: idp.id_token.clone(),
+                        client_id,
+                        client_secret: auth.client_secret.clone(),
+                        scopes: auth.scopes.clone(),
+                    }),
+                )))
+            }
             Target::Url(url) if auth.client_credentials => {
                 let client_id = auth
                     .client_id

@@ -41,6 +41,13 @@ case "$scenario" in
     alg="$(ctx signing_algorithm)"
     auth=(--client-credentials --client-id "$(ctx client_id)" --private-key-file "$key" --signing-algorithm "${alg:-ES256}")
     ;;
+  auth/cross-app-access-complete-flow|auth/enterprise-managed-authorization)
+    export MCPGRAM_CLIENT_SECRET="$(ctx client_secret)"
+    MCPGRAM_ID_TOKEN="$(ctx idp_id_token)"
+    export MCPGRAM_ID_TOKEN
+    auth=(--client-id "$(ctx client_id)" --idp-issuer "$(ctx idp_issuer)"
+          --idp-token-endpoint "$(ctx idp_token_endpoint)" --idp-client-id "$(ctx idp_client_id)")
+    ;;
 esac
 
 case "$scenario" in
@@ -76,7 +83,7 @@ print(json.dumps({"schema": tool["inputSchema"]}))')"
     "$bin" call "$url" test_reconnection '{}' ;;
   elicitation-sep1034-client-defaults)
     "$bin" call "$url" test_client_elicitation_defaults '{}' --elicitation accept-defaults ;;
-  auth/client-credentials-*)
+  auth/client-credentials-*|auth/cross-app-access-*|auth/enterprise-managed-*)
     "$bin" tools "$url" "${auth[@]}" ;;
   auth/*)
     "$bin" tools "$url" "${auth[@]}"
