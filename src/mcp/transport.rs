@@ -132,7 +132,7 @@ where
         .await;
     let error = match modern {
         Ok(session) => {
-            watched.stream_ready().await;
+            stream_ready(&session, &watched).await;
             return Ok(session);
         }
         // rmcp tried `initialize` already.
@@ -153,8 +153,20 @@ where
         )
         .await
         .map_err(|error| failure::from_initialize(error, limit))?;
-    watched.stream_ready().await;
+    stream_ready(&session, &watched).await;
     Ok(session)
+}
+
+/// Waits for the standalone stream of a session that has one: only the
+/// 2025 generation (with `initialize`) opens it.
+async fn stream_ready<C>(session: &Session, watched: &Watched<C>) {
+    let legacy = session
+        .peer()
+        .peer_info()
+        .is_some_and(|info| info.protocol_version.has_initialize());
+    if legacy {
+        watched.stream_ready().await;
+    }
 }
 
 /// Both protocol generations: `server/discover` first (2026-07-28,
