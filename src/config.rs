@@ -969,6 +969,9 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
         match name {
             "TELEGRAM_BOT_TOKEN" => Some("123:abc".into()),
             "TODOIST_API_TOKEN" => Some("todo-secret".into()),
+            "REPORTS_CLIENT_SECRET" | "CORP_ID_TOKEN" | "WIKI_CLIENT_SECRET" => {
+                Some("example-secret".into())
+            }
             _ => None,
         }
     }
@@ -1153,14 +1156,33 @@ client_secret = "s3"
         let uncommented: String = example
             .lines()
             .skip_while(|line| !line.starts_with("# [[mcp.servers]]"))
-            .map(|line| line.strip_prefix("# ").unwrap_or(line))
+            .map(|line| match line.strip_prefix("# ") {
+                // A table or a `key = value` line; prose stays a comment.
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
             .collect::<Vec<_>>()
             .join("\n");
-        let both = format!("{example}\n{uncommented}");
-        let config = parse(&both, Path::new("example"), &env).unwrap();
+        let all = format!("{example}\n{uncommented}");
+        let config = parse(&all, Path::new("example"), &env).unwrap();
         assert!(matches!(
             config.server("todoist-token").unwrap().auth,
             ServerAuth::Headers(_)
+        ));
+        assert!(matches!(
+            config.server("reports").unwrap().auth,
+            ServerAuth::ClientCredentials(_)
+        ));
+        assert!(matches!(
+            config.server("corp-wiki").unwrap().auth,
+            ServerAuth::Enterprise(_)
         ));
     }
 
