@@ -25,11 +25,12 @@ use crate::mcp::Sessions;
 use crate::mcp::client::{Elicitation, McpClient};
 use crate::oauth::{CallbackError, CallbackParams, Connector};
 use crate::store::{ChatMessage, CommandTicket, FlowOwner, StoreError, Stores};
+pub use crate::store::{Resume, ResumeOp};
 
 pub use crate::mcp::{INVALID_PARAMS, McpError as CallError};
 pub use crate::oauth::{
     Binding, BindingCookie, Bound, BrowserError, ClientSource, FlowLink, FlowRef, FlowReport,
-    OAuthError, StartOptions, StartPage,
+    OAuthError, Revocation, StartOptions, StartPage,
 };
 pub use notify::{ChatNotifier, Intruder, Notice, Silent};
 
@@ -40,6 +41,9 @@ pub enum Standing {
     NoSignIn,
     Connected,
     NotConnected,
+    /// Connected once, but the authorization server refused the refresh
+    /// token (expired, revoked): the user must connect again.
+    Expired,
     /// The stored record cannot be read (logged); connecting again
     /// replaces it.
     Unreadable,
@@ -60,6 +64,8 @@ pub struct ConnectionSummary {
 pub struct ServerStatus {
     pub server: Arc<ServerConfig>,
     pub standing: Standing,
+    /// What the connection holds, when connected.
+    pub summary: Option<ConnectionSummary>,
 }
 
 /// A connect link for the user to open.
@@ -94,11 +100,14 @@ pub struct Connected {
     pub server: Arc<ServerConfig>,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The command that waited for this authorization.
+    pub resume: Option<Resume>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disconnected {
-    Removed,
+    /// The tokens are deleted; what the server did with them.
+    Removed(Revocation),
     WasNotConnected,
 }
 
@@ -193,9 +202,19 @@ impl Gateway {
     pub async fn status(&self, user_id: u64) -> Vec<ServerStatus> {
         let mut out = Vec::with_capacity(self.config.servers.len());
         for server in &self.config.servers {
+            let standing = self.standing(user_id, server).await;
+            let summary = match standing {
+                Standing::Connected => self
+                    .connection_summary(user_id, server)
+                    .await
+                    .ok()
+                    .flatten(),
+                _ => None,
+            };
             out.push(ServerStatus {
                 server: server.clone(),
-                standing: self.standing(user_id, server).await,
+                standing,
+                summary,
             });
         }
         out
@@ -233,12 +252,14 @@ impl Gateway {
         }))
     }
 
-    async fn standing(&self, user_id: u64, server: &ServerConfig) -> Standing {
+    /// The user's standing with one server.
+    pub async fn standing(&self, user_id: u64, server: &ServerConfig) -> Standing {
         if !server.is_oauth() {
             return Standing::NoSignIn;
         }
-        match self.oauth.connection(user_id, &server.id).await {
-            Ok(Some(_)) => Standing::Connected,
+        match self.oauth.holds(user_id, &server.id).await {
+            Ok(Some(true)) => Standing::Connected,
+            Ok(Some(false)) => Standing::Expired,
             Ok(None) => Standing::NotConnected,
             Err(error) => {
                 tracing::error!(user = user_id, server = %server.id, error = %chain(&error), "stored connection unreadable");
@@ -399,6 +420,7 @@ impl Gateway {
                     owner: done.flow.owner,
                     server: server.clone(),
                     scopes: done.scopes,
+                    resume: done.resume,
                 }),
                 None => Err(CallbackError::UnknownServer { flow: done.flow }),
             },
@@ -412,6 +434,7 @@ impl Gateway {
                     .notify(Notice::Connected {
                         owner: connected.owner,
                         server: &connected.server,
+                        resume: connected.resume.clone(),
                     })
                     .await;
             }
@@ -467,7 +490,8 @@ impl Gateway {
             .inspect_err(|error| log_call_failure(user_id, server, "calling a tool", error))
     }
 
-    /// Deletes the user's tokens for the server and closes the session.
+    /// Revokes the user's tokens at the server (RFC 7009, where it can),
+    /// deletes them whatever it answered, and closes the session.
     pub async fn disconnect(
         &self,
         user_id: u64,
@@ -479,15 +503,14 @@ impl Gateway {
         self.sessions.forget(user_id, &server.id);
         let removed = self
             .oauth
-            .disconnect(user_id, &server.id)
+            .disconnect(user_id, server)
             .await
             .inspect_err(|error| {
                 tracing::error!(user = user_id, server = %server.id, error = %chain(error), "disconnect failed");
             })?;
-        Ok(if removed {
-            Disconnected::Removed
-        } else {
-            Disconnected::WasNotConnected
+        Ok(match removed {
+            Some(revocation) => Disconnected::Removed(revocation),
+            None => Disconnected::WasNotConnected,
         })
     }
 
@@ -495,6 +518,23 @@ impl Gateway {
     pub async fn shutdown(&self) {
         self.sessions.close_all().await;
     }
+}
+
+/// Authorizations for more scopes one command may go through before the
+/// bot stops asking: a server that keeps refusing gets no loop.
+pub const MAX_STEP_UPS: u8 = 3;
+
+/// The scopes of a step-up: those held plus those the server now
+/// requires, in order, once each (asking for the required ones alone would
+/// lose what was granted).
+pub fn step_up_scopes(granted: &[String], required: Option<&str>) -> Vec<String> {
+    let mut scopes: Vec<String> = granted.to_vec();
+    for scope in required.unwrap_or_default().split_whitespace() {
+        if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    scopes
 }
 
 fn log_call_failure(user_id: u64, server: &ServerConfig, what: &str, error: &CallError) {

@@ -7,7 +7,7 @@
 
 use crate::config::ServerConfig;
 use crate::oauth::CallbackError;
-use crate::store::{ChatMessage, FlowOwner};
+use crate::store::{ChatMessage, FlowOwner, Resume};
 
 /// Who tried to use someone else's link.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub enum Notice<'a> {
     Connected {
         owner: FlowOwner,
         server: &'a ServerConfig,
+        /// The command that waited for this authorization, to run now.
+        resume: Option<Resume>,
     },
     /// The callback came but connected nothing. `server` is `None` when
     /// the server left the config since the flow started.

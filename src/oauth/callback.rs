@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{Connector, OAuthError, discovery, state::OneFlowState};
 use crate::config::ServerConfig;
 use crate::secret::Secret;
-use crate::store::{Connection, FlowOwner, PendingFlow, StoreError, TakeError};
+use crate::store::{Connection, FlowOwner, PendingFlow, Resume, StoreError, TakeError};
 
 /// The redirect's query (RFC 6749 §4.1.2, RFC 9207 `iss`).
 #[derive(Deserialize, Default)]
@@ -42,6 +42,8 @@ pub struct Completed {
     pub flow: FlowRef,
     /// The scopes granted.
     pub scopes: Vec<String>,
+    /// The command that waited for this authorization.
+    pub resume: Option<Resume>,
 }
 
 /// Why a callback did not connect anything. Variants that found the flow
@@ -156,6 +158,7 @@ impl Connector {
         };
 
         let kept = pending.clone();
+        let resume = pending.resume.clone();
         let (exchanged, ending) =
             super::http::observed(self.exchange(&server, pending, &code, params.iss.as_deref()))
                 .await;
@@ -196,6 +199,7 @@ impl Connector {
         Ok(Completed {
             flow,
             scopes: connection.credentials.granted_scopes.clone(),
+            resume,
         })
     }
 

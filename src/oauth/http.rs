@@ -146,7 +146,24 @@ impl OAuthHttp {
             OAuthHttpRedirectPolicy::Stop => &self.stop,
             _ => &self.follow,
         };
-        let mut request = request.request;
+        self.exchange(client, request.request).await
+    }
+
+    /// An OAuth request made outside rmcp (with the `oauth2` crate's
+    /// builders: revocation), under the same rules; redirects not followed.
+    pub async fn send(
+        &self,
+        request: oauth2::HttpRequest,
+    ) -> Result<oauth2::HttpResponse, OAuthHttpClientError> {
+        self.exchange(&self.stop, request).await
+    }
+
+    async fn exchange(
+        &self,
+        client: &reqwest::Client,
+        request: oauth2::HttpRequest,
+    ) -> Result<oauth2::HttpResponse, OAuthHttpClientError> {
+        let mut request = request;
         if self.strip_resource {
             strip_form_param(&mut request, "resource");
         }

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod discovery;
 mod error;
 pub mod http;
+mod revoke;
 mod state;
 pub mod telegram_login;
 
@@ -39,13 +40,15 @@ use crate::config::{
 use crate::logging::chain;
 use crate::secret::Secret;
 use crate::store::{
-    ClientRecord, Connection, FlowOwner, FlowState, InsertError, PendingFlow, StoreError, Stores,
+    ClientRecord, Connection, FlowOwner, FlowState, InsertError, PendingFlow, Resume, StoreError,
+    Stores,
 };
 
 pub use binding::{Binding, BindingCookie, Bound, BrowserError, StartPage};
 pub use callback::{CallbackError, CallbackParams, Completed, FlowRef};
 pub use credentials::SlotCredentials;
 pub use error::OAuthError;
+pub use revoke::Revocation;
 
 use discovery::Discovered;
 use http::OAuthHttp;
@@ -121,6 +124,8 @@ pub struct StartOptions {
     /// Scopes to ask for instead of the usual selection: a step-up asks
     /// for the union of what was granted and what is now required.
     pub scopes: Option<Vec<String>>,
+    /// The command to run once the flow completes.
+    pub resume: Option<Resume>,
 }
 
 /// Starts and completes flows and builds the managers of live sessions.
@@ -188,9 +193,67 @@ impl Connector {
             .filter(Connection::has_tokens))
     }
 
-    /// Deletes the user's tokens for the server; answers whether there were any.
-    pub async fn disconnect(&self, user_id: u64, server_id: &str) -> Result<bool, StoreError> {
-        self.stores.credentials.remove(user_id, server_id).await
+    /// Whether the user holds a connection to the server (`Some`), and
+    /// whether it still has tokens (`true`); a rejected refresh token
+    /// leaves the connection without them.
+    pub async fn holds(&self, user_id: u64, server_id: &str) -> Result<Option<bool>, StoreError> {
+        Ok(self
+            .stores
+            .credentials
+            .load(user_id, server_id)
+            .await?
+            .map(|connection| connection.has_tokens()))
+    }
+
+    /// Revokes the user's tokens at the server's revocation endpoint
+    /// (RFC 7009), then deletes them whatever the answer. `None`: there
+    /// was nothing to delete.
+    pub async fn disconnect(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+    ) -> Result<Option<Revocation>, StoreError> {
+        let Some(connection) = self.stores.credentials.load(user_id, &server.id).await? else {
+            return Ok(None);
+        };
+        let revocation = if connection.has_tokens() {
+            tokio::time::timeout(server.timeout, self.revoke(server, &connection))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(server = %server.id, user = user_id, "revocation timed out");
+                    Revocation::Failed
+                })
+        } else {
+            Revocation::Revoked
+        };
+        self.stores.credentials.remove(user_id, &server.id).await?;
+        Ok(Some(revocation))
+    }
+
+    async fn revoke(&self, server: &ServerConfig, connection: &Connection) -> Revocation {
+        let discovered = match self
+            .discover(
+                server,
+                connection.client.challenge.as_deref(),
+                connection.client.assumed_endpoints,
+            )
+            .await
+        {
+            Ok(discovered) => discovered,
+            Err(error) => {
+                tracing::warn!(server = %server.id, error = %chain(&error), "discovery for revocation failed");
+                return Revocation::Failed;
+            }
+        };
+        let endpoint = discovered
+            .metadata
+            .additional_fields
+            .get("revocation_endpoint")
+            .and_then(|v| v.as_str());
+        let (Some(endpoint), Ok(http)) = (endpoint, self.http(server)) else {
+            return Revocation::NotSupported;
+        };
+        revoke::revoke(&http, endpoint, connection, &server.id).await
     }
 
     /// A manager holding the user's tokens for a live MCP session, or
@@ -439,6 +502,7 @@ impl Connector {
             },
             binding: None,
             message: None,
+            resume: options.resume,
         };
         let link = match self.binding() {
             binding::Binding::Loopback => FlowLink::Direct(flow.authorize_url.clone()),

@@ -263,6 +263,7 @@ mod tests {
             authorize_url: Secret::new("http://as/authorize?state=x"),
             binding: None,
             message: None,
+            resume: None,
         }
     }
 

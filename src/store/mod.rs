@@ -22,7 +22,9 @@ use rmcp::transport::auth::StoredCredentials;
 
 use crate::vault::{Vault, VaultError};
 
-pub use records::{ChatMessage, ClientRecord, Connection, FlowOwner, FlowState, PendingFlow};
+pub use records::{
+    ChatMessage, ClientRecord, Connection, FlowOwner, FlowState, PendingFlow, Resume, ResumeOp,
+};
 
 /// Why a store could not do its job.
 #[derive(Debug, thiserror::Error)]

@@ -124,6 +124,36 @@ pub struct PendingFlow {
     pub binding: Option<String>,
     /// The chat message holding the link, once sent.
     pub message: Option<ChatMessage>,
+    /// The command that asked for this authorization, run again once it
+    /// completes; it expires with the flow.
+    #[serde(default)]
+    pub resume: Option<Resume>,
+}
+
+/// A command waiting for an authorization: it runs when the callback
+/// completes, in the chat that asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    pub op: ResumeOp,
+    /// Chat where the command was sent (a group, say); the flow itself
+    /// belongs to the private chat.
+    pub chat_id: i64,
+    /// How a start page names the user, should the command need another
+    /// authorization.
+    pub requester: String,
+    /// Authorizations this command has gone through for more scopes:
+    /// after a few, a server that keeps refusing is given up on.
+    pub step_ups: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ResumeOp {
+    ListTools,
+    CallTool {
+        tool: String,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    },
 }
 
 impl PendingFlow {

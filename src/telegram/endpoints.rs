@@ -13,10 +13,14 @@ use teloxide::prelude::*;
 use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
 
 use super::commands::{self, CallRequest, Problem, Request};
+use super::notifier::Resumption;
 use super::send::{self, LinkButton};
 use super::wording::{self, OfferReason};
 use crate::config::ServerConfig;
-use crate::gateway::{Busy, CallError, FlowLink, Gateway};
+use crate::gateway::{
+    Busy, CallError, FlowLink, Gateway, MAX_STEP_UPS, Resume, ResumeOp, StartOptions,
+    step_up_scopes,
+};
 use crate::logging::chain;
 use crate::store::{ChatMessage, CommandTicket, FlowOwner};
 
@@ -171,6 +175,7 @@ pub async fn connect(
             &gateway,
             &server,
             OfferReason::Asked,
+            StartOptions::default(),
             done,
         )
         .await
@@ -203,14 +208,18 @@ pub async fn tools(
     ticket: Ticket,
 ) -> HandlerResult {
     in_background(ticket, |done| async move {
-        typing(&bot, msg.chat.id);
-        match gateway.list_tools(sender(&msg), &server).await {
-            Ok(tools) => {
-                done.release();
-                send::text(&bot, msg.chat.id, &wording::tools(&server, &tools)).await
-            }
-            Err(error) => failed(&bot, &msg, &me, &gateway, &server, error, done).await,
-        }
+        let from = Origin::of_message(&msg);
+        run_op(
+            &bot,
+            &from,
+            &me,
+            &gateway,
+            &server,
+            ResumeOp::ListTools,
+            0,
+            done,
+        )
+        .await
     })
 }
 
@@ -223,23 +232,134 @@ pub async fn call(
     ticket: Ticket,
 ) -> HandlerResult {
     in_background(ticket, |done| async move {
-        typing(&bot, msg.chat.id);
+        let from = Origin::of_message(&msg);
         let CallRequest {
             server,
             tool,
             arguments,
         } = call;
-        match gateway
-            .call_tool(sender(&msg), &server, &tool, arguments)
-            .await
-        {
-            Ok(result) => {
-                done.release();
-                send::text(&bot, msg.chat.id, &wording::call_result(&result)).await
-            }
-            Err(error) => failed(&bot, &msg, &me, &gateway, &server, error, done).await,
-        }
+        let op = ResumeOp::CallTool { tool, arguments };
+        run_op(&bot, &from, &me, &gateway, &server, op, 0, done).await
     })
+}
+
+/// A command whose authorization just completed, run again in the chat
+/// that sent it.
+pub fn resume(bot: Bot, me: Me, gateway: Arc<Gateway>, resumption: Resumption) {
+    let Some(server) = gateway.find_server(&resumption.server_id) else {
+        return;
+    };
+    let Resume {
+        op,
+        chat_id,
+        requester,
+        step_ups,
+    } = resumption.resume;
+    let from = Origin {
+        user_id: resumption.owner.user_id,
+        requester,
+        chat: ChatId(chat_id),
+        private: chat_id == resumption.owner.chat_id,
+    };
+    // The user may have started another command meanwhile: this one runs
+    // all the same (it was asked for first), holding the ticket if free.
+    let ticket = Ticket(Arc::new(Mutex::new(
+        gateway
+            .begin_command(from.user_id, &label_of(&server, &op))
+            .ok(),
+    )));
+    let _ = in_background(ticket, move |done| async move {
+        run_op(&bot, &from, &me, &gateway, &server, op, step_ups, done).await
+    });
+}
+
+fn label_of(server: &ServerConfig, op: &ResumeOp) -> String {
+    match op {
+        ResumeOp::ListTools => format!("/tools {}", server.id),
+        ResumeOp::CallTool { tool, .. } => format!("/call {} {tool}", server.id),
+    }
+}
+
+/// Lists tools or calls one, and answers in `from`'s chat; a missing or
+/// insufficient authorization gets a connect link that runs `op` again
+/// once approved. `step_ups` counts the step-ups `op` went through.
+#[allow(clippy::too_many_arguments)]
+async fn run_op(
+    bot: &Bot,
+    from: &Origin,
+    me: &Me,
+    gateway: &Gateway,
+    server: &Arc<ServerConfig>,
+    op: ResumeOp,
+    step_ups: u8,
+    done: Done,
+) -> HandlerResult {
+    typing(bot, from.chat);
+    let outcome = match &op {
+        ResumeOp::ListTools => gateway
+            .list_tools(from.user_id, server)
+            .await
+            .map(|tools| wording::tools(server, &tools)),
+        ResumeOp::CallTool { tool, arguments } => gateway
+            .call_tool(from.user_id, server, tool, arguments.clone())
+            .await
+            .map(|result| wording::call_result(&result)),
+    };
+    let error = match outcome {
+        Ok(text) => {
+            done.release();
+            return send::text(bot, from.chat, &text).await;
+        }
+        Err(error) => error,
+    };
+    let resume = |step_ups| Resume {
+        op: op.clone(),
+        chat_id: from.chat.0,
+        requester: from.requester.clone(),
+        step_ups,
+    };
+    if server.is_oauth() {
+        match &error {
+            CallError::NotAuthorized { challenge, .. } => {
+                let options = StartOptions {
+                    challenge: challenge.clone(),
+                    scopes: None,
+                    resume: Some(resume(step_ups)),
+                };
+                let reason = OfferReason::NotConnected;
+                return offer_connect(bot, from, me, gateway, server, reason, options, done).await;
+            }
+            CallError::InsufficientScope {
+                required,
+                challenge,
+                ..
+            } if step_ups < MAX_STEP_UPS => {
+                let granted = gateway
+                    .connection_summary(from.user_id, server)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|summary| summary.scopes)
+                    .unwrap_or_default();
+                let scopes = step_up_scopes(&granted, required.as_deref());
+                let options = StartOptions {
+                    challenge: challenge.clone(),
+                    scopes: Some(scopes.clone()),
+                    resume: Some(resume(step_ups + 1)),
+                };
+                let reason = OfferReason::StepUp { scopes };
+                return offer_connect(bot, from, me, gateway, server, reason, options, done).await;
+            }
+            CallError::InsufficientScope { required, .. } => {
+                done.release();
+                let text = wording::step_up_exhausted(server, required.as_deref());
+                return send::text(bot, from.chat, &text).await;
+            }
+            _ => {}
+        }
+    }
+    done.release();
+    send::text(bot, from.chat, &wording::call_failed(server, &error)).await
 }
 
 /// A tap on "New link" under an expired one.
@@ -267,38 +387,11 @@ pub async fn new_link(
             &gateway,
             &server,
             OfferReason::Asked,
+            StartOptions::default(),
             done,
         )
         .await
     })
-}
-
-/// A failed MCP operation: a connect link when the user must authorize,
-/// one sentence otherwise.
-async fn failed(
-    bot: &Bot,
-    msg: &Message,
-    me: &Me,
-    gateway: &Gateway,
-    server: &Arc<ServerConfig>,
-    error: CallError,
-    done: Done,
-) -> HandlerResult {
-    if server.is_oauth() && matches!(error, CallError::NotAuthorized { .. }) {
-        let from = Origin::of_message(msg);
-        return offer_connect(
-            bot,
-            &from,
-            me,
-            gateway,
-            server,
-            OfferReason::NotConnected,
-            done,
-        )
-        .await;
-    }
-    done.release();
-    send::text(bot, msg.chat.id, &wording::call_failed(server, &error)).await
 }
 
 /// Who asked, and where.
@@ -339,6 +432,7 @@ impl Origin {
 
 /// Starts a flow and sends its link to the user's private chat. In a group
 /// the link is never posted: the group gets a pointer instead.
+#[allow(clippy::too_many_arguments)]
 async fn offer_connect(
     bot: &Bot,
     from: &Origin,
@@ -346,6 +440,7 @@ async fn offer_connect(
     gateway: &Gateway,
     server: &Arc<ServerConfig>,
     reason: OfferReason,
+    options: StartOptions,
     done: Done,
 ) -> HandlerResult {
     if !server.is_oauth() {
@@ -360,7 +455,9 @@ async fn offer_connect(
         chat_id: private_chat.0,
     };
     typing(bot, from.chat);
-    let offer = gateway.start_connect(owner, &from.requester, server).await;
+    let offer = gateway
+        .start_connect_with(owner, &from.requester, server, options)
+        .await;
     done.release();
     let offer = match offer {
         Ok(offer) => offer,
@@ -387,7 +484,7 @@ async fn offer_connect(
     let sent = send::link(
         bot,
         private_chat,
-        &wording::connect_offer(&offer, reason),
+        &wording::connect_offer(&offer, &reason),
         button,
     )
     .await;

@@ -48,7 +48,11 @@ pub enum TelegramError {
 /// A bot that has checked its token with `getMe`.
 pub struct Telegram {
     bot: Bot,
+    me: teloxide::types::Me,
     allowed: schema::AllowedUsers,
+    /// Commands whose authorization just completed: the notifier queues
+    /// them, [`Telegram::run`] runs them.
+    resumes: notifier::Resumes,
 }
 
 impl Telegram {
@@ -68,12 +72,17 @@ impl Telegram {
         tracing::info!(bot = %me.username(), "connected to Telegram");
         Ok(Self {
             bot,
+            me,
             allowed: schema::AllowedUsers(config.allowed_users.clone().into()),
+            resumes: notifier::Resumes::new(),
         })
     }
 
     pub fn notifier(&self) -> Arc<dyn ChatNotifier> {
-        Arc::new(notifier::TelegramNotifier::new(self.bot.clone()))
+        Arc::new(notifier::TelegramNotifier::new(
+            self.bot.clone(),
+            self.resumes.sender(),
+        ))
     }
 
     /// Long-polls for updates until `shutdown` completes.
@@ -82,6 +91,14 @@ impl Telegram {
         gateway: Arc<Gateway>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), TelegramError> {
+        if let Some(mut waiting) = self.resumes.take_receiver() {
+            let (bot, me, gateway) = (self.bot.clone(), self.me.clone(), gateway.clone());
+            tokio::spawn(async move {
+                while let Some(resumption) = waiting.recv().await {
+                    endpoints::resume(bot.clone(), me.clone(), gateway.clone(), resumption);
+                }
+            });
+        }
         let listener = update_listeners::polling_default(self.bot.clone()).await;
         let mut dispatcher = Dispatcher::builder(self.bot.clone(), schema::schema())
             .dependencies(dptree::deps![gateway, self.allowed])

@@ -5,16 +5,62 @@ use teloxide::prelude::*;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
 
 use super::{commands, send, wording};
+use tokio::sync::mpsc;
+
 use crate::gateway::{ChatNotifier, Notice};
 use crate::logging::chain;
+use crate::store::{FlowOwner, Resume};
 
 pub struct TelegramNotifier {
     bot: Bot,
+    resumes: mpsc::UnboundedSender<Resumption>,
 }
 
 impl TelegramNotifier {
-    pub fn new(bot: Bot) -> Self {
-        Self { bot }
+    pub fn new(bot: Bot, resumes: mpsc::UnboundedSender<Resumption>) -> Self {
+        Self { bot, resumes }
+    }
+}
+
+/// A command to run again now that its authorization completed.
+#[derive(Debug)]
+pub struct Resumption {
+    pub owner: FlowOwner,
+    pub server_id: String,
+    pub resume: Resume,
+}
+
+/// The queue between the notifier (which learns that a flow completed)
+/// and the bot's loop (which has what running a command takes).
+pub struct Resumes {
+    sender: mpsc::UnboundedSender<Resumption>,
+    receiver: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Resumption>>>,
+}
+
+impl Resumes {
+    pub fn new() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        }
+    }
+
+    pub fn sender(&self) -> mpsc::UnboundedSender<Resumption> {
+        self.sender.clone()
+    }
+
+    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Resumption>> {
+        self.receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+impl Default for Resumes {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -22,13 +68,25 @@ impl TelegramNotifier {
 impl ChatNotifier for TelegramNotifier {
     async fn notify(&self, notice: Notice<'_>) {
         let sent = match notice {
-            Notice::Connected { owner, server } => {
-                send::text(
+            Notice::Connected {
+                owner,
+                server,
+                resume,
+            } => {
+                let sent = send::text(
                     &self.bot,
                     ChatId(owner.chat_id),
-                    &wording::connected(server),
+                    &wording::connected(server, resume.is_some()),
                 )
-                .await
+                .await;
+                if let Some(resume) = resume {
+                    let _ = self.resumes.send(Resumption {
+                        owner,
+                        server_id: server.id.clone(),
+                        resume,
+                    });
+                }
+                sent
             }
             Notice::ConnectFailed {
                 owner,

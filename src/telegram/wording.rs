@@ -13,8 +13,8 @@ use super::commands::{Command, Problem, Verb};
 use super::render;
 use crate::config::{Config, ServerConfig};
 use crate::gateway::{
-    Busy, CallError, ConnectError, ConnectOffer, DisconnectError, Disconnected, INVALID_PARAMS,
-    Intruder, OAuthError, ServerStatus, Standing,
+    Busy, CallError, ConnectError, ConnectOffer, ConnectionSummary, DisconnectError, Disconnected,
+    INVALID_PARAMS, Intruder, OAuthError, Revocation, ServerStatus, Standing,
 };
 use crate::net_guard::GuardError;
 use crate::oauth::CallbackError;
@@ -116,8 +116,12 @@ pub fn servers(statuses: &[ServerStatus], only_status: bool) -> String {
             let server = &status.server;
             let standing = match status.standing {
                 Standing::NoSignIn => "no sign-in needed".to_owned(),
-                Standing::Connected => "connected".to_owned(),
+                Standing::Connected => match (&status.summary, only_status) {
+                    (Some(summary), true) => connection_details(summary),
+                    _ => "connected".to_owned(),
+                },
                 Standing::NotConnected => format!("not connected — /connect {}", server.id),
+                Standing::Expired => format!("connection expired — /connect {}", server.id),
                 Standing::Unreadable => {
                     format!(
                         "unknown (stored data unreadable) — /connect {} to renew",
@@ -136,19 +140,72 @@ pub fn servers(statuses: &[ServerStatus], only_status: bool) -> String {
     format!("{title}\n{}", lines.join("\n"))
 }
 
+/// "connected as granted by <issuer host>; scopes …; access token
+/// renews in 4 minutes (refresh token held)".
+fn connection_details(summary: &ConnectionSummary) -> String {
+    let mut parts = vec!["connected".to_owned()];
+    if let Some(host) = summary
+        .issuer
+        .as_deref()
+        .and_then(|issuer| url::Url::parse(issuer).ok())
+        .and_then(|url| url.host_str().map(str::to_owned))
+    {
+        parts[0] = format!("connected via {}", foreign(&host, 60));
+    }
+    parts.push(if summary.scopes.is_empty() {
+        "scopes: the server's default".to_owned()
+    } else {
+        format!("scopes: {}", foreign(&summary.scopes.join(" "), 200))
+    });
+    let expiry = match (summary.expires_in, summary.refreshable) {
+        (Some(left), true) if left.is_zero() => {
+            "access token expired; renews on next use".to_owned()
+        }
+        (Some(left), true) => format!("access token renews in {}", in_words(left)),
+        (Some(left), false) if left.is_zero() => {
+            "access token expired; connect again to renew".to_owned()
+        }
+        (Some(left), false) => format!("access token expires in {}", in_words(left)),
+        (None, _) => "access token with no stated expiry".to_owned(),
+    };
+    parts.push(expiry);
+    parts.push(
+        if summary.refreshable {
+            "refresh token held"
+        } else {
+            "no refresh token"
+        }
+        .to_owned(),
+    );
+    parts.join("; ")
+}
+
 /// Why a connect link is being offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OfferReason {
     /// The user asked with /connect.
     Asked,
-    /// A command needed an authorization the user does not have.
+    /// A command needed an authorization the user does not have (never
+    /// connected, or the connection expired); it runs once they have.
     NotConnected,
+    /// A command needs more scopes than were granted; it runs again once
+    /// they are.
+    StepUp { scopes: Vec<String> },
 }
 
-pub fn connect_offer(offer: &ConnectOffer, reason: OfferReason) -> String {
+pub fn connect_offer(offer: &ConnectOffer, reason: &OfferReason) -> String {
     let name = &offer.server.name;
     let intro = match (reason, offer.before) {
-        (OfferReason::NotConnected, _) => format!("You are not connected to {name}.\n\n"),
+        (OfferReason::NotConnected, Standing::Expired) => format!(
+            "Your {name} connection has expired. Connect again and your command will run right after.\n\n"
+        ),
+        (OfferReason::NotConnected, _) => format!(
+            "You are not connected to {name}. Connect and your command will run right after.\n\n"
+        ),
+        (OfferReason::StepUp { scopes }, _) => format!(
+            "{name} needs more permission ({}). Approve it and your command will run again.\n\n",
+            foreign(&scopes.join(" "), 200)
+        ),
         (OfferReason::Asked, Standing::Connected) => format!(
             "You are already connected to {name}. The link below connects again (for example with another account).\n\n"
         ),
@@ -189,6 +246,19 @@ pub fn connect_not_started(server: &ServerConfig, error: &ConnectError) -> Strin
             oauth_reason(error)
         ),
     }
+}
+
+/// A command whose server kept asking for more scopes after several
+/// authorizations.
+pub fn step_up_exhausted(server: &ServerConfig, required: Option<&str>) -> String {
+    format!(
+        "{} still needs more permission{} after {} authorizations, so I stopped asking. Your account may not be allowed it; ask the server's admin.",
+        server.name,
+        required
+            .map(|scope| format!(" ({})", foreign(scope, 120)))
+            .unwrap_or_default(),
+        crate::gateway::MAX_STEP_UPS
+    )
 }
 
 pub fn no_sign_in(server: &ServerConfig) -> String {
@@ -242,8 +312,16 @@ fn guard_reason(error: &GuardError) -> &'static str {
 
 pub fn disconnected(server: &ServerConfig, outcome: Disconnected) -> String {
     match outcome {
-        Disconnected::Removed => format!(
-            "Disconnected from {}. Your tokens are deleted.",
+        Disconnected::Removed(Revocation::Revoked) => format!(
+            "Disconnected from {}: the server revoked the bot's access and your tokens are deleted.",
+            server.name
+        ),
+        Disconnected::Removed(Revocation::NotSupported) => format!(
+            "Disconnected from {0}: your tokens are deleted here. {0} offers no way for the bot to revoke them, so they stay valid there until they expire; you can remove the bot's access in {0}'s own settings.",
+            server.name
+        ),
+        Disconnected::Removed(Revocation::Failed) => format!(
+            "Disconnected from {0}: your tokens are deleted here, but {0} did not confirm revoking them; you can remove the bot's access in {0}'s own settings.",
             server.name
         ),
         Disconnected::WasNotConnected => format!("You were not connected to {}.", server.name),
@@ -389,8 +467,12 @@ pub fn link_expired(server: Option<&ServerConfig>, server_id: &str) -> String {
 
 pub const NEW_LINK_BUTTON: &str = "New link";
 
-pub fn connected(server: &ServerConfig) -> String {
-    format!("Connected to {}. Try /tools {}.", server.name, server.id)
+pub fn connected(server: &ServerConfig, resuming: bool) -> String {
+    if resuming {
+        format!("Connected to {}. Running your command now…", server.name)
+    } else {
+        format!("Connected to {}. Try /tools {}.", server.name, server.id)
+    }
 }
 
 /// A flow found by its callback that did not connect. `server` is `None`

@@ -253,7 +253,7 @@ where
             Err(CallError::NotAuthorized { challenge, .. }) if options.login => {
                 crate::gateway::StartOptions {
                     challenge: challenge.clone(),
-                    scopes: None,
+                    ..Default::default()
                 }
             }
             Err(CallError::InsufficientScope {
@@ -271,7 +271,11 @@ where
                     .unwrap_or_default();
                 crate::gateway::StartOptions {
                     challenge: challenge.clone(),
-                    scopes: Some(union(&granted, required.as_deref())),
+                    scopes: Some(crate::gateway::step_up_scopes(
+                        &granted,
+                        required.as_deref(),
+                    )),
+                    ..Default::default()
                 }
             }
             _ => break result,
@@ -298,17 +302,6 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// The scopes held plus those a challenge requires, in order, once each.
-fn union(granted: &[String], required: Option<&str>) -> Vec<String> {
-    let mut scopes: Vec<String> = granted.to_vec();
-    for scope in required.unwrap_or_default().split_whitespace() {
-        if !scopes.iter().any(|s| s == scope) {
-            scopes.push(scope.to_owned());
-        }
-    }
-    scopes
 }
 
 fn print_result(result: &CallToolResult) {

@@ -21,7 +21,7 @@ struct Recorder(Mutex<Vec<String>>);
 impl ChatNotifier for Recorder {
     async fn notify(&self, notice: Notice<'_>) {
         let note = match notice {
-            Notice::Connected { owner, server } => format!(
+            Notice::Connected { owner, server, .. } => format!(
                 "connected {} {} {}",
                 owner.user_id, owner.chat_id, server.id
             ),
