@@ -78,6 +78,13 @@ pub enum McpError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The access token needed renewing and the authorization server
+    /// failed to renew it for a passing reason; the tokens are kept.
+    #[error("the token could not be renewed just now")]
+    RefreshFailed {
+        #[source]
+        source: BoxError,
+    },
     #[error("refusing the server's address")]
     Guard(#[source] GuardError),
     #[error("the OAuth engine failed")]
@@ -129,7 +136,10 @@ impl McpError {
     /// Leaves the session usable (the server answered sensibly); anything
     /// else drops it so the next operation starts afresh.
     pub fn keeps_session(&self) -> bool {
-        matches!(self, McpError::Rpc { .. } | McpError::UnknownTool { .. })
+        matches!(
+            self,
+            McpError::Rpc { .. } | McpError::UnknownTool { .. } | McpError::RefreshFailed { .. }
+        )
     }
 }
 

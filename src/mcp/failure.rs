@@ -40,6 +40,9 @@ enum Kind {
     Protocol,
     Lost,
     Guard(GuardError),
+    /// The token needed renewing and the renewal failed for a passing
+    /// reason (the authorization server down, a 5xx, a timeout).
+    RefreshFailed,
     Unknown,
 }
 
@@ -116,6 +119,7 @@ fn attach(kind: Kind, source: BoxError, limit: Duration) -> McpError {
             source: Some(source),
         },
         Kind::Guard(guard) => McpError::Guard(guard),
+        Kind::RefreshFailed => McpError::RefreshFailed { source },
         Kind::Unknown => McpError::Other { source },
     }
 }
@@ -201,7 +205,7 @@ fn auth_kind(error: &AuthError) -> Option<Kind> {
         AuthError::HttpError(inner) => Some(reqwest_kind(inner)),
         // A refresh that failed for a transient reason keeps the tokens:
         // not a reason to send the user a new link.
-        AuthError::TokenRefreshFailed(_) => Some(Kind::Unreachable),
+        AuthError::TokenRefreshFailed(_) => Some(Kind::RefreshFailed),
         _ => None,
     }
 }

@@ -32,6 +32,14 @@ use transport::Session;
 
 type Slot = Arc<OnceCell<Live>>;
 
+/// Pauses before retrying an operation whose token renewal failed for a
+/// passing reason.
+const REFRESH_BACKOFF: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+];
+
 pub struct Sessions {
     connector: Arc<Connector>,
     client: client::McpClient,
@@ -188,22 +196,36 @@ impl Sessions {
     {
         let limit = server.timeout;
         let work = async {
+            let mut backoff = REFRESH_BACKOFF.iter();
             loop {
-                let (slot, live, fresh) = self.live(server, user_id).await?;
-                let error = match op(live).await {
-                    Ok(value) => return Ok(value),
-                    Err(Step::Failed(error)) => {
-                        failure::from_service(error, limit).for_server(server)
+                let error = match self.live(server, user_id).await {
+                    Ok((slot, live, fresh)) => {
+                        let error = match op(live).await {
+                            Ok(value) => return Ok(value),
+                            Err(Step::Failed(error)) => {
+                                failure::from_service(error, limit).for_server(server)
+                            }
+                            Err(Step::Refused(error)) => return Err(error),
+                        };
+                        if !error.keeps_session() {
+                            self.drop_slot(user_id, &server.id, &slot);
+                        }
+                        if !fresh && error.is_transient() {
+                            tracing::debug!(server = %server.id, user = user_id, error = %crate::logging::chain(&error), "session failed; reopening once");
+                            continue;
+                        }
+                        error
                     }
-                    Err(Step::Refused(error)) => return Err(error),
+                    Err(error) => error,
                 };
-                if !error.keeps_session() {
-                    self.drop_slot(user_id, &server.id, &slot);
-                }
-                if fresh || !error.is_transient() {
+                // A token renewal that failed for a passing reason keeps
+                // the tokens: try again after a pause, a few times within
+                // the operation's time limit.
+                let (McpError::RefreshFailed { .. }, Some(pause)) = (&error, backoff.next()) else {
                     return Err(error);
-                }
-                tracing::debug!(server = %server.id, user = user_id, error = %crate::logging::chain(&error), "session failed; reopening once");
+                };
+                tracing::info!(server = %server.id, user = user_id, error = %crate::logging::chain(&error), "token renewal failed; retrying in {} ms", pause.as_millis());
+                tokio::time::sleep(*pause).await;
             }
         };
         tokio::time::timeout(limit, work)

@@ -149,15 +149,6 @@ impl OAuthHttp {
         self.exchange(client, request.request).await
     }
 
-    /// An OAuth request made outside rmcp (with the `oauth2` crate's
-    /// builders: revocation), under the same rules; redirects not followed.
-    pub async fn send(
-        &self,
-        request: oauth2::HttpRequest,
-    ) -> Result<oauth2::HttpResponse, OAuthHttpClientError> {
-        self.exchange(&self.stop, request).await
-    }
-
     async fn exchange(
         &self,
         client: &reqwest::Client,

@@ -1,16 +1,15 @@
 //! Token revocation (RFC 7009) when a user disconnects: the refresh token
 //! first (revoking it ends the grant at most servers), then the access
-//! token, authenticated as the client the tokens were issued to. The
-//! request is built by the `oauth2` crate and sent through the server's
-//! guarded OAuth HTTP client.
+//! token, each authenticated as the client the tokens were issued to, sent
+//! through the server's guarded OAuth HTTP client.
+//!
+//! The request is a plain form POST. The `oauth2` crate's revocation
+//! builder refuses any `http` endpoint, loopback included, where MCP (and
+//! every local authorization server used for development) allows it.
 
-use oauth2::basic::BasicClient;
-use oauth2::{
-    AccessToken, AuthType, ClientId, ClientSecret, RefreshToken, RevocationUrl,
-    StandardRevocableToken, TokenResponse,
-};
+use oauth2::TokenResponse;
 
-use super::http::OAuthHttp;
+use super::http::{Ending, OAuthHttp};
 use crate::store::Connection;
 
 /// What the authorization server did with the user's tokens.
@@ -25,24 +24,6 @@ pub enum Revocation {
     Failed,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the revocation request failed")]
-struct SendError(#[source] Box<dyn std::error::Error + Send + Sync>);
-
-/// The guarded client, as the `oauth2` crate's request builders take one.
-struct Guarded<'a>(&'a OAuthHttp);
-
-impl<'c> oauth2::AsyncHttpClient<'c> for Guarded<'_> {
-    type Error = SendError;
-    type Future = std::pin::Pin<
-        Box<dyn Future<Output = Result<oauth2::HttpResponse, SendError>> + Send + 'c>,
-    >;
-
-    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
-        Box::pin(async move { self.0.send(request).await.map_err(SendError) })
-    }
-}
-
 /// Revokes `connection`'s tokens at `endpoint`.
 pub async fn revoke(
     http: &OAuthHttp,
@@ -50,48 +31,50 @@ pub async fn revoke(
     connection: &Connection,
     server_id: &str,
 ) -> Revocation {
-    let Ok(url) = RevocationUrl::new(endpoint.to_owned()) else {
-        tracing::warn!(server = %server_id, "the revocation endpoint is not a URL");
-        return Revocation::Failed;
-    };
-    let client = &connection.client;
-    let mut oauth = BasicClient::new(ClientId::new(client.client_id.clone()))
-        .set_revocation_url(url)
-        .set_auth_type(AuthType::BasicAuth);
-    match &client.client_secret {
-        Some(secret) => oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().into())),
-        // A public client names itself in the body.
-        None => oauth = oauth.set_auth_type(AuthType::RequestBody),
-    }
     let Some(tokens) = &connection.credentials.token_response else {
         return Revocation::Revoked;
     };
     let mut held = Vec::new();
     if let Some(refresh) = tokens.refresh_token() {
-        held.push(StandardRevocableToken::RefreshToken(RefreshToken::new(
-            refresh.secret().clone(),
-        )));
+        held.push(("refresh_token", refresh.secret().as_str()));
     }
-    held.push(StandardRevocableToken::AccessToken(AccessToken::new(
-        tokens.access_token().secret().clone(),
-    )));
-    let send = Guarded(http);
-    for token in held {
-        let kind = match token {
-            StandardRevocableToken::RefreshToken(_) => "refresh token",
-            _ => "access token",
-        };
-        let request = match oauth.revoke_token(token) {
-            Ok(request) => request,
-            Err(error) => {
-                tracing::warn!(server = %server_id, error = %crate::logging::chain(&error), "cannot build the revocation request");
-                return Revocation::Failed;
+    held.push(("access_token", tokens.access_token().secret().as_str()));
+    let client = &connection.client;
+    let mut revoked = false;
+    for (hint, token) in held {
+        let mut form = vec![("token", token), ("token_type_hint", hint)];
+        // A confidential client authenticates with HTTP Basic; a public
+        // one names itself in the body (RFC 7009 §2.1, RFC 6749 §2.3).
+        let basic = match &client.client_secret {
+            Some(secret) => Some((client.client_id.as_str(), secret.expose())),
+            None => {
+                form.push(("client_id", client.client_id.as_str()));
+                None
             }
         };
-        if let Err(error) = request.request_async(&send).await {
-            tracing::warn!(server = %server_id, token = kind, error = %crate::logging::chain(&error), "revocation refused or failed");
-            return Revocation::Failed;
+        match http.post_form(endpoint, &form, basic).await {
+            // 200 also for a token the server no longer knows (§2.2).
+            Ok(Ending::Status { status: 200, .. }) => revoked = true,
+            // It cannot revoke this kind (self-contained JWT access tokens,
+            // typically): once the grant is gone, they just expire.
+            Ok(Ending::Status {
+                error: Some(error), ..
+            }) if error == "unsupported_token_type" => {
+                tracing::debug!(server = %server_id, token = hint, "the server does not revoke this kind of token");
+            }
+            Ok(ending) => {
+                tracing::warn!(server = %server_id, token = hint, ?ending, "revocation refused");
+                return Revocation::Failed;
+            }
+            Err(error) => {
+                tracing::warn!(server = %server_id, token = hint, error = %crate::logging::chain(&error), "revocation request failed");
+                return Revocation::Failed;
+            }
         }
     }
-    Revocation::Revoked
+    if revoked {
+        Revocation::Revoked
+    } else {
+        Revocation::NotSupported
+    }
 }

@@ -89,10 +89,18 @@ impl CredentialStore for VaultCredentials {
         Ok(())
     }
 
+    /// Keeps what the credentials say about the grant (client, scopes,
+    /// issuer) without the tokens, so the connection reads as expired, not
+    /// as never made.
     async fn clear_tokens(&self, user_id: u64, server_id: &str) -> Result<(), StoreError> {
-        self.vault
-            .remove(Namespace::User(user_id), &credentials_key(server_id))
-            .await?;
+        let ns = Namespace::User(user_id);
+        let key = credentials_key(server_id);
+        let Some(mut credentials) = self.vault.get_json::<StoredCredentials>(ns, &key).await?
+        else {
+            return Ok(());
+        };
+        credentials.token_response = None;
+        self.vault.put_json(ns, &key, &credentials).await?;
         Ok(())
     }
 
@@ -186,7 +194,9 @@ mod tests {
         assert!(store.load(1, "other").await.unwrap().is_none());
 
         store.clear_tokens(1, "demo").await.unwrap();
-        assert!(store.load(1, "demo").await.unwrap().is_none());
+        let expired = store.load(1, "demo").await.unwrap().unwrap();
+        assert!(!expired.has_tokens(), "reads as expired, not as never made");
+        assert_eq!(expired.credentials.granted_scopes, vec!["a".to_owned()]);
         assert!(
             store.remove(1, "demo").await.unwrap(),
             "the client was left"

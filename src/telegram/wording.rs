@@ -420,6 +420,9 @@ pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
             format!("The connection to {name} was lost; please try again.")
         }
         CallError::Guard(guard) => format!("{name} cannot be used: {}.", guard_reason(guard)),
+        CallError::RefreshFailed { .. } => format!(
+            "{name}'s authorization server could not renew your access just now; your connection is kept, so try again in a moment."
+        ),
         CallError::OAuth(error) => {
             format!("{name} cannot be used right now: {}.", oauth_reason(error))
         }

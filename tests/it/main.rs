@@ -12,5 +12,6 @@ mod cli;
 mod e2e_connect_and_call;
 mod flows;
 mod hosted;
+mod lifecycle;
 mod oauth_callback;
 mod oidc;

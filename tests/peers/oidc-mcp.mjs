@@ -20,7 +20,9 @@
 //
 // GET /stats on the MCP port counts what tests assert about the
 // authorization server: refresh grants, grants revoked (by reuse
-// detection or revocation), revocation requests.
+// detection or revocation), revocation requests, token requests failed on
+// purpose. POST /control/revoke-grants and /control/fail-token-requests
+// play an admin revoking every grant and a token endpoint failing.
 //
 // Each server prints "... listening on port N" once it listens.
 
@@ -39,7 +41,7 @@ const issuer = `http://localhost:${AS_PORT}`;
 const mcpUrl = `http://localhost:${MCP_PORT}/mcp`;
 const metadataUrl = `http://localhost:${MCP_PORT}/.well-known/oauth-protected-resource/mcp`;
 
-const stats = { refreshes: 0, grantsRevoked: 0, revocations: 0, codes: 0 };
+const stats = { refreshes: 0, grantsRevoked: 0, revocations: 0, codes: 0, tokenFailures: 0 };
 
 const provider = new Provider(issuer, {
   features: {
@@ -82,7 +84,20 @@ provider.on('grant.success', (ctx) => {
 provider.on('grant.revoked', () => {
   stats.grantsRevoked += 1;
 });
+// Test controls (on the MCP port): the grants issued, to revoke them all
+// as an admin would; and token requests to fail with 503, as an
+// authorization server having a bad moment does.
+const grantIds = new Set();
+let failTokenRequests = 0;
+provider.on('refresh_token.saved', (token) => grantIds.add(token.grantId));
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/token' && ctx.method === 'POST' && failTokenRequests > 0) {
+    failTokenRequests -= 1;
+    stats.tokenFailures += 1;
+    ctx.status = 503;
+    ctx.body = { error: 'temporarily_unavailable' };
+    return;
+  }
   await next();
   if (ctx.path === '/token/revocation' && ctx.method === 'POST') stats.revocations += 1;
 });
@@ -129,6 +144,14 @@ function requireScopes(req, res, next) {
     challenge(res, 403, ['error="insufficient_scope"', 'scope="mcp:tools mcp:admin"']);
     return;
   }
+  // `stubborn` refuses whatever the token holds: a client must give up.
+  const stubborn = calls.some(
+    (m) => m && m.method === 'tools/call' && m.params && m.params.name === 'stubborn',
+  );
+  if (stubborn) {
+    challenge(res, 403, ['error="insufficient_scope"', 'scope="mcp:tools mcp:admin"']);
+    return;
+  }
   next();
 }
 
@@ -143,6 +166,11 @@ function mcpServer(auth) {
     'greet',
     { description: 'A greeting', inputSchema: { name: z.string() } },
     async ({ name }) => ({ content: [{ type: 'text', text: `Hello, ${name}!` }] }),
+  );
+  server.registerTool(
+    'stubborn',
+    { description: 'Refused whatever scopes the token holds' },
+    async () => ({ content: [{ type: 'text', text: 'unreachable' }] }),
   );
   server.registerTool(
     'admin_report',
@@ -165,6 +193,19 @@ const resourceMetadata = (_req, res) =>
 app.get('/.well-known/oauth-protected-resource/mcp', resourceMetadata);
 app.get('/.well-known/oauth-protected-resource', resourceMetadata);
 app.get('/stats', (_req, res) => res.json(stats));
+app.post('/control/revoke-grants', async (_req, res) => {
+  for (const id of grantIds) {
+    await provider.RefreshToken.revokeByGrantId(id);
+    await provider.Grant.adapter.destroy(id);
+  }
+  const revoked = grantIds.size;
+  grantIds.clear();
+  res.json({ revoked });
+});
+app.post('/control/fail-token-requests', (req, res) => {
+  failTokenRequests = Number(req.query.count || 1);
+  res.json({ failing: failTokenRequests });
+});
 
 // Stateless: a server and transport per request, so no session outlives
 // the token that opened it.

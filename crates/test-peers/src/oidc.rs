@@ -61,7 +61,7 @@ impl OidcMcpServer {
     }
 
     /// Counts kept by the server: `refreshes`, `grantsRevoked`,
-    /// `revocations`, `codes`.
+    /// `revocations`, `codes`, `tokenFailures`.
     pub async fn stats(&self) -> Value {
         reqwest::get(format!("http://127.0.0.1:{}/stats", self.peer.ports().0))
             .await
@@ -69,6 +69,35 @@ impl OidcMcpServer {
             .json()
             .await
             .expect("stats are JSON")
+    }
+
+    /// Revokes every grant issued so far, as an admin would: refresh
+    /// tokens stop working (`invalid_grant`); JWT access tokens live on
+    /// until they expire. Answers how many grants there were.
+    pub async fn revoke_grants(&self) -> u64 {
+        let answer: Value = self.control("revoke-grants").await;
+        answer["revoked"].as_u64().expect("a count")
+    }
+
+    /// The next `count` requests to the token endpoint answer 503.
+    pub async fn fail_token_requests(&self, count: u32) {
+        let _: Value = self
+            .control(&format!("fail-token-requests?count={count}"))
+            .await;
+    }
+
+    async fn control(&self, what: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/control/{what}",
+                self.peer.ports().0
+            ))
+            .send()
+            .await
+            .expect("control answer")
+            .json()
+            .await
+            .expect("control answers JSON")
     }
 
     pub fn output(&self) -> String {
