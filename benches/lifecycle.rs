@@ -49,7 +49,10 @@ async fn rig(access_ttl: u64) -> Rig {
         user_id: USER,
         chat_id: USER as i64,
     };
-    let offer = gateway.start_connect(owner, "bench", &server).await.unwrap();
+    let offer = gateway
+        .start_connect(owner, "bench", &server)
+        .await
+        .unwrap();
     let FlowLink::Direct(link) = &offer.link else {
         panic!("loopback links go straight to the server");
     };
