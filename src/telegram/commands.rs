@@ -120,6 +120,47 @@ pub fn new_link_server(data: &str, gateway: &Gateway) -> Option<Arc<ServerConfig
     gateway.find_server(data.strip_prefix(NEW_LINK_PREFIX)?)
 }
 
+/// callback_data of the tool browser: a page of a server's tools, or one
+/// tool (its index in the name-sorted list). A server id has at most 32
+/// characters, so "tools:<id>:<page>" stays within Telegram's 64 bytes
+/// however long the tools' names are.
+const TOOLS_PAGE_PREFIX: &str = "tools:";
+const TOOL_PREFIX: &str = "tool:";
+
+/// A tap in the tool browser.
+#[derive(Debug, Clone)]
+pub enum ToolsTap {
+    Page {
+        server: Arc<ServerConfig>,
+        page: usize,
+    },
+    Tool {
+        server: Arc<ServerConfig>,
+        index: usize,
+    },
+}
+
+pub fn tools_page_data(server_id: &str, page: usize) -> String {
+    format!("{TOOLS_PAGE_PREFIX}{server_id}:{page}")
+}
+
+pub fn tool_data(server_id: &str, index: usize) -> String {
+    format!("{TOOL_PREFIX}{server_id}:{index}")
+}
+
+pub fn tools_tap(data: &str, gateway: &Gateway) -> Option<ToolsTap> {
+    let number = |rest: &str| -> Option<(Arc<ServerConfig>, usize)> {
+        let (server, n) = rest.rsplit_once(':')?;
+        Some((gateway.find_server(server)?, n.parse().ok()?))
+    };
+    if let Some(rest) = data.strip_prefix(TOOLS_PAGE_PREFIX) {
+        let (server, page) = number(rest)?;
+        return Some(ToolsTap::Page { server, page });
+    }
+    let (server, index) = number(data.strip_prefix(TOOL_PREFIX)?)?;
+    Some(ToolsTap::Tool { server, index })
+}
+
 /// How "still working on …" names a running request.
 pub fn label(request: &Request) -> String {
     match request {
@@ -188,6 +229,8 @@ fn single_server(args: &str, verb: Verb, gateway: &Gateway) -> Result<Arc<Server
     let mut words = args.split_whitespace();
     match (words.next(), words.next()) {
         (Some(server), None) => server_named(server, verb, gateway),
+        // With one server configured, there is nothing to choose.
+        (None, _) if gateway.config().servers.len() == 1 => Ok(gateway.config().servers[0].clone()),
         _ => Err(Problem::Usage(verb)),
     }
 }

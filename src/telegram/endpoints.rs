@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use teloxide::prelude::*;
 use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
 
-use super::commands::{self, CallRequest, Problem, Request};
+use super::commands::{self, CallRequest, Problem, Request, ToolsTap};
 use super::notifier::Resumption;
+use super::render;
 use super::send::{self, LinkButton};
 use super::wording::{self, OfferReason};
 use crate::config::ServerConfig;
@@ -296,10 +297,16 @@ async fn run_op(
 ) -> HandlerResult {
     typing(bot, from.chat);
     let outcome = match &op {
-        ResumeOp::ListTools => gateway
-            .list_tools(from.user_id, server)
-            .await
-            .map(|tools| wording::tools(server, &tools)),
+        ResumeOp::ListTools => match gateway.list_tools(from.user_id, server).await {
+            Ok(tools) => {
+                done.release();
+                let (text, rows) = tools_page(server, &tools, 0);
+                return send::with_buttons(bot, from.chat, &text, rows)
+                    .await
+                    .map(|_| ());
+            }
+            Err(error) => Err(error),
+        },
         ResumeOp::CallTool { tool, arguments } => gateway
             .call_tool(from.user_id, server, tool, arguments.clone())
             .await
@@ -360,6 +367,89 @@ async fn run_op(
     }
     done.release();
     send::text(bot, from.chat, &wording::call_failed(server, &error)).await
+}
+
+/// A page of the tool browser: its text and its keyboard (a button per
+/// tool, then the page turns).
+fn tools_page(
+    server: &ServerConfig,
+    tools: &[rmcp::model::Tool],
+    page: usize,
+) -> (String, Vec<Vec<(String, String)>>) {
+    let page = render::tool_page(&server.name, tools, page);
+    let mut rows: Vec<Vec<(String, String)>> = page
+        .buttons
+        .chunks(2)
+        .map(|pair| {
+            pair.iter()
+                .map(|(label, index)| (label.clone(), commands::tool_data(&server.id, *index)))
+                .collect()
+        })
+        .collect();
+    let mut turns = Vec::new();
+    if let Some(previous) = page.previous {
+        turns.push((
+            wording::PREVIOUS_PAGE.to_owned(),
+            commands::tools_page_data(&server.id, previous),
+        ));
+    }
+    if let Some(next) = page.next {
+        turns.push((
+            wording::NEXT_PAGE.to_owned(),
+            commands::tools_page_data(&server.id, next),
+        ));
+    }
+    if !turns.is_empty() {
+        rows.push(turns);
+    }
+    (page.text, rows)
+}
+
+/// A tap in the tool browser: turn the page in place, or send one tool's
+/// parameters. The tool list is asked again (the session is warm), so a
+/// tap on an old message shows the server's tools as they are now.
+pub async fn tools_tap(
+    bot: Bot,
+    query: CallbackQuery,
+    gateway: Arc<Gateway>,
+    tap: ToolsTap,
+) -> HandlerResult {
+    let _ = bot.answer_callback_query(query.id.clone()).await;
+    let Some(message) = query.message.as_ref() else {
+        return Ok(());
+    };
+    let (chat, message_id) = (message.chat().id, message.id());
+    let user_id = query.from.id.0;
+    let server = match &tap {
+        ToolsTap::Page { server, .. } | ToolsTap::Tool { server, .. } => server.clone(),
+    };
+    let Ok(ticket) = gateway.begin_command(user_id, &format!("/tools {}", server.id)) else {
+        return Ok(());
+    };
+    let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));
+    in_background(ticket, move |done| async move {
+        let tools = gateway.list_tools(user_id, &server).await;
+        done.release();
+        let tools = match tools {
+            Ok(tools) => tools,
+            Err(error) => {
+                return send::text(&bot, chat, &wording::call_failed(&server, &error)).await;
+            }
+        };
+        match tap {
+            ToolsTap::Page { page, .. } => {
+                let (text, rows) = tools_page(&server, &tools, page);
+                send::edit_with_buttons(&bot, chat, message_id, &text, rows).await
+            }
+            ToolsTap::Tool { index, .. } => {
+                let text = match render::sorted(&tools).get(index) {
+                    Some(tool) => render::tool_details(&server.id, tool),
+                    None => wording::tool_gone(&server),
+                };
+                send::text(&bot, chat, &text).await
+            }
+        }
+    })
 }
 
 /// A tap on "New link" under an expired one.

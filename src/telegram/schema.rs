@@ -33,9 +33,14 @@ pub fn schema() -> UpdateHandler<teloxide::RequestError> {
             .filter(|query: CallbackQuery, allowed: AllowedUsers| {
                 allowed.admits_user(query.from.id.0)
             })
-            .filter_map(new_link)
-            .endpoint(endpoints::new_link),
+            .branch(dptree::filter_map(new_link).endpoint(endpoints::new_link))
+            .branch(dptree::filter_map(tools_tap).endpoint(endpoints::tools_tap)),
     )
+}
+
+/// A tap in the tool browser.
+fn tools_tap(query: CallbackQuery, gateway: Arc<Gateway>) -> Option<commands::ToolsTap> {
+    commands::tools_tap(query.data.as_deref()?, &gateway)
 }
 
 fn messages() -> UpdateHandler<teloxide::RequestError> {

@@ -29,6 +29,49 @@ pub async fn text(bot: &Bot, chat: ChatId, text: &str) -> Result<(), RequestErro
     Ok(())
 }
 
+/// Text with inline buttons under it (plain text, no preview). Buttons are
+/// rows of (label, callback data).
+pub async fn with_buttons(
+    bot: &Bot,
+    chat: ChatId,
+    text: &str,
+    rows: Vec<Vec<(String, String)>>,
+) -> Result<Message, RequestError> {
+    bot.send_message(chat, text)
+        .link_preview_options(no_preview())
+        .reply_markup(keyboard(rows))
+        .await
+}
+
+/// Replaces a message's text and buttons (a page turned).
+pub async fn edit_with_buttons(
+    bot: &Bot,
+    chat: ChatId,
+    message: MessageId,
+    text: &str,
+    rows: Vec<Vec<(String, String)>>,
+) -> Result<(), RequestError> {
+    match bot
+        .edit_message_text(chat, message, text)
+        .link_preview_options(no_preview())
+        .reply_markup(keyboard(rows))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // The same page again: nothing to change.
+        Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+fn keyboard(rows: Vec<Vec<(String, String)>>) -> InlineKeyboardMarkup {
+    InlineKeyboardMarkup::new(rows.into_iter().map(|row| {
+        row.into_iter()
+            .map(|(label, data)| InlineKeyboardButton::callback(label, data))
+            .collect::<Vec<_>>()
+    }))
+}
+
 /// How a connect button opens its link.
 pub enum LinkButton<'a> {
     /// An ordinary URL button.

@@ -338,6 +338,16 @@ pub fn disconnect_failed(server: &ServerConfig, error: &DisconnectError) -> Stri
     }
 }
 
+pub const PREVIOUS_PAGE: &str = "◀ Previous";
+pub const NEXT_PAGE: &str = "Next ▶";
+
+pub fn tool_gone(server: &ServerConfig) -> String {
+    format!(
+        "{} no longer offers that tool; /tools {} shows the current list.",
+        server.name, server.id
+    )
+}
+
 pub fn tools(server: &ServerConfig, tools: &[Tool]) -> String {
     format!("Tools of {}:\n{}", server.name, render::tool_list(tools))
 }

@@ -42,7 +42,7 @@ async fn malformed_commands_get_one_line_hints() {
 
     for (text, expected) in [
         ("/frobnicate", "Unknown command /frobnicate"),
-        ("/connect", "Usage: /connect <server>"),
+        ("/connect one two", "Usage: /connect <server>"),
         ("/tools nowhere", "Unknown server \"nowhere\""),
         ("/call down", "Usage: /call"),
         ("/call down tool {oops", "not valid JSON"),

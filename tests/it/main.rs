@@ -15,3 +15,4 @@ mod hosted;
 mod lifecycle;
 mod oauth_callback;
 mod oidc;
+mod tools_ux;

@@ -7,12 +7,14 @@
 
 pub mod browser;
 pub mod chromium;
+mod everything;
 mod node_peer;
 mod oidc;
 pub mod tls_front;
 mod ts_demo;
 
 pub use chromium::{Browser, Chromedriver};
+pub use everything::EverythingServer;
 pub use oidc::OidcMcpServer;
 pub use tls_front::TlsFront;
 pub use ts_demo::TsDemoServer;
