@@ -13,7 +13,16 @@
 //!   it, but its docs say it must be escaped);
 //! - `http://` webhooks are accepted for loopback hosts so webhook mode can be
 //!   tested locally, and webhooks are only ever delivered to loopback hosts;
-//! - an inline button with more than one action field is rejected.
+//! - an inline button with more than one action field is rejected;
+//! - media: HTTP(S) URLs are never fetched (every URL is answered like an
+//!   unreachable one), a `file_id` is only reusable for the same media kind,
+//!   and photos are only sniffed (magic bytes and header dimensions), not
+//!   decoded.
+//!
+//! Rate limiting is opt-in: see [`FakeTelegram::set_flood_limit`] and
+//! [`FakeTelegram::fail_next_sends_with_429`]. The 429s themselves are the
+//! fake's doing, so [`FakeTelegram::errors`] leaves them out; a send that
+//! ignores `retry_after` is a bot bug and fails [`FakeTelegram::assert_no_errors`].
 //!
 //! Every reply is a 2xx or 4xx envelope, never 5xx: teloxide sleeps 10 s after
 //! a 5xx, which would only make tests slow.
@@ -26,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State as AxumState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +46,12 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+mod flood;
+mod media;
+
+use flood::FloodControl;
+use media::{MediaKind, StoredFile, Uploads};
+
 /// Token used by [`FakeTelegram::start`]; the bot id is the part before `:`.
 pub const DEFAULT_TOKEN: &str = "123456789:TEST-fake-token";
 /// `first_name` of the bot user returned by `getMe`.
@@ -45,6 +61,8 @@ pub const BOT_USERNAME: &str = "mcpgram_test_bot";
 
 /// Telegram's length limit for a message text, in UTF-16 code units.
 const MAX_TEXT_UTF16: usize = 4096;
+/// Telegram's length limit for a media caption, in UTF-16 code units.
+const MAX_CAPTION_UTF16: usize = 1024;
 const NOT_MODIFIED: &str = "message is not modified: specified new message content and reply \
                             markup are exactly the same as a current content and reply markup of \
                             the message";
@@ -92,6 +110,23 @@ pub struct SentMessage {
     /// `true` for entries produced by `editMessageText`/`editMessageReplyMarkup`.
     pub edited: bool,
     pub reply_to_message_id: Option<i32>,
+    /// The file of a `sendPhoto`/`sendDocument`/`sendAudio`/`sendVoice`
+    /// message (kept on its edits); `None` for text messages. For media
+    /// messages `text`/`raw_text` hold the caption (empty if none) and
+    /// `parse_mode` is the caption's. See also [`FakeTelegram::media_messages`].
+    pub media: Option<SentMedia>,
+}
+
+/// The file attached to a bot message (see [`SentMessage::media`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentMedia {
+    /// `"photo"`, `"document"`, `"audio"` or `"voice"`.
+    pub kind: String,
+    /// The upload's file name; `None` if it was empty.
+    pub file_name: Option<String>,
+    /// The uploaded bytes (for a file re-sent by `file_id`, the original
+    /// upload's).
+    pub data: Vec<u8>,
 }
 
 impl SentMessage {
@@ -186,6 +221,14 @@ struct State {
     callback_queries: HashMap<String, bool>,
     next_callback_id: u64,
     commands: BTreeMap<String, Vec<(String, String)>>,
+    /// Every `file_id` the fake issued (photo sizes included).
+    files: HashMap<String, StoredFile>,
+    next_file: u64,
+    flood: FloodControl,
+    /// Calls answered 429 (by flood control or on request).
+    rate_limited: usize,
+    /// Sends to a chat still frozen by an earlier 429.
+    violations: Vec<ApiCall>,
 }
 
 struct Webhook {
@@ -220,6 +263,13 @@ struct StoredMessage {
     sent: Option<SentMessage>,
 }
 
+impl StoredMessage {
+    /// Bot media messages have a caption instead of a text.
+    fn has_media(&self) -> bool {
+        self.sent.as_ref().is_some_and(|s| s.media.is_some())
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test must not poison the fake for the server tasks.
@@ -238,6 +288,27 @@ impl Shared {
 
     fn record(&self, call: ApiCall) {
         self.lock().calls.push(call);
+        self.log_changed.notify_waiters();
+    }
+
+    /// Records a finished call, counting 429s and retry_after violations.
+    fn record_outcome(&self, method: String, params: Params, outcome: &ApiResult) {
+        let call = ApiCall {
+            method,
+            params: Value::Object(params),
+            error: outcome.as_ref().err().map(|f| f.description.clone()),
+        };
+        let mut st = self.lock();
+        if let Err(fail) = outcome {
+            if fail.code == 429 {
+                st.rate_limited += 1;
+            }
+            if fail.violation {
+                st.violations.push(call.clone());
+            }
+        }
+        st.calls.push(call);
+        drop(st);
         self.log_changed.notify_waiters();
     }
 }
@@ -281,6 +352,15 @@ fn user_json(u: &FakeUser) -> Value {
         v["username"] = json!(name);
     }
     v
+}
+
+/// Prefix of the description of every 429 the fake answers.
+const TOO_MANY_REQUESTS: &str = "Too Many Requests: retry after ";
+
+fn is_rate_limited(call: &ApiCall) -> bool {
+    call.error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(TOO_MANY_REQUESTS))
 }
 
 fn utf16_len(s: &str) -> usize {
@@ -332,6 +412,11 @@ impl FakeTelegram {
             callback_queries: HashMap::new(),
             next_callback_id: 1,
             commands: BTreeMap::new(),
+            files: HashMap::new(),
+            next_file: 1,
+            flood: FloodControl::default(),
+            rate_limited: 0,
+            violations: Vec::new(),
         };
         let shared = Arc::new(Shared {
             token: token.to_owned(),
@@ -623,6 +708,17 @@ impl FakeTelegram {
         self.lock().sent.get(&chat_id).cloned().unwrap_or_default()
     }
 
+    /// The entries of [`Self::messages`] that carry a file (`media` is
+    /// `Some`): sent photos, documents, audios and voices, and their edits
+    /// (`edited: true`), in order.
+    pub fn media_messages(&self, chat_id: i64) -> Vec<SentMessage> {
+        self.lock()
+            .sent
+            .get(&chat_id)
+            .map(|v| v.iter().filter(|m| m.media.is_some()).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Number of entries in [`Self::messages`] (handy as an `after` index).
     pub fn message_count(&self, chat_id: i64) -> usize {
         self.lock().sent.get(&chat_id).map_or(0, Vec::len)
@@ -728,25 +824,87 @@ impl FakeTelegram {
         self.lock().calls.clone()
     }
 
-    /// Calls the fake rejected with a 4xx, so tests can assert the bot never
-    /// tripped.
+    /// Calls the fake rejected with a 4xx because the bot got something
+    /// wrong, so tests can assert the bot never tripped. 429 "Too Many
+    /// Requests" answers are left out (the fake causes them; see
+    /// [`Self::rate_limited_calls`]), including those to sends that ignored
+    /// `retry_after` (see [`Self::retry_after_violations`]).
     pub fn errors(&self) -> Vec<ApiCall> {
         self.lock()
             .calls
             .iter()
-            .filter(|c| c.error.is_some())
+            .filter(|c| c.error.is_some() && !is_rate_limited(c))
             .cloned()
             .collect()
     }
 
-    /// Panics listing every rejected call, if there is any.
+    /// Panics listing every rejected call ([`Self::errors`]) and every send
+    /// that ignored `retry_after` ([`Self::retry_after_violations`]), if
+    /// there is any.
     pub fn assert_no_errors(&self) {
         let errors = self.errors();
-        assert!(
-            errors.is_empty(),
-            "fake Telegram rejected calls:\n{}",
-            dump_calls(&errors)
-        );
+        let violations = self.retry_after_violations();
+        let mut report = String::new();
+        if !errors.is_empty() {
+            let _ = write!(
+                report,
+                "fake Telegram rejected calls:\n{}",
+                dump_calls(&errors)
+            );
+        }
+        if !violations.is_empty() {
+            let _ = write!(
+                report,
+                "fake Telegram: the bot sent again before retry_after elapsed:\n{}",
+                dump_calls(&violations)
+            );
+        }
+        assert!(report.is_empty(), "{report}");
+    }
+
+    /// Turns on flood control like Telegram's: a `sendMessage`, `sendPhoto`,
+    /// `sendDocument`, `sendAudio` or `sendVoice` to a chat that already got
+    /// `per_chat_per_sec` messages within the last second is answered HTTP
+    /// 429 "Too Many Requests: retry after N" (with `parameters.retry_after`,
+    /// N = `retry_after_secs`, at least 1), and the chat is frozen for N
+    /// seconds. Every send to a frozen chat is answered 429 too and recorded
+    /// as a [violation](Self::retry_after_violations). Only sends that would
+    /// otherwise succeed are counted or limited. `None` turns the limit off
+    /// (chats already frozen stay frozen).
+    pub fn set_flood_limit(&self, per_chat_per_sec: Option<u32>, retry_after_secs: u32) {
+        self.lock()
+            .flood
+            .set_limit(per_chat_per_sec, retry_after_secs);
+    }
+
+    /// Answers the next `count` send calls (any method of
+    /// [`Self::set_flood_limit`], any chat) that would otherwise succeed
+    /// with 429 "retry after `retry_after_secs`", freezing their chat the
+    /// same way. Replaces any count left from an earlier call.
+    pub fn fail_next_sends_with_429(&self, count: usize, retry_after_secs: u32) {
+        self.lock().flood.force(count, retry_after_secs);
+    }
+
+    /// How many calls were answered 429 (violations included).
+    pub fn rate_limited_count(&self) -> usize {
+        self.lock().rate_limited
+    }
+
+    /// The calls answered 429, in order (violations included).
+    pub fn rate_limited_calls(&self) -> Vec<ApiCall> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| is_rate_limited(c))
+            .cloned()
+            .collect()
+    }
+
+    /// Sends made to a chat before the `retry_after` of an earlier 429 for
+    /// that chat had elapsed (each was answered 429 again). Any of them
+    /// fails [`Self::assert_no_errors`].
+    pub fn retry_after_violations(&self) -> Vec<ApiCall> {
+        self.lock().violations.clone()
     }
 
     /// Waits for a call of `method` (case-insensitive). Like
@@ -845,9 +1003,12 @@ fn dump_messages(msgs: &[SentMessage]) -> String {
     for (i, m) in msgs.iter().enumerate() {
         let _ = writeln!(
             out,
-            "  [{i}] id={} edited={} text={:?} parse_mode={:?} markup={}",
+            "  [{i}] id={} edited={}{} text={:?} parse_mode={:?} markup={}",
             m.message_id,
             m.edited,
+            m.media
+                .as_ref()
+                .map_or_else(String::new, |f| format!(" media={}", f.kind)),
             m.text,
             m.parse_mode,
             m.reply_markup
@@ -929,20 +1090,42 @@ type Params = Map<String, Value>;
 struct Fail {
     code: u16,
     description: String,
+    /// `parameters.retry_after` of a 429.
+    retry_after: Option<u32>,
+    /// A send that ignored an earlier 429's `retry_after`.
+    violation: bool,
+}
+
+impl Fail {
+    fn new(code: u16, description: impl Into<String>) -> Fail {
+        Fail {
+            code,
+            description: description.into(),
+            retry_after: None,
+            violation: false,
+        }
+    }
+
+    /// Telegram's flood-control answer.
+    fn too_many_requests(retry_after: u32) -> Fail {
+        Fail {
+            retry_after: Some(retry_after),
+            ..Fail::new(429, format!("{TOO_MANY_REQUESTS}{retry_after}"))
+        }
+    }
 }
 
 fn bad(msg: impl Display) -> Fail {
-    Fail {
-        code: 400,
-        description: format!("Bad Request: {msg}"),
-    }
+    Fail::new(400, format!("Bad Request: {msg}"))
 }
 
 fn forbidden(msg: impl Display) -> Fail {
-    Fail {
-        code: 403,
-        description: format!("Forbidden: {msg}"),
-    }
+    Fail::new(403, format!("Forbidden: {msg}"))
+}
+
+/// Telegram's answer to a too big request or upload.
+fn too_large() -> Fail {
+    Fail::new(413, "Request Entity Too Large")
 }
 
 type ApiResult = Result<Value, Fail>;
@@ -952,7 +1135,7 @@ async fn handle_request(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let segments: Vec<String> = uri
         .path()
@@ -963,28 +1146,35 @@ async fn handle_request(
     let (token, api_method) = match segments.as_slice() {
         [first, m] if first.starts_with("bot") => (first[3..].to_owned(), m.to_ascii_lowercase()),
         _ => {
-            return envelope(Err(Fail {
-                code: 404,
-                description: "Not Found".to_owned(),
-            }));
+            return envelope(Err(Fail::new(404, "Not Found")));
         }
     };
-    let params = match parse_params(&uri, &headers, &body) {
-        Ok(params) => params,
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            // Over the 64 MB body limit, or the client hung up.
+            let fail = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                bad("can't read the request body")
+            };
+            return finish_call(&shared, api_method, Map::new(), Err(fail));
+        }
+    };
+    let (params, uploads) = match parse_params(&uri, &headers, &body) {
+        Ok(parsed) => parsed,
         Err(fail) => return finish_call(&shared, api_method, Map::new(), Err(fail)),
     };
     if token != shared.token {
-        let fail = Fail {
-            code: 401,
-            description: "Unauthorized".to_owned(),
-        };
-        return finish_call(&shared, api_method, params, Err(fail));
+        return finish_call(
+            &shared,
+            api_method,
+            params,
+            Err(Fail::new(401, "Unauthorized")),
+        );
     }
     if method != Method::GET && method != Method::POST {
-        let fail = Fail {
-            code: 405,
-            description: "Method Not Allowed".to_owned(),
-        };
+        let fail = Fail::new(405, "Method Not Allowed");
         return finish_call(&shared, api_method, params, Err(fail));
     }
     if api_method == "getupdates" {
@@ -1002,16 +1192,12 @@ async fn handle_request(
             Err(fail) => finish_call(&shared, api_method, params, Err(fail)),
         };
     }
-    let outcome = dispatch(&shared, &api_method, &params);
+    let outcome = dispatch(&shared, &api_method, &params, &uploads);
     finish_call(&shared, api_method, params, outcome)
 }
 
 fn finish_call(shared: &Shared, method: String, params: Params, outcome: ApiResult) -> Response {
-    shared.record(ApiCall {
-        method,
-        params: Value::Object(params),
-        error: outcome.as_ref().err().map(|f| f.description.clone()),
-    });
+    shared.record_outcome(method, params, &outcome);
     envelope(outcome)
 }
 
@@ -1024,8 +1210,11 @@ fn envelope(outcome: ApiResult) -> Response {
                 "fake must never answer 5xx"
             );
             let status = StatusCode::from_u16(fail.code).unwrap_or(StatusCode::BAD_REQUEST);
-            let body =
+            let mut body =
                 json!({"ok": false, "error_code": fail.code, "description": fail.description});
+            if let Some(seconds) = fail.retry_after {
+                body["parameters"] = json!({"retry_after": seconds});
+            }
             (status, body)
         }
     };
@@ -1059,9 +1248,13 @@ fn percent_decode(s: &str) -> String {
 
 /// Merges the query string and the body (JSON, urlencoded or multipart) into
 /// one object. Form fields that hold JSON objects/arrays (`reply_markup`,
-/// `allowed_updates`, ...) are parsed so handlers see one shape.
-fn parse_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Params, Fail> {
+/// `allowed_updates`, ...) are parsed so handlers see one shape. A multipart
+/// part with a `filename` is a file (as on Telegram, even if the name is
+/// empty): its bytes go to the returned uploads and the params get a
+/// `{"file_name", "size"}` summary under the part's name.
+fn parse_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(Params, Uploads), Fail> {
     let mut params = Map::new();
+    let mut uploads = Uploads::new();
     if let Some(query) = uri.query() {
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             params.insert(k.into_owned(), form_value(&v));
@@ -1079,7 +1272,7 @@ fn parse_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Params, F
         .trim()
         .to_ascii_lowercase();
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(params);
+        return Ok((params, uploads));
     }
     match mime.as_str() {
         "multipart/form-data" => {
@@ -1091,7 +1284,11 @@ fn parse_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Params, F
                 .ok_or_else(|| bad("can't parse multipart/form-data: no boundary"))?;
             for part in parse_multipart(body, &boundary).map_err(bad)? {
                 let value = match part.filename {
-                    Some(name) => json!({"file_name": name, "size": part.data.len()}),
+                    Some(name) => {
+                        let summary = json!({"file_name": name, "size": part.data.len()});
+                        uploads.insert(part.name.clone(), media::Upload::new(name, part.data));
+                        summary
+                    }
                     None => form_value(&String::from_utf8_lossy(&part.data)),
                 };
                 params.insert(part.name, value);
@@ -1108,7 +1305,7 @@ fn parse_params(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Params, F
             Err(e) => return Err(bad(format!("can't parse JSON object: {e}"))),
         },
     }
-    Ok(params)
+    Ok((params, uploads))
 }
 
 fn form_value(v: &str) -> Value {
@@ -1265,7 +1462,7 @@ fn known_chat(st: &State, chat_id: i64) -> Result<(), Fail> {
 // Methods
 // ---------------------------------------------------------------------------
 
-fn dispatch(shared: &Arc<Shared>, method: &str, p: &Params) -> ApiResult {
+fn dispatch(shared: &Arc<Shared>, method: &str, p: &Params, uploads: &Uploads) -> ApiResult {
     let mut st = shared.lock();
     let result = match method {
         "getme" => Ok(json!({
@@ -1279,9 +1476,12 @@ fn dispatch(shared: &Arc<Shared>, method: &str, p: &Params) -> ApiResult {
             "can_connect_to_business": false,
             "has_main_web_app": false,
         })),
-        "sendmessage" => send_message(shared, &mut st, p),
-        "editmessagetext" => edit_message(&mut st, p, true),
-        "editmessagereplymarkup" => edit_message(&mut st, p, false),
+        "sendmessage" | "sendphoto" | "senddocument" | "sendaudio" | "sendvoice" => {
+            send(shared, &mut st, method, p, uploads)
+        }
+        "editmessagetext" => edit_message(&mut st, p, Edit::Text),
+        "editmessagecaption" => edit_message(&mut st, p, Edit::Caption),
+        "editmessagereplymarkup" => edit_message(&mut st, p, Edit::Markup),
         "deletemessage" => delete_message(&mut st, p),
         "answercallbackquery" => answer_callback_query(&mut st, p),
         "sendchataction" => send_chat_action(&st, p),
@@ -1307,10 +1507,7 @@ fn dispatch(shared: &Arc<Shared>, method: &str, p: &Params) -> ApiResult {
         }
         "getwebhookinfo" => Ok(webhook_info(&st)),
         "close" | "logout" => Ok(json!(true)),
-        _ => Err(Fail {
-            code: 404,
-            description: "Not Found: method not found".to_owned(),
-        }),
+        _ => Err(Fail::new(404, "Not Found: method not found")),
     };
     drop(st);
     if matches!(method, "setwebhook" | "deletewebhook") {
@@ -1343,12 +1540,11 @@ fn start_get_updates(shared: &Shared, p: &Params) -> Result<Poll, Fail> {
     let timeout = int_param(p, "timeout")?.unwrap_or(0).max(0) as u64;
     let mut st = shared.lock();
     if st.webhook.is_some() {
-        return Err(Fail {
-            code: 409,
-            description: "Conflict: can't use getUpdates method while webhook is active; use \
-                          deleteWebhook to delete the webhook first"
-                .to_owned(),
-        });
+        return Err(Fail::new(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook \
+             to delete the webhook first",
+        ));
     }
     if let Some(Value::Array(list)) = p.get("allowed_updates") {
         st.allowed_updates = Some(
@@ -1411,14 +1607,15 @@ fn parse_mode_param(p: &Params) -> Result<Option<ParseMode>, Fail> {
     }
 }
 
-/// Parses `text` like Telegram: markup to entities, then trims whitespace,
-/// then checks emptiness and the 4096 UTF-16 unit limit.
-fn render_text(p: &Params) -> Result<Formatted, Fail> {
-    let raw = str_param(p, "text").unwrap_or_default();
+/// Parses the `text_key` parameter like Telegram: markup to entities (or
+/// the explicit `entities_key` entities, kept as given), then trims
+/// whitespace.
+fn format_param(p: &Params, text_key: &str, entities_key: &str) -> Result<Formatted, Fail> {
+    let raw = str_param(p, text_key).unwrap_or_default();
     let mode = parse_mode_param(p)?;
-    let mut formatted = match (mode, p.get("entities")) {
+    let mut formatted = match (mode, p.get(entities_key)) {
         (None, Some(Value::Array(entities))) => {
-            return check_text(Formatted {
+            return Ok(Formatted {
                 text: raw,
                 entities: explicit_entities(entities),
             });
@@ -1433,7 +1630,13 @@ fn render_text(p: &Params) -> Result<Formatted, Fail> {
     }
     .map_err(|e| bad(format!("can't parse entities: {e}")))?;
     formatted.trim();
-    check_text(formatted)
+    Ok(formatted)
+}
+
+/// A message `text`: parsed, trimmed, then checked for emptiness and the
+/// 4096 UTF-16 unit limit.
+fn render_text(p: &Params) -> Result<Formatted, Fail> {
+    check_text(format_param(p, "text", "entities")?)
 }
 
 fn check_text(f: Formatted) -> Result<Formatted, Fail> {
@@ -1446,6 +1649,16 @@ fn check_text(f: Formatted) -> Result<Formatted, Fail> {
     Ok(f)
 }
 
+/// A media `caption`: parsed like a text, may be empty, at most 1024
+/// UTF-16 units after parsing.
+fn render_caption(p: &Params) -> Result<Formatted, Fail> {
+    let f = format_param(p, "caption", "caption_entities")?;
+    if utf16_len(&f.text) > MAX_CAPTION_UTF16 {
+        return Err(bad("message caption is too long"));
+    }
+    Ok(f)
+}
+
 fn link_preview_disabled(p: &Params) -> bool {
     bool_param(p, "disable_web_page_preview")
         || p.get("link_preview_options")
@@ -1453,20 +1666,73 @@ fn link_preview_disabled(p: &Params) -> bool {
             .is_some_and(|v| v.as_bool() == Some(true) || v.as_str() == Some("true"))
 }
 
-fn send_message(shared: &Shared, st: &mut State, p: &Params) -> ApiResult {
+/// A validated message, ready to be stored once flood control lets it pass.
+struct Outgoing {
+    chat_id: i64,
+    /// Content fields of the Message object: `text`, `entities`,
+    /// `link_preview_options`, or the media field, `caption`, ...
+    content: Map<String, Value>,
+    /// The text or caption as shown, and its entities.
+    text: String,
+    entities: Vec<Value>,
+    /// The `text` or `caption` parameter as sent.
+    raw_text: String,
+    markup: Option<Value>,
+    reply_to: Option<i32>,
+    link_preview_disabled: bool,
+    media: Option<SentMedia>,
+    /// `file_id`s issued for an upload, registered when the message is sent.
+    new_files: Vec<(String, StoredFile)>,
+}
+
+/// `sendMessage` and the media sends: validate, pass flood control, store.
+fn send(shared: &Shared, st: &mut State, method: &str, p: &Params, uploads: &Uploads) -> ApiResult {
     let chat_id = chat_id_param(p)?;
+    st.flood.check_frozen(chat_id, Instant::now())?;
     sendable_chat(st, chat_id)?;
+    let out = match MediaKind::from_method(method) {
+        Some(kind) => media::prepare(st, chat_id, kind, p, uploads)?,
+        None => prepare_text(st, chat_id, p)?,
+    };
+    st.flood.admit(chat_id, Instant::now())?;
+    Ok(commit(shared, st, p, out))
+}
+
+fn prepare_text(st: &State, chat_id: i64, p: &Params) -> Result<Outgoing, Fail> {
     let formatted = render_text(p)?;
     let markup = validate_reply_markup(p.get("reply_markup"), false)?;
     let reply_to = reply_target(st, chat_id, p)?;
-    let link_preview = p
-        .get("link_preview_options")
-        .filter(|v| v.is_object())
-        .cloned();
-    let inline = inline_markup(markup.as_ref());
+    let entities = formatted.entities_json();
+    let mut content = Map::new();
+    content.insert("text".to_owned(), json!(formatted.text));
+    if !entities.is_empty() {
+        content.insert("entities".to_owned(), json!(entities));
+    }
+    if let Some(l) = p.get("link_preview_options").filter(|v| v.is_object()) {
+        content.insert("link_preview_options".to_owned(), l.clone());
+    }
+    Ok(Outgoing {
+        chat_id,
+        content,
+        text: formatted.text,
+        entities,
+        raw_text: str_param(p, "text").unwrap_or_default(),
+        markup,
+        reply_to,
+        link_preview_disabled: link_preview_disabled(p),
+        media: None,
+        new_files: Vec::new(),
+    })
+}
+
+/// Stores a message that passed every check and returns its Message object.
+fn commit(shared: &Shared, st: &mut State, p: &Params, out: Outgoing) -> Value {
+    st.files.extend(out.new_files);
+    st.flood.record_send(out.chat_id, Instant::now());
+    let inline = inline_markup(out.markup.as_ref());
     let chat = st
         .chats
-        .get_mut(&chat_id)
+        .get_mut(&out.chat_id)
         .expect("checked by sendable_chat");
     chat.next_message_id += 1;
     let message_id = chat.next_message_id;
@@ -1475,50 +1741,45 @@ fn send_message(shared: &Shared, st: &mut State, p: &Params) -> ApiResult {
         "from": shared.bot_user(),
         "chat": chat.chat,
         "date": now(),
-        "text": formatted.text,
     });
-    let entities = formatted.entities_json();
-    if !entities.is_empty() {
-        msg["entities"] = json!(entities);
-    }
+    let obj = msg.as_object_mut().expect("message is an object");
+    obj.extend(out.content);
     if let Some(m) = &inline {
-        msg["reply_markup"] = m.clone();
+        obj.insert("reply_markup".to_owned(), m.clone());
     }
-    if let Some(l) = link_preview {
-        msg["link_preview_options"] = l;
-    }
-    if let Some(original) = reply_to.and_then(|id| chat.messages.get(&id)) {
+    if let Some(original) = out.reply_to.and_then(|id| chat.messages.get(&id)) {
         let mut original = original.json.clone();
         if let Some(o) = original.as_object_mut() {
             o.remove("reply_to_message");
         }
-        msg["reply_to_message"] = original;
+        obj.insert("reply_to_message".to_owned(), original);
     }
     let sent = SentMessage {
-        chat_id,
+        chat_id: out.chat_id,
         message_id,
-        text: formatted.text.clone(),
-        raw_text: str_param(p, "text").unwrap_or_default(),
+        text: out.text.clone(),
+        raw_text: out.raw_text,
         parse_mode: str_param(p, "parse_mode"),
-        reply_markup: markup,
-        link_preview_disabled: link_preview_disabled(p),
+        reply_markup: out.markup,
+        link_preview_disabled: out.link_preview_disabled,
         edited: false,
-        reply_to_message_id: reply_to,
+        reply_to_message_id: out.reply_to,
+        media: out.media,
     };
     chat.messages.insert(
         message_id,
         StoredMessage {
             json: msg.clone(),
             from_bot: true,
-            text: formatted.text,
-            entities,
+            text: out.text,
+            entities: out.entities,
             inline_markup: inline,
             deleted: false,
             sent: Some(sent.clone()),
         },
     );
-    st.sent.entry(chat_id).or_default().push(sent);
-    Ok(msg)
+    st.sent.entry(out.chat_id).or_default().push(sent);
+    msg
 }
 
 /// `reply_parameters` (or the legacy `reply_to_message_id`) must point at an
@@ -1549,7 +1810,18 @@ fn reply_target(st: &State, chat_id: i64, p: &Params) -> Result<Option<i32>, Fai
     }
 }
 
-fn edit_message(st: &mut State, p: &Params, with_text: bool) -> ApiResult {
+/// What an edit method changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    /// `editMessageText`: text messages only.
+    Text,
+    /// `editMessageCaption`: media messages only.
+    Caption,
+    /// `editMessageReplyMarkup`: any bot message.
+    Markup,
+}
+
+fn edit_message(st: &mut State, p: &Params, edit: Edit) -> ApiResult {
     if p.contains_key("inline_message_id") {
         // Inline-mode messages are not modelled.
         return Err(bad("MESSAGE_ID_INVALID"));
@@ -1557,7 +1829,7 @@ fn edit_message(st: &mut State, p: &Params, with_text: bool) -> ApiResult {
     let chat_id = chat_id_param(p)?;
     known_chat(st, chat_id)?;
     let message_id = message_id_param(p)?;
-    {
+    let has_media = {
         let stored = st.chats[&chat_id]
             .messages
             .get(&message_id)
@@ -1566,11 +1838,16 @@ fn edit_message(st: &mut State, p: &Params, with_text: bool) -> ApiResult {
         if !stored.from_bot {
             return Err(bad("message can't be edited"));
         }
-    }
-    let formatted = if with_text {
-        Some(render_text(p)?)
-    } else {
-        None
+        stored.has_media()
+    };
+    let formatted = match edit {
+        Edit::Text if has_media => return Err(bad("there is no text in the message to edit")),
+        Edit::Caption if !has_media => {
+            return Err(bad("there is no caption in the message to edit"));
+        }
+        Edit::Text => Some(render_text(p)?),
+        Edit::Caption => Some(render_caption(p)?),
+        Edit::Markup => None,
     };
     let markup = validate_reply_markup(p.get("reply_markup"), true)?;
     // Omitting reply_markup removes the keyboard, as on Telegram.
@@ -1588,22 +1865,44 @@ fn edit_message(st: &mut State, p: &Params, with_text: bool) -> ApiResult {
         return Err(bad(NOT_MODIFIED));
     }
     let obj = stored.json.as_object_mut().expect("message is an object");
-    obj.insert("text".to_owned(), json!(text));
     obj.insert("edit_date".to_owned(), json!(now()));
-    if entities.is_empty() {
-        obj.remove("entities");
-    } else {
-        obj.insert("entities".to_owned(), json!(entities));
+    if formatted.is_some() {
+        let (text_key, entities_key) = if has_media {
+            ("caption", "caption_entities")
+        } else {
+            ("text", "entities")
+        };
+        // A media message without a caption has no `caption` field.
+        if has_media && text.is_empty() {
+            obj.remove(text_key);
+        } else {
+            obj.insert(text_key.to_owned(), json!(text));
+        }
+        if entities.is_empty() {
+            obj.remove(entities_key);
+        } else {
+            obj.insert(entities_key.to_owned(), json!(entities));
+        }
     }
     match &inline {
         Some(m) => obj.insert("reply_markup".to_owned(), m.clone()),
         None => obj.remove("reply_markup"),
     };
-    if with_text {
-        match p.get("link_preview_options").filter(|v| v.is_object()) {
-            Some(l) => obj.insert("link_preview_options".to_owned(), l.clone()),
-            None => obj.remove("link_preview_options"),
-        };
+    match edit {
+        Edit::Text => {
+            match p.get("link_preview_options").filter(|v| v.is_object()) {
+                Some(l) => obj.insert("link_preview_options".to_owned(), l.clone()),
+                None => obj.remove("link_preview_options"),
+            };
+        }
+        Edit::Caption if obj.contains_key("photo") => {
+            if bool_param(p, "show_caption_above_media") {
+                obj.insert("show_caption_above_media".to_owned(), json!(true));
+            } else {
+                obj.remove("show_caption_above_media");
+            }
+        }
+        Edit::Caption | Edit::Markup => {}
     }
     stored.text = text.clone();
     stored.entities = entities;
@@ -1612,20 +1911,17 @@ fn edit_message(st: &mut State, p: &Params, with_text: bool) -> ApiResult {
         .sent
         .clone()
         .expect("bot messages keep their SentMessage");
+    let (raw_text, parse_mode) = match edit {
+        Edit::Text => (str_param(p, "text"), str_param(p, "parse_mode")),
+        Edit::Caption => (str_param(p, "caption"), str_param(p, "parse_mode")),
+        Edit::Markup => (Some(previous.raw_text.clone()), previous.parse_mode.clone()),
+    };
     let sent = SentMessage {
         text,
-        raw_text: if with_text {
-            str_param(p, "text").unwrap_or_default()
-        } else {
-            previous.raw_text
-        },
-        parse_mode: if with_text {
-            str_param(p, "parse_mode")
-        } else {
-            previous.parse_mode
-        },
+        raw_text: raw_text.unwrap_or_default(),
+        parse_mode,
         reply_markup: markup,
-        link_preview_disabled: if with_text {
+        link_preview_disabled: if edit == Edit::Text {
             link_preview_disabled(p)
         } else {
             previous.link_preview_disabled

@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use fake_telegram::{ChatKind, FakeTelegram};
+use fake_telegram::{ChatKind, FakeTelegram, SentMedia};
 use serde_json::{Value, json};
 use teloxide::prelude::*;
 use teloxide::types::{
-    BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, MessageEntityKind,
-    MessageId, ParseMode, ReplyParameters, UpdateKind,
+    BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions,
+    MessageEntityKind, MessageId, ParseMode, ReplyParameters, Seconds, UpdateKind,
 };
 use teloxide::{ApiError, RequestError};
 
@@ -932,4 +932,579 @@ async fn login_buttons_need_https_and_open_signed_for_whoever_taps() {
     let mut mac = Hmac::<Sha256>::new_from_slice(&Sha256::digest(fake.token().as_bytes())).unwrap();
     mac.update(check.as_bytes());
     assert_eq!(fields["hash"], hex::encode(mac.finalize().into_bytes()));
+}
+
+/// A PNG as far as Telegram's checks go: signature and IHDR chunk (the fake
+/// does not decode pixels or check CRCs).
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    v.extend(13u32.to_be_bytes());
+    v.extend(b"IHDR");
+    v.extend(width.to_be_bytes());
+    v.extend(height.to_be_bytes());
+    v.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend(0u32.to_be_bytes());
+    v.extend(b"IEND\xae\x42\x60\x82");
+    v
+}
+
+/// Raw multipart/form-data call: text fields, then `(part name, file name,
+/// bytes)` files.
+async fn raw_multipart(
+    fake: &FakeTelegram,
+    method: &str,
+    fields: &[(&str, &str)],
+    files: &[(&str, &str, &[u8])],
+) -> (u16, Value) {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!(
+                "--B0undary\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .into_bytes(),
+        );
+    }
+    for (name, file_name, data) in files {
+        body.extend(
+            format!(
+                "--B0undary\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                 filename=\"{file_name}\"\r\n\r\n"
+            )
+            .into_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend(b"\r\n");
+    }
+    body.extend(b"--B0undary--\r\n");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = client
+        .post(format!("{}bot{}/{method}", fake.api_url(), fake.token()))
+        .header("content-type", "multipart/form-data; boundary=B0undary")
+        .body(body)
+        .send()
+        .await
+        .expect("fake reachable");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).expect("JSON envelope"))
+}
+
+#[tokio::test]
+async fn photos_upload_with_captions_and_resend_by_file_id() {
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let user = fake.user(1, "U");
+    fake.send_private(&user, "hi");
+    let image = png(640, 480);
+    let keyboard =
+        InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::callback("Again", "again")]]);
+    let msg = bot
+        .send_photo(
+            ChatId(1),
+            InputFile::memory(image.clone()).file_name("chart.png"),
+        )
+        .caption("  <b>Chart</b> of the day ")
+        .parse_mode(ParseMode::Html)
+        .reply_markup(keyboard)
+        .await
+        .unwrap();
+    assert_eq!(msg.caption(), Some("Chart of the day"));
+    assert_eq!(
+        msg.caption_entities().unwrap()[0].kind,
+        MessageEntityKind::Bold
+    );
+    assert!(msg.text().is_none());
+    // Smallest first, like Telegram: the full size is the last one.
+    let sizes = msg.photo().unwrap();
+    let largest = sizes.last().unwrap().clone();
+    assert_eq!((largest.width, largest.height), (640, 480));
+    assert_eq!((sizes[0].width, sizes[0].height), (90, 67));
+    assert!(msg.reply_markup().is_some());
+
+    // teloxide uploads the file as a separate part named by attach://.
+    let call = fake.wait_for_call("sendPhoto", WAIT).await;
+    assert!(
+        call.params["photo"]
+            .as_str()
+            .unwrap()
+            .starts_with("attach://")
+    );
+    let sent = fake.wait_for_message(1, WAIT, |_| true).await;
+    assert_eq!(
+        sent.media,
+        Some(SentMedia {
+            kind: "photo".to_owned(),
+            file_name: Some("chart.png".to_owned()),
+            data: image.clone(),
+        })
+    );
+    assert_eq!(sent.text, "Chart of the day");
+    assert_eq!(sent.raw_text, "  <b>Chart</b> of the day ");
+    assert_eq!(sent.parse_mode.as_deref(), Some("HTML"));
+    assert_eq!(sent.callback_buttons().len(), 1);
+
+    // Re-sent by file_id, without a caption, as a reply.
+    let again = bot
+        .send_photo(ChatId(1), InputFile::file_id(largest.file.id.clone()))
+        .reply_parameters(ReplyParameters::new(msg.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.photo().unwrap().last().unwrap().file.id,
+        largest.file.id
+    );
+    assert!(again.caption().is_none());
+    assert_eq!(again.reply_to_message().unwrap().id, msg.id);
+    let resent = fake.message(1, again.id.0).unwrap();
+    assert_eq!((resent.text.as_str(), resent.raw_text.as_str()), ("", ""));
+    assert_eq!(resent.media.unwrap().data, image);
+
+    // A photo uploaded directly under its own field name, as browsers do.
+    let (status, body) = raw_multipart(
+        &fake,
+        "sendPhoto",
+        &[("chat_id", "1"), ("caption", "direct")],
+        &[("photo", "", &png(20, 10))],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["photo"][0]["width"], json!(20));
+    let direct = fake.media_messages(1).pop().unwrap();
+    assert_eq!(direct.media.unwrap().file_name, None);
+    assert_eq!(fake.media_messages(1).len(), 3);
+    assert_eq!(fake.messages(1).len(), 3);
+    fake.assert_no_errors();
+
+    // Nothing the fake issued: unknown file_ids and any URL.
+    for input in [
+        InputFile::file_id("AgACAgIAAxkBAAIBnope".to_owned().into()),
+        InputFile::url(url("https://example.com/a.png")),
+    ] {
+        assert_eq!(
+            api_error(bot.send_photo(ChatId(1), input).await),
+            ApiError::WrongFileIdOrUrl
+        );
+    }
+    let doc = bot
+        .send_document(
+            ChatId(1),
+            InputFile::memory(&b"notes"[..]).file_name("notes.txt"),
+        )
+        .await
+        .unwrap();
+    let doc_id = doc.document().unwrap().file.id.clone();
+    assert_eq!(
+        unknown(bot.send_photo(ChatId(1), InputFile::file_id(doc_id)).await),
+        "Bad Request: can't use file of type Document as Photo"
+    );
+    let (status, body) = raw_multipart(
+        &fake,
+        "sendPhoto",
+        &[("chat_id", "1"), ("photo", "attach://missing")],
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["description"],
+        json!("Bad Request: there is no photo in the request")
+    );
+}
+
+#[tokio::test]
+async fn documents_audio_and_voice_parse_in_teloxide() {
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let user = fake.user(2, "U");
+    fake.send_private(&user, "hi");
+
+    let doc = bot
+        .send_document(
+            ChatId(2),
+            InputFile::memory(&b"a,b\n1,2\n"[..]).file_name("report.csv"),
+        )
+        .caption("*Report*")
+        .parse_mode(ParseMode::MarkdownV2)
+        .await
+        .unwrap();
+    let document = doc.document().unwrap();
+    assert_eq!(document.file_name.as_deref(), Some("report.csv"));
+    assert_eq!(document.file.size, 8);
+    assert_eq!(
+        document.mime_type.as_ref().map(ToString::to_string),
+        Some("text/csv".to_owned())
+    );
+    assert_eq!(doc.caption(), Some("Report"));
+
+    let audio = bot
+        .send_audio(
+            ChatId(2),
+            InputFile::memory(vec![0xFF, 0xFB, 0x90, 0x00]).file_name("song.mp3"),
+        )
+        .duration(7)
+        .title("Song")
+        .await
+        .unwrap();
+    let a = audio.audio().unwrap();
+    assert_eq!(a.duration, Seconds::from_seconds(7));
+    assert_eq!(a.title.as_deref(), Some("Song"));
+    assert_eq!(a.file_name.as_deref(), Some("song.mp3"));
+
+    let voice = bot
+        .send_voice(
+            ChatId(2),
+            InputFile::memory(&b"OggS\0voice"[..]).file_name("note.ogg"),
+        )
+        .caption("listen")
+        .await
+        .unwrap();
+    assert_eq!(voice.voice().unwrap().duration, Seconds::from_seconds(0));
+    assert_eq!(voice.caption(), Some("listen"));
+
+    let kinds: Vec<_> = fake
+        .media_messages(2)
+        .into_iter()
+        .map(|m| (m.media.unwrap().kind, m.text))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("document".to_owned(), "Report".to_owned()),
+            ("audio".to_owned(), String::new()),
+            ("voice".to_owned(), "listen".to_owned()),
+        ]
+    );
+    assert_eq!(
+        fake.message(2, voice.id.0).unwrap().media.unwrap().data,
+        b"OggS\0voice".to_vec()
+    );
+    // A file_id of the same kind can be sent again.
+    let again = bot
+        .send_audio(ChatId(2), InputFile::file_id(a.file.id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again.audio().unwrap().file.id, a.file.id);
+    fake.assert_no_errors();
+}
+
+#[tokio::test]
+async fn media_uploads_follow_telegram_limits() {
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let user = fake.user(3, "U");
+    fake.send_private(&user, "hi");
+    let photo =
+        |data: Vec<u8>| bot.send_photo(ChatId(3), InputFile::memory(data).file_name("p.png"));
+
+    // Captions: 1024 UTF-16 units after parsing; parse errors as for texts.
+    photo(png(10, 10))
+        .caption(format!("<b>{}</b>", "a".repeat(1024)))
+        .parse_mode(ParseMode::Html)
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown(photo(png(10, 10)).caption("😀".repeat(513)).await),
+        "Bad Request: message caption is too long"
+    );
+    match api_error(
+        photo(png(10, 10))
+            .caption("<b>open")
+            .parse_mode(ParseMode::Html)
+            .await,
+    ) {
+        ApiError::CantParseEntities(s) => {
+            assert!(
+                s.contains("Can't find end tag corresponding to start tag \"b\""),
+                "{s}"
+            );
+        }
+        other => panic!("expected CantParseEntities, got {other:?}"),
+    }
+    // Buttons are validated as for texts: callback_data is at most 64 bytes.
+    let with_data = |data: String| {
+        photo(png(10, 10)).reply_markup(InlineKeyboardMarkup::new(vec![vec![
+            InlineKeyboardButton::callback("Go", data),
+        ]]))
+    };
+    assert_eq!(
+        api_error(with_data("é".repeat(32) + "x").await),
+        ApiError::ButtonDataInvalid
+    );
+    with_data("é".repeat(32)).await.unwrap();
+
+    // Only PNG, JPEG, GIF and WEBP, with sane dimensions.
+    assert_eq!(
+        api_error(photo(b"%PDF-1.7 not an image".to_vec()).await),
+        ApiError::ImageProcessFailed
+    );
+    let mut truncated = png(10, 10);
+    truncated.truncate(20);
+    assert_eq!(
+        api_error(photo(truncated).await),
+        ApiError::ImageProcessFailed
+    );
+    for (w, h) in [(9000, 1001), (2100, 100), (100, 2001)] {
+        assert_eq!(
+            unknown(photo(png(w, h)).await),
+            "Bad Request: PHOTO_INVALID_DIMENSIONS",
+            "{w}x{h}"
+        );
+    }
+    photo(png(2000, 100)).await.unwrap();
+    photo(png(5000, 5000)).await.unwrap();
+    // A JPEG: SOI, an APP0 segment, then SOF0 with height 30 and width 40.
+    let jpeg = [
+        &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00][..],
+        &[
+            0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x1E, 0x00, 0x28, 0x01, 0x01, 0x11, 0x00,
+        ],
+        &[0xFF, 0xD9],
+    ]
+    .concat();
+    let m = photo(jpeg).await.unwrap();
+    let last = m.photo().unwrap().last().unwrap();
+    assert_eq!((last.width, last.height), (40, 30));
+    let gif = [
+        &b"GIF89a"[..],
+        &[0x05, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00],
+        b";",
+    ]
+    .concat();
+    let m = photo(gif).await.unwrap();
+    assert_eq!(m.photo().unwrap()[0].width, 5);
+
+    // Empty and too big uploads.
+    assert_eq!(
+        unknown(photo(Vec::new()).await),
+        "Bad Request: file must be non-empty"
+    );
+    let mut big = png(100, 100);
+    big.resize((10 << 20) + 1, 0);
+    assert_eq!(api_error(photo(big).await), ApiError::RequestEntityTooLarge);
+    let big_doc = vec![b'x'; (50 << 20) + 1];
+    assert_eq!(
+        api_error(
+            bot.send_document(ChatId(3), InputFile::memory(big_doc).file_name("big.bin"))
+                .await
+        ),
+        ApiError::RequestEntityTooLarge
+    );
+    let error = fake.errors().pop().unwrap();
+    assert_eq!(error.error.as_deref(), Some("Request Entity Too Large"));
+    let (status, body) = raw_multipart(
+        &fake,
+        "sendDocument",
+        &[("chat_id", "3")],
+        &[("document", "big.bin", &vec![0; (50 << 20) + 1])],
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error_code"], json!(413));
+    // 10 MB is fine for a document.
+    bot.send_document(
+        ChatId(3),
+        InputFile::memory(vec![b'x'; (10 << 20) + 1]).file_name("ten.bin"),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn media_messages_edit_captions_not_texts() {
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let user = fake.user(4, "U");
+    fake.send_private(&user, "hi");
+    let keyboard = InlineKeyboardMarkup::new(vec![vec![InlineKeyboardButton::callback("A", "a")]]);
+    let msg = bot
+        .send_photo(ChatId(4), InputFile::memory(png(30, 30)).file_name("p.png"))
+        .caption("Before")
+        .reply_markup(keyboard.clone())
+        .await
+        .unwrap();
+    let text = bot.send_message(ChatId(4), "plain").await.unwrap();
+
+    assert_eq!(
+        unknown(bot.edit_message_text(ChatId(4), msg.id, "x").await),
+        "Bad Request: there is no text in the message to edit"
+    );
+    assert_eq!(
+        unknown(
+            bot.edit_message_caption(ChatId(4), text.id)
+                .caption("x")
+                .await
+        ),
+        "Bad Request: there is no caption in the message to edit"
+    );
+    assert_eq!(
+        api_error(
+            bot.edit_message_caption(ChatId(4), msg.id)
+                .caption("Before")
+                .reply_markup(keyboard.clone())
+                .await
+        ),
+        ApiError::MessageNotModified
+    );
+    assert_eq!(
+        unknown(
+            bot.edit_message_caption(ChatId(4), msg.id)
+                .caption("a".repeat(1025))
+                .await
+        ),
+        "Bad Request: message caption is too long"
+    );
+    let edited = bot
+        .edit_message_caption(ChatId(4), msg.id)
+        .caption("<i>After</i>")
+        .parse_mode(ParseMode::Html)
+        .reply_markup(keyboard)
+        .await
+        .unwrap();
+    assert_eq!(edited.caption(), Some("After"));
+    assert_eq!(
+        edited.caption_entities().unwrap()[0].kind,
+        MessageEntityKind::Italic
+    );
+    assert!(edited.photo().is_some());
+    assert!(edited.edit_date().is_some());
+
+    // Removing the keyboard keeps the caption.
+    let edited = bot
+        .edit_message_reply_markup(ChatId(4), msg.id)
+        .await
+        .unwrap();
+    assert_eq!(edited.caption(), Some("After"));
+    assert!(edited.text().is_none());
+    assert!(edited.reply_markup().is_none());
+    // Omitting the caption removes it.
+    let edited = bot.edit_message_caption(ChatId(4), msg.id).await.unwrap();
+    assert!(edited.caption().is_none());
+
+    let current = fake.message(4, msg.id.0).unwrap();
+    assert_eq!(current.text, "");
+    assert!(current.edited);
+    assert_eq!(current.media.as_ref().unwrap().kind, "photo");
+    let log = fake.media_messages(4);
+    assert_eq!(
+        log.iter()
+            .map(|m| (m.edited, m.text.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (false, "Before"),
+            (true, "After"),
+            (true, "After"),
+            (true, "")
+        ]
+    );
+    assert_eq!(log[1].raw_text, "<i>After</i>");
+
+    bot.delete_message(ChatId(4), msg.id).await.unwrap();
+    assert!(fake.is_deleted(4, msg.id.0));
+    assert_eq!(
+        api_error(bot.edit_message_caption(ChatId(4), msg.id).await),
+        ApiError::MessageToEditNotFound
+    );
+}
+
+#[tokio::test]
+async fn flood_limit_answers_429_and_catches_ignored_retry_after() {
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let (a, b) = (fake.user(5, "A"), fake.user(6, "B"));
+    fake.send_private(&a, "hi");
+    fake.send_private(&b, "hi");
+    fake.set_flood_limit(Some(2), 1);
+
+    bot.send_message(ChatId(5), "1").await.unwrap();
+    bot.send_photo(ChatId(5), InputFile::memory(png(5, 5)).file_name("p.png"))
+        .await
+        .unwrap();
+    // Rejected sends don't count and are not rate limited.
+    assert_eq!(
+        api_error(bot.send_message(ChatId(5), " ").await),
+        ApiError::MessageTextIsEmpty
+    );
+    let limited = bot.send_message(ChatId(5), "3").await;
+    assert!(
+        matches!(limited, Err(RequestError::RetryAfter(s)) if s == Seconds::from_seconds(1)),
+        "{limited:?}"
+    );
+    // Other chats have their own budget.
+    bot.send_message(ChatId(6), "other").await.unwrap();
+    assert_eq!(fake.rate_limited_count(), 1);
+    assert_eq!(fake.errors().len(), 1, "the 429 is not the bot's error");
+    assert!(fake.retry_after_violations().is_empty());
+
+    // Sending again at once ignores retry_after: 429 again, and a violation.
+    let again = bot.send_message(ChatId(5), "3").await;
+    assert!(
+        matches!(again, Err(RequestError::RetryAfter(_))),
+        "{again:?}"
+    );
+    assert_eq!(fake.rate_limited_count(), 2);
+    assert_eq!(fake.rate_limited_calls().len(), 2);
+    let violations = fake.retry_after_violations();
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].params["text"], json!("3"));
+    assert_eq!(
+        violations[0].error.as_deref(),
+        Some("Too Many Requests: retry after 1")
+    );
+    assert_eq!(fake.messages(5).len(), 2);
+
+    // Honouring retry_after works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bot.send_message(ChatId(5), "3").await.unwrap();
+    fake.set_flood_limit(None, 1);
+    for i in 0..5 {
+        bot.send_message(ChatId(5), i.to_string()).await.unwrap();
+    }
+
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fake.assert_no_errors()))
+        .unwrap_err();
+    let text = panic.downcast_ref::<String>().unwrap();
+    assert!(text.contains("rejected calls"), "{text}");
+    assert!(text.contains("before retry_after elapsed"), "{text}");
+    assert!(text.contains("sendmessage"), "{text}");
+}
+
+#[tokio::test]
+async fn forced_429s_freeze_the_chat_they_hit() {
+    let fake = FakeTelegram::start().await;
+    let bot = bot(&fake);
+    let user = fake.user(7, "U");
+    fake.send_private(&user, "hi");
+    fake.fail_next_sends_with_429(1, 1);
+
+    let (status, body) = raw(
+        &fake,
+        "sendMessage",
+        Some("application/json"),
+        json!({"chat_id": 7, "text": "x"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        body,
+        json!({
+            "ok": false,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 1",
+            "parameters": {"retry_after": 1},
+        })
+    );
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    bot.send_voice(
+        ChatId(7),
+        InputFile::memory(&b"OggS"[..]).file_name("v.ogg"),
+    )
+    .await
+    .unwrap();
+    bot.send_message(ChatId(7), "x").await.unwrap();
+    assert_eq!(fake.rate_limited_count(), 1);
+    assert!(fake.retry_after_violations().is_empty());
+    fake.assert_no_errors();
 }
