@@ -83,7 +83,7 @@ impl Rig {
     async fn call(&self) -> Duration {
         let start = Instant::now();
         self.gateway
-            .call_tool(USER, &self.server, "whoami", None)
+            .call_tool(USER, &self.server, "whoami", None, None)
             .await
             .expect("whoami");
         start.elapsed()

@@ -93,12 +93,16 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     let redirect = redirect_uri(&config, bound);
 
     let telegram = Telegram::connect(&config.telegram).await?;
-    let gateway = Arc::new(Gateway::new(
-        config.clone(),
-        stores,
-        redirect.clone(),
-        telegram.notifier(),
-    ));
+    // Servers' questions (elicitation) are put to the user in the chat.
+    let gateway = Arc::new(
+        Gateway::new(
+            config.clone(),
+            stores,
+            redirect.clone(),
+            telegram.notifier(),
+        )
+        .with_elicitation(crate::mcp::client::Elicitation::Ask),
+    );
 
     let state = HttpState {
         gateway: gateway.clone(),

@@ -8,6 +8,7 @@
 //! What must follow a completed flow (store, drop the stale session, tell
 //! the chat) happens here, so no adapter repeats it.
 
+pub mod form;
 pub mod notify;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,7 @@ use crate::oauth::{CallbackError, CallbackParams, Connector};
 use crate::store::{ChatMessage, CommandTicket, FlowOwner, StoreError, Stores};
 pub use crate::store::{Resume, ResumeOp};
 
-pub use crate::mcp::{INVALID_PARAMS, McpError as CallError};
+pub use crate::mcp::{CallObserver, INVALID_PARAMS, McpError as CallError, Progress, Watch};
 pub use crate::oauth::{
     Binding, BindingCookie, Bound, BrowserError, ClientSource, FlowLink, FlowRef, FlowReport,
     OAuthError, Revocation, StartOptions, StartPage,
@@ -158,10 +159,10 @@ impl Gateway {
         }
     }
 
-    /// Answers servers' elicitation requests as `elicitation` says (the
-    /// chat has no prompts for them yet, so it leaves them unsupported).
+    /// Answers servers' elicitation requests as `elicitation` says: the
+    /// chat asks its user; the terminal takes defaults or declines.
     pub fn with_elicitation(mut self, elicitation: Elicitation) -> Self {
-        self.sessions = Sessions::new(self.oauth.clone(), McpClient { elicitation });
+        self.sessions = Sessions::new(self.oauth.clone(), McpClient::new(elicitation));
         self
     }
 
@@ -483,11 +484,78 @@ impl Gateway {
         server: &ServerConfig,
         tool: &str,
         arguments: Option<JsonObject>,
+        watch: Option<Arc<Watch>>,
     ) -> Result<CallToolResult, CallError> {
         self.sessions
-            .call_tool(server, user_id, tool, arguments)
+            .call_tool(server, user_id, tool, arguments, watch)
             .await
             .inspect_err(|error| log_call_failure(user_id, server, "calling a tool", error))
+    }
+
+    /// The tool of that name as the server lists it now.
+    pub async fn find_tool(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+        name: &str,
+    ) -> Result<Option<Tool>, CallError> {
+        self.sessions
+            .find_tool(server, user_id, name)
+            .await
+            .inspect_err(|error| log_call_failure(user_id, server, "listing tools", error))
+    }
+
+    /// Whether a call of `tool` waits for the user's Run: a tool whose
+    /// annotations say it may change things (`destructiveHint`, or not
+    /// `readOnlyHint`), unless the user allowed it for good. A tool
+    /// without annotations says nothing either way and runs at once.
+    pub async fn needs_consent(&self, user_id: u64, server: &ServerConfig, tool: &Tool) -> bool {
+        let Some(annotations) = &tool.annotations else {
+            return false;
+        };
+        let may_change =
+            annotations.destructive_hint == Some(true) || annotations.read_only_hint != Some(true);
+        if !may_change {
+            return false;
+        }
+        match self
+            .stores
+            .consents
+            .allows(user_id, &server.id, &tool.name)
+            .await
+        {
+            Ok(allowed) => !allowed,
+            Err(error) => {
+                tracing::warn!(user = user_id, error = %chain(&error), "consents unreadable; asking");
+                true
+            }
+        }
+    }
+
+    pub async fn allow_tool(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+        tool: &str,
+    ) -> Result<(), StoreError> {
+        self.stores.consents.allow(user_id, &server.id, tool).await
+    }
+
+    /// The (server id, tool) pairs the user allowed to run unasked.
+    pub async fn allowed_tools(&self, user_id: u64) -> Result<Vec<(String, String)>, StoreError> {
+        self.stores.consents.allowed(user_id).await
+    }
+
+    pub async fn withdraw_consent(
+        &self,
+        user_id: u64,
+        server_id: &str,
+        tool: &str,
+    ) -> Result<bool, StoreError> {
+        self.stores
+            .consents
+            .withdraw(user_id, server_id, tool)
+            .await
     }
 
     /// Revokes the user's tokens at the server (RFC 7009, where it can),

@@ -95,6 +95,13 @@ pub enum McpError {
     /// definition clients must refuse), so it was not called.
     #[error("the server lists no usable tool named {name:?}")]
     UnknownTool { name: String },
+    /// The arguments do not fit the tool's input schema, so the tool was
+    /// not called; the problems are the schema validator's words.
+    #[error("the arguments do not fit the input schema of {tool:?}")]
+    InvalidArguments {
+        tool: String,
+        problems: Vec<super::Problem>,
+    },
     /// A static header from the config cannot be sent.
     #[error("the configured header {name} is not valid")]
     BadHeader { name: String },
@@ -138,7 +145,10 @@ impl McpError {
     pub fn keeps_session(&self) -> bool {
         matches!(
             self,
-            McpError::Rpc { .. } | McpError::UnknownTool { .. } | McpError::RefreshFailed { .. }
+            McpError::Rpc { .. }
+                | McpError::UnknownTool { .. }
+                | McpError::InvalidArguments { .. }
+                | McpError::RefreshFailed { .. }
         )
     }
 }

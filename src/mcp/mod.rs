@@ -9,13 +9,15 @@
 //! once-cell that only callers of that same slot wait on while it opens,
 //! and dropping a session (after a reconnect, say) never waits at all.
 
+mod arguments;
 pub mod client;
 mod error;
 mod failure;
 mod standalone;
 pub mod transport;
+mod watch;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -27,8 +29,10 @@ use tokio::sync::OnceCell;
 use crate::config::ServerConfig;
 use crate::oauth::Connector;
 
+pub use arguments::{Problem, Schema};
 pub use error::{BoxError, INVALID_PARAMS, McpError};
 use transport::Session;
+pub use watch::{CallObserver, Progress, Watch};
 
 type Slot = Arc<OnceCell<Live>>;
 
@@ -54,32 +58,56 @@ type Live = Arc<Open>;
 
 pub struct Open {
     session: Session,
-    /// The tool names of the last listing, for servers of 2026-07-28 on.
-    /// Their transport learns from `tools/list` which arguments to mirror
-    /// into `Mcp-Param-*` headers (SEP-2243) and drops tools whose header
-    /// annotations are invalid, which clients must not call: so a call
-    /// there goes only to a tool the session has seen listed.
-    listed: std::sync::Mutex<Option<Arc<HashSet<String>>>>,
+    /// Where the session's client handler reports to the running call.
+    hooks: Arc<watch::Hooks>,
+    /// The tools of the last listing, by name, each with its compiled
+    /// input schema. Arguments are checked against it before a call; and
+    /// servers of 2026-07-28 on need it: their transport learns from
+    /// `tools/list` which arguments to mirror into `Mcp-Param-*` headers
+    /// (SEP-2243) and drops tools whose header annotations are invalid,
+    /// which clients must not call.
+    listed: std::sync::Mutex<Option<Catalog>>,
 }
 
+type Catalog = Arc<HashMap<String, Arc<arguments::Checked>>>;
+
 impl Open {
-    fn new(session: Session) -> Self {
+    fn new(session: Session, hooks: Arc<watch::Hooks>) -> Self {
         Self {
             session,
+            hooks,
             listed: std::sync::Mutex::new(None),
         }
     }
 
     async fn list_tools(&self) -> Result<Vec<Tool>, ServiceError> {
         let tools = self.session.peer().list_all_tools().await?;
-        let names = tools.iter().map(|tool| tool.name.to_string()).collect();
-        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(names));
+        let catalog = tools
+            .iter()
+            .map(|tool| {
+                let checked = arguments::Checked::new(tool.clone());
+                (tool.name.to_string(), Arc::new(checked))
+            })
+            .collect();
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(catalog));
         Ok(tools)
     }
 
-    fn has_listed(&self, tool: &str) -> Option<bool> {
+    fn listed(&self, tool: &str) -> Option<Arc<arguments::Checked>> {
         let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
-        listed.as_ref().map(|names| names.contains(tool))
+        listed
+            .as_ref()
+            .and_then(|catalog| catalog.get(tool).cloned())
+    }
+
+    /// The tool as listed, listing again for a name not seen yet, since
+    /// the server's tools may have changed.
+    async fn tool(&self, name: &str) -> Result<Option<Arc<arguments::Checked>>, ServiceError> {
+        if let Some(known) = self.listed(name) {
+            return Ok(Some(known));
+        }
+        self.list_tools().await?;
+        Ok(self.listed(name))
     }
 
     fn sends_standard_headers(&self) -> bool {
@@ -89,21 +117,37 @@ impl Open {
             .is_some_and(|info| info.protocol_version >= ProtocolVersion::STANDARD_HEADERS)
     }
 
-    /// Calls `params.name`, first making sure (on servers that need it) that
-    /// the tool was listed; re-lists once for a name not seen yet, since
-    /// the server's tools may have changed.
-    async fn call_tool(&self, params: CallToolRequestParams) -> Result<CallToolResult, Step> {
-        if self.sends_standard_headers() && self.has_listed(&params.name) != Some(true) {
-            let listed = self.list_tools().await?;
-            if !listed.iter().any(|tool| tool.name == params.name) {
+    /// Calls `params.name` once its arguments fit the tool's schema. A
+    /// tool the server does not list is refused on servers that need the
+    /// listing; older servers get the call and answer for themselves.
+    async fn call_tool(
+        &self,
+        params: CallToolRequestParams,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<CallToolResult, Step> {
+        match self.tool(&params.name).await? {
+            Some(tool) => {
+                let problems = tool.problems(params.arguments.as_ref());
+                if !problems.is_empty() {
+                    return Err(Step::Refused(McpError::InvalidArguments {
+                        tool: params.name.to_string(),
+                        problems,
+                    }));
+                }
+            }
+            None if self.sends_standard_headers() => {
                 return Err(Step::Refused(McpError::UnknownTool {
                     name: params.name.to_string(),
                 }));
             }
+            None => {}
         }
+        let _attached = watch.map(|watch| self.hooks.attach(watch));
         // The session's own `call_tool` answers a 2026-07-28 server's
         // `input_required` rounds (SEP-2322) through the client handler,
         // echoing `requestState` untouched; 2025 servers never send them.
+        // Dropped before the answer (a user's Cancel), rmcp tells the
+        // server with `notifications/cancelled`.
         Ok(self.session.call_tool(params).await?)
     }
 }
@@ -137,26 +181,45 @@ impl Sessions {
         server: &ServerConfig,
         user_id: u64,
     ) -> Result<Vec<Tool>, McpError> {
-        self.run(server, user_id, |live| async move {
+        self.run(server, user_id, None, |live| async move {
             Ok(live.list_tools().await?)
         })
         .await
     }
 
+    /// The tool of that name as listed (listing again for a name not seen
+    /// yet).
+    pub async fn find_tool(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+        name: &str,
+    ) -> Result<Option<Tool>, McpError> {
+        self.run(server, user_id, None, |live| async move {
+            Ok(live.tool(name).await?.map(|checked| checked.tool.clone()))
+        })
+        .await
+    }
+
+    /// Calls a tool; `watch`, if given, sees its progress and answers the
+    /// server's questions, and the time spent waiting on the user does not
+    /// count against the server's time limit.
     pub async fn call_tool(
         &self,
         server: &ServerConfig,
         user_id: u64,
         tool: &str,
         arguments: Option<JsonObject>,
+        watch: Option<Arc<Watch>>,
     ) -> Result<CallToolResult, McpError> {
         let mut params = CallToolRequestParams::new(tool.to_owned());
         if let Some(arguments) = arguments {
             params = params.with_arguments(arguments);
         }
-        self.run(server, user_id, move |live| {
+        self.run(server, user_id, watch.clone(), move |live| {
             let params = params.clone();
-            async move { live.call_tool(params).await }
+            let watch = watch.clone();
+            async move { live.call_tool(params, watch).await }
         })
         .await
     }
@@ -188,6 +251,7 @@ impl Sessions {
         &self,
         server: &ServerConfig,
         user_id: u64,
+        watch: Option<Arc<Watch>>,
         op: F,
     ) -> Result<T, McpError>
     where
@@ -228,9 +292,20 @@ impl Sessions {
                 tokio::time::sleep(*pause).await;
             }
         };
-        tokio::time::timeout(limit, work)
-            .await
-            .unwrap_or(Err(McpError::Timeout(limit)))
+        tokio::pin!(work);
+        let mut deadline = tokio::time::Instant::now() + limit;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = std::time::Instant::now();
+                    match watch.as_ref().and_then(|w| w.extended(now, limit)) {
+                        Some(until) => deadline = tokio::time::Instant::from_std(until),
+                        None => return Err(McpError::Timeout(limit)),
+                    }
+                }
+            }
+        }
     }
 
     /// The live session, and whether it was opened just now.
@@ -252,9 +327,11 @@ impl Sessions {
                 .get_or_try_init(|| async {
                     opened = true;
                     let http = self.http(server)?;
-                    transport::connect(server, http, user_id, &self.connector, self.client.clone())
+                    let hooks = Arc::new(watch::Hooks::default());
+                    let client = self.client.for_session(hooks.clone());
+                    transport::connect(server, http, user_id, &self.connector, client)
                         .await
-                        .map(|session| Arc::new(Open::new(session)))
+                        .map(|session| Arc::new(Open::new(session, hooks)))
                         .map_err(|error| error.for_server(server))
                 })
                 .await;

@@ -140,6 +140,20 @@ pub trait RegistrationStore: Send + Sync {
     async fn forget(&self, server_id: &str) -> Result<(), StoreError>;
 }
 
+/// The tools each user has allowed to run without asking first (tools
+/// that may change things ask before every call otherwise). Kept in the
+/// user's own namespace.
+#[async_trait::async_trait]
+pub trait Consents: Send + Sync {
+    async fn allows(&self, user_id: u64, server_id: &str, tool: &str) -> Result<bool, StoreError>;
+    async fn allow(&self, user_id: u64, server_id: &str, tool: &str) -> Result<(), StoreError>;
+    /// Every (server id, tool) the user allowed, sorted.
+    async fn allowed(&self, user_id: u64) -> Result<Vec<(String, String)>, StoreError>;
+    /// Answers whether the tool was allowed.
+    async fn withdraw(&self, user_id: u64, server_id: &str, tool: &str)
+    -> Result<bool, StoreError>;
+}
+
 /// Held while one (user, server) refreshes its tokens; dropping it lets the
 /// next refresh in.
 pub type RefreshGuard = Box<dyn Send>;
@@ -178,6 +192,7 @@ pub struct Stores {
     pub registrations: Arc<dyn RegistrationStore>,
     pub refresh_locks: Arc<dyn RefreshLocks>,
     pub commands: Arc<dyn CommandGuards>,
+    pub consents: Arc<dyn Consents>,
 }
 
 impl Stores {
@@ -188,9 +203,10 @@ impl Stores {
         Self {
             flows: Arc::new(flows::FlowTable::in_memory()),
             credentials: Arc::new(sealed::VaultCredentials::new(vault.clone())),
-            registrations: Arc::new(sealed::VaultRegistrations::new(vault)),
+            registrations: Arc::new(sealed::VaultRegistrations::new(vault.clone())),
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
             commands: Arc::new(memory::LocalCommandGuards::default()),
+            consents: Arc::new(sealed::VaultConsents::new(vault)),
         }
     }
 
@@ -200,9 +216,10 @@ impl Stores {
         Ok(Self {
             flows: Arc::new(flows::FlowTable::durable(vault.clone()).await?),
             credentials: Arc::new(sealed::VaultCredentials::new(vault.clone())),
-            registrations: Arc::new(sealed::VaultRegistrations::new(vault)),
+            registrations: Arc::new(sealed::VaultRegistrations::new(vault.clone())),
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
             commands: Arc::new(memory::LocalCommandGuards::default()),
+            consents: Arc::new(sealed::VaultConsents::new(vault)),
         })
     }
 }

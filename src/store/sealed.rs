@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rmcp::transport::auth::StoredCredentials;
 
-use super::{ClientRecord, Connection, CredentialStore, RegistrationStore, StoreError};
+use super::{ClientRecord, Connection, Consents, CredentialStore, RegistrationStore, StoreError};
 use crate::vault::{Change, Namespace, Vault};
 
 /// Vault key of the token record of `server_id`.
@@ -29,6 +29,66 @@ fn server_prefix(server_id: &str) -> String {
 
 fn registration_key(server_id: &str) -> String {
     format!("oauth.registration.{server_id}")
+}
+
+/// Consents have a prefix of their own, so a disconnect (which drops
+/// every `mcp.oauth.<server>.` key) leaves them.
+const CONSENT_PREFIX: &str = "consent/";
+
+/// Vault key of a user's consent to run `tool` of `server_id` unasked;
+/// server ids hold no `/`, so the first one after the prefix splits.
+fn consent_key(server_id: &str, tool: &str) -> String {
+    format!("{CONSENT_PREFIX}{server_id}/{tool}")
+}
+
+pub struct VaultConsents {
+    vault: Arc<Vault>,
+}
+
+impl VaultConsents {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self { vault }
+    }
+}
+
+#[async_trait::async_trait]
+impl Consents for VaultConsents {
+    async fn allows(&self, user_id: u64, server_id: &str, tool: &str) -> Result<bool, StoreError> {
+        let key = consent_key(server_id, tool);
+        let value: Option<bool> = self.vault.get_json(Namespace::User(user_id), &key).await?;
+        Ok(value == Some(true))
+    }
+
+    async fn allow(&self, user_id: u64, server_id: &str, tool: &str) -> Result<(), StoreError> {
+        let key = consent_key(server_id, tool);
+        self.vault
+            .put_json(Namespace::User(user_id), &key, &true)
+            .await?;
+        Ok(())
+    }
+
+    async fn allowed(&self, user_id: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut allowed: Vec<(String, String)> = self
+            .vault
+            .keys(Namespace::User(user_id))
+            .await?
+            .iter()
+            .filter_map(|key| key.strip_prefix(CONSENT_PREFIX)?.split_once('/'))
+            .map(|(server, tool)| (server.to_owned(), tool.to_owned()))
+            .collect();
+        allowed.sort();
+        Ok(allowed)
+    }
+
+    async fn withdraw(
+        &self,
+        user_id: u64,
+        server_id: &str,
+        tool: &str,
+    ) -> Result<bool, StoreError> {
+        let key = consent_key(server_id, tool);
+        Ok(self.vault.remove(Namespace::User(user_id), &key).await?)
+    }
 }
 
 pub struct VaultCredentials {

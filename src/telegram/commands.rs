@@ -37,6 +37,8 @@ pub enum Command {
     Call(String),
     #[command(description = "forget your tokens: /disconnect <server>")]
     Disconnect(String),
+    #[command(description = "stop what is running")]
+    Cancel(String),
 }
 
 /// Which command a usage hint is about.
@@ -67,6 +69,7 @@ pub enum Request {
     Tools(Arc<ServerConfig>),
     Call(CallRequest),
     Disconnect(Arc<ServerConfig>),
+    Cancel,
 }
 
 /// What is wrong with a command's arguments.
@@ -126,6 +129,7 @@ pub fn new_link_server(data: &str, gateway: &Gateway) -> Option<Arc<ServerConfig
 /// however long the tools' names are.
 const TOOLS_PAGE_PREFIX: &str = "tools:";
 const TOOL_PREFIX: &str = "tool:";
+const RUN_PREFIX: &str = "run:";
 
 /// A tap in the tool browser.
 #[derive(Debug, Clone)]
@@ -135,6 +139,11 @@ pub enum ToolsTap {
         page: usize,
     },
     Tool {
+        server: Arc<ServerConfig>,
+        index: usize,
+    },
+    /// "Run it…": a guided call of the tool.
+    Run {
         server: Arc<ServerConfig>,
         index: usize,
     },
@@ -148,6 +157,22 @@ pub fn tool_data(server_id: &str, index: usize) -> String {
     format!("{TOOL_PREFIX}{server_id}:{index}")
 }
 
+/// callback_data of "Ask again" under /status: the consent's place in the
+/// user's sorted list.
+const WITHDRAW_PREFIX: &str = "unallow:";
+
+pub fn withdraw_data(index: usize) -> String {
+    format!("{WITHDRAW_PREFIX}{index}")
+}
+
+pub fn withdraw_tap(data: &str) -> Option<usize> {
+    data.strip_prefix(WITHDRAW_PREFIX)?.parse().ok()
+}
+
+pub fn run_data(server_id: &str, index: usize) -> String {
+    format!("{RUN_PREFIX}{server_id}:{index}")
+}
+
 pub fn tools_tap(data: &str, gateway: &Gateway) -> Option<ToolsTap> {
     let number = |rest: &str| -> Option<(Arc<ServerConfig>, usize)> {
         let (server, n) = rest.rsplit_once(':')?;
@@ -156,6 +181,10 @@ pub fn tools_tap(data: &str, gateway: &Gateway) -> Option<ToolsTap> {
     if let Some(rest) = data.strip_prefix(TOOLS_PAGE_PREFIX) {
         let (server, page) = number(rest)?;
         return Some(ToolsTap::Page { server, page });
+    }
+    if let Some(rest) = data.strip_prefix(RUN_PREFIX) {
+        let (server, index) = number(rest)?;
+        return Some(ToolsTap::Run { server, index });
     }
     let (server, index) = number(data.strip_prefix(TOOL_PREFIX)?)?;
     Some(ToolsTap::Tool { server, index })
@@ -176,6 +205,7 @@ pub fn label(request: &Request) -> String {
             call.tool.chars().take(64).collect::<String>()
         ),
         Request::Disconnect(server) => format!("/disconnect {}", server.id),
+        Request::Cancel => "/cancel".to_owned(),
     }
 }
 
@@ -222,6 +252,7 @@ fn request(command: Command, gateway: &Gateway) -> Result<Request, Problem> {
             Request::Disconnect(single_server(&args, Verb::Disconnect, gateway)?)
         }
         Command::Call(args) => Request::Call(call(&args, gateway)?),
+        Command::Cancel(_) => Request::Cancel,
     })
 }
 

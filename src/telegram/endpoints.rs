@@ -10,22 +10,35 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use teloxide::prelude::*;
+
+use super::TgBot;
 use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
 
+use super::ask;
 use super::commands::{self, CallRequest, Problem, Request, ToolsTap};
+use super::dialogue::{self, Body, Dialogue, Dialogues, Ending, Purpose, Verb};
 use super::notifier::Resumption;
 use super::render;
+use super::results;
+use super::running::{Running, Status};
 use super::send::{self, LinkButton};
 use super::wording::{self, OfferReason};
 use crate::config::ServerConfig;
 use crate::gateway::{
-    Busy, CallError, FlowLink, Gateway, MAX_STEP_UPS, Resume, ResumeOp, StartOptions,
+    Busy, CallError, FlowLink, Gateway, MAX_STEP_UPS, Resume, ResumeOp, StartOptions, Watch,
     step_up_scopes,
 };
 use crate::logging::chain;
 use crate::store::{ChatMessage, CommandTicket, FlowOwner};
 
 pub type HandlerResult = Result<(), teloxide::RequestError>;
+
+/// What the chats have going on: calls running, questions open.
+#[derive(Clone)]
+pub struct Chats {
+    pub running: Arc<Running>,
+    pub dialogues: Arc<Dialogues>,
+}
 
 /// Whether a command may run now: with the user's ticket, or not while
 /// another of theirs is running.
@@ -86,14 +99,14 @@ where
 
 /// Another command came while one runs: told once, then dropped, so a
 /// flood costs no messages (and Telegram's per-chat limit is not hit).
-pub async fn still_working(bot: Bot, msg: Message, busy: Busy) -> HandlerResult {
+pub async fn still_working(bot: TgBot, msg: Message, busy: Busy) -> HandlerResult {
     if busy.told {
         return Ok(());
     }
     send::text(&bot, msg.chat.id, &wording::still_working(&busy)).await
 }
 
-pub async fn refuse(bot: Bot, msg: Message) -> HandlerResult {
+pub async fn refuse(bot: TgBot, msg: Message) -> HandlerResult {
     if let Some(user) = &msg.from {
         tracing::info!(
             user = user.id.0,
@@ -103,20 +116,190 @@ pub async fn refuse(bot: Bot, msg: Message) -> HandlerResult {
     send::text(&bot, msg.chat.id, wording::PRIVATE_BOT).await
 }
 
-pub async fn not_text(bot: Bot, msg: Message) -> HandlerResult {
+pub async fn not_text(bot: TgBot, msg: Message) -> HandlerResult {
     send::text(&bot, msg.chat.id, wording::COMMANDS_ONLY).await
 }
 
-pub async fn plain_text(bot: Bot, msg: Message) -> HandlerResult {
+/// Text that is not a command: the answer to an open question in the
+/// private chat, or else a pointer to /help.
+pub async fn plain_text(
+    bot: TgBot,
+    msg: Message,
+    me: Me,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+) -> HandlerResult {
+    let user_id = sender(&msg);
+    if msg.chat.is_private()
+        && let (Some(open), Some(text)) = (chats.dialogues.get(user_id), msg.text())
+    {
+        let mut d = open.lock().await;
+        let field = ask::open_field(&d);
+        let step = d.reply(text);
+        let ending = ask::advance(&bot, &chats.dialogues, user_id, &mut d, step, field).await?;
+        drop(d);
+        return finish_dialogue(bot, me, gateway, chats, user_id, ending).await;
+    }
     send::text(&bot, msg.chat.id, wording::SEND_HELP).await
 }
 
-pub async fn unknown(bot: Bot, msg: Message, (command, _): (String, bool)) -> HandlerResult {
+/// A tap on a dialogue's button.
+pub async fn dialogue_tap(
+    bot: TgBot,
+    query: CallbackQuery,
+    me: Me,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+    (id, verb): (String, Verb),
+) -> HandlerResult {
+    let user_id = query.from.id.0;
+    let open = chats.dialogues.get(user_id);
+    let Some(open) = open else {
+        let _ = bot
+            .answer_callback_query(query.id.clone())
+            .text(wording::STALE_BUTTON)
+            .await;
+        return Ok(());
+    };
+    let mut d = open.lock().await;
+    if d.id != id {
+        drop(d);
+        let _ = bot
+            .answer_callback_query(query.id.clone())
+            .text(wording::STALE_BUTTON)
+            .await;
+        return Ok(());
+    }
+    let _ = bot.answer_callback_query(query.id.clone()).await;
+    let field = ask::open_field(&d);
+    let step = d.apply(verb);
+    let ending = ask::advance(&bot, &chats.dialogues, user_id, &mut d, step, field).await?;
+    drop(d);
+    finish_dialogue(bot, me, gateway, chats, user_id, ending).await
+}
+
+/// A guided call's Run: the call runs like a typed /call, in the private
+/// chat where its arguments were given.
+async fn finish_dialogue(
+    bot: TgBot,
+    me: Me,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+    user_id: u64,
+    ending: Option<Ending>,
+) -> HandlerResult {
+    let Some(Ending::Run {
+        server,
+        tool,
+        arguments,
+        always,
+    }) = ending
+    else {
+        return Ok(());
+    };
+    let chat = ChatId(user_id as i64);
+    if always && let Err(error) = gateway.allow_tool(user_id, &server, &tool).await {
+        tracing::warn!(user = user_id, error = %chain(&error), "could not keep a consent");
+    }
+    let label = format!("/call {} {tool}", server.id);
+    let ticket = match gateway.begin_command(user_id, &label) {
+        Ok(ticket) => ticket,
+        Err(busy) => return send::text(&bot, chat, &wording::still_working(&busy)).await,
+    };
+    let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));
+    let from = Origin {
+        user_id,
+        requester: String::new(),
+        chat,
+        private: true,
+    };
+    in_background(ticket, move |done| async move {
+        let op = ResumeOp::CallTool {
+            tool,
+            arguments: Some(arguments),
+        };
+        let consented = Op {
+            op,
+            step_ups: 0,
+            consented: true,
+        };
+        run_op(&bot, &from, &me, &gateway, &chats, &server, consented, done).await
+    })
+}
+
+/// Asks the user to confirm a call of a tool that may change things,
+/// showing its arguments: Run, Always allow, or Cancel. The question goes
+/// to the private chat, whatever chat the call came from.
+async fn ask_consent(
+    bot: &TgBot,
+    chats: &Chats,
+    server: &Arc<ServerConfig>,
+    from: &Origin,
+    tool: &rmcp::model::Tool,
+    arguments: Option<rmcp::model::JsonObject>,
+) -> HandlerResult {
+    let chat = ChatId(from.user_id as i64);
+    let schema = Arc::new(crate::mcp::Schema::new(tool.input_schema.clone()));
+    let d = Dialogue {
+        id: dialogue::new_id(),
+        chat,
+        intro: wording::consent_intro(server, &tool.name),
+        server: server.clone(),
+        body: Body::Form(crate::gateway::form::Form::filled(
+            schema,
+            arguments.unwrap_or_default(),
+        )),
+        purpose: Purpose::Call {
+            tool: tool.name.to_string(),
+            consent: true,
+        },
+        question: None,
+    };
+    match chats.dialogues.begin(from.user_id, d).await {
+        Ok(open) => ask::show(bot, &mut *open.lock().await).await?,
+        Err(_) => return send::text(bot, from.chat, wording::QUESTION_OPEN).await,
+    }
+    if !from.private {
+        send::text(bot, from.chat, wording::CONFIRM_PRIVATELY).await?;
+    }
+    Ok(())
+}
+
+/// Starts a guided call of `tool`: its arguments asked one by one in the
+/// user's private chat, then Run.
+async fn guide(
+    bot: &TgBot,
+    chats: &Chats,
+    server: &Arc<ServerConfig>,
+    user_id: u64,
+    tool: &rmcp::model::Tool,
+) -> HandlerResult {
+    let chat = ChatId(user_id as i64);
+    let schema = Arc::new(crate::mcp::Schema::new(tool.input_schema.clone()));
+    let d = Dialogue {
+        id: dialogue::new_id(),
+        chat,
+        intro: wording::guided_intro(server, &tool.name),
+        server: server.clone(),
+        body: Body::Form(crate::gateway::form::Form::new(schema)),
+        purpose: Purpose::Call {
+            tool: tool.name.to_string(),
+            consent: false,
+        },
+        question: None,
+    };
+    match chats.dialogues.begin(user_id, d).await {
+        Ok(open) => ask::show(bot, &mut *open.lock().await).await,
+        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN).await,
+    }
+}
+
+pub async fn unknown(bot: TgBot, msg: Message, (command, _): (String, bool)) -> HandlerResult {
     send::text(&bot, msg.chat.id, &wording::unknown_command(&command)).await
 }
 
 pub async fn problem(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     problem: Problem,
     gateway: Arc<Gateway>,
@@ -125,16 +308,16 @@ pub async fn problem(
     send::text(&bot, msg.chat.id, &text).await
 }
 
-pub async fn start(bot: Bot, msg: Message, gateway: Arc<Gateway>) -> HandlerResult {
+pub async fn start(bot: TgBot, msg: Message, gateway: Arc<Gateway>) -> HandlerResult {
     send::text(&bot, msg.chat.id, &wording::start(gateway.config())).await
 }
 
-pub async fn help(bot: Bot, msg: Message) -> HandlerResult {
+pub async fn help(bot: TgBot, msg: Message) -> HandlerResult {
     send::text(&bot, msg.chat.id, &wording::help()).await
 }
 
 pub async fn servers(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     gateway: Arc<Gateway>,
     ticket: Ticket,
@@ -147,20 +330,83 @@ pub async fn servers(
 }
 
 pub async fn status(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     gateway: Arc<Gateway>,
     ticket: Ticket,
 ) -> HandlerResult {
     in_background(ticket, |done| async move {
-        let statuses = gateway.status(sender(&msg)).await;
+        let user_id = sender(&msg);
+        let statuses = gateway.status(user_id).await;
+        let allowed = gateway.allowed_tools(user_id).await.unwrap_or_default();
         done.release();
-        send::text(&bot, msg.chat.id, &wording::servers(&statuses, true)).await
+        send::text(&bot, msg.chat.id, &wording::servers(&statuses, true)).await?;
+        if allowed.is_empty() || !msg.chat.is_private() {
+            return Ok(());
+        }
+        let (text, rows) = consents_page(&allowed);
+        send::with_buttons(&bot, msg.chat.id, &text, rows)
+            .await
+            .map(|_| ())
     })
 }
 
+/// The tools a user allowed to run unasked, each with a button that
+/// withdraws it (by its place in the sorted list: tool names can be long).
+fn consents_page(allowed: &[(String, String)]) -> (String, Vec<Vec<(String, String)>>) {
+    let rows = allowed
+        .iter()
+        .enumerate()
+        .take(20)
+        .map(|(index, (server, tool))| {
+            vec![(
+                wording::ask_again_button(server, tool),
+                commands::withdraw_data(index),
+            )]
+        })
+        .collect();
+    (wording::CONSENTS.to_owned(), rows)
+}
+
+/// A tap on "Ask again" under /status.
+pub async fn withdraw_tap(
+    bot: TgBot,
+    query: CallbackQuery,
+    gateway: Arc<Gateway>,
+    index: usize,
+) -> HandlerResult {
+    let user_id = query.from.id.0;
+    let allowed = gateway.allowed_tools(user_id).await.unwrap_or_default();
+    let Some((server, tool)) = allowed.get(index) else {
+        let _ = bot
+            .answer_callback_query(query.id.clone())
+            .text(wording::STALE_BUTTON)
+            .await;
+        return Ok(());
+    };
+    let withdrawn = gateway.withdraw_consent(user_id, server, tool).await;
+    let note = match withdrawn {
+        Ok(_) => wording::will_ask_again(tool),
+        Err(error) => {
+            tracing::warn!(user = user_id, error = %chain(&error), "could not withdraw a consent");
+            wording::STORAGE_TROUBLE.to_owned()
+        }
+    };
+    let _ = bot.answer_callback_query(query.id.clone()).text(note).await;
+    if let Some(message) = &query.message {
+        let left = gateway.allowed_tools(user_id).await.unwrap_or_default();
+        let (text, rows) = if left.is_empty() {
+            (wording::NO_CONSENTS.to_owned(), Vec::new())
+        } else {
+            consents_page(&left)
+        };
+        send::edit_with_buttons(&bot, message.chat().id, message.id(), &text, rows).await?;
+    }
+    Ok(())
+}
+
 pub async fn connect(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     me: Me,
     gateway: Arc<Gateway>,
@@ -184,7 +430,7 @@ pub async fn connect(
 }
 
 pub async fn disconnect(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     gateway: Arc<Gateway>,
     server: Arc<ServerConfig>,
@@ -201,23 +447,25 @@ pub async fn disconnect(
 }
 
 pub async fn tools(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     me: Me,
     gateway: Arc<Gateway>,
+    chats: Chats,
     server: Arc<ServerConfig>,
     ticket: Ticket,
 ) -> HandlerResult {
     in_background(ticket, |done| async move {
         let from = Origin::of_message(&msg);
+        let op = ResumeOp::ListTools;
         run_op(
             &bot,
             &from,
             &me,
             &gateway,
+            &chats,
             &server,
-            ResumeOp::ListTools,
-            0,
+            Op::new(op),
             done,
         )
         .await
@@ -225,10 +473,11 @@ pub async fn tools(
 }
 
 pub async fn call(
-    bot: Bot,
+    bot: TgBot,
     msg: Message,
     me: Me,
     gateway: Arc<Gateway>,
+    chats: Chats,
     call: CallRequest,
     ticket: Ticket,
 ) -> HandlerResult {
@@ -240,13 +489,23 @@ pub async fn call(
             arguments,
         } = call;
         let op = ResumeOp::CallTool { tool, arguments };
-        run_op(&bot, &from, &me, &gateway, &server, op, 0, done).await
+        run_op(
+            &bot,
+            &from,
+            &me,
+            &gateway,
+            &chats,
+            &server,
+            Op::new(op),
+            done,
+        )
+        .await
     })
 }
 
 /// A command whose authorization just completed, run again in the chat
 /// that sent it.
-pub fn resume(bot: Bot, me: Me, gateway: Arc<Gateway>, resumption: Resumption) {
+pub fn resume(bot: TgBot, me: Me, gateway: Arc<Gateway>, chats: Chats, resumption: Resumption) {
     let Some(server) = gateway.find_server(&resumption.server_id) else {
         return;
     };
@@ -270,7 +529,12 @@ pub fn resume(bot: Bot, me: Me, gateway: Arc<Gateway>, resumption: Resumption) {
             .ok(),
     )));
     let _ = in_background(ticket, move |done| async move {
-        run_op(&bot, &from, &me, &gateway, &server, op, step_ups, done).await
+        let op = Op {
+            op,
+            step_ups,
+            consented: false,
+        };
+        run_op(&bot, &from, &me, &gateway, &chats, &server, op, done).await
     });
 }
 
@@ -281,23 +545,45 @@ fn label_of(server: &ServerConfig, op: &ResumeOp) -> String {
     }
 }
 
+/// An operation to run, and how far it got.
+struct Op {
+    op: ResumeOp,
+    /// The step-ups it went through.
+    step_ups: u8,
+    /// The user pressed Run for it (a tool that may change things).
+    consented: bool,
+}
+
+impl Op {
+    fn new(op: ResumeOp) -> Self {
+        Self {
+            op,
+            step_ups: 0,
+            consented: false,
+        }
+    }
+}
+
 /// Lists tools or calls one, and answers in `from`'s chat; a missing or
 /// insufficient authorization gets a connect link that runs `op` again
-/// once approved. `step_ups` counts the step-ups `op` went through.
+/// once approved. A tool that may change things waits for the user's Run.
 #[allow(clippy::too_many_arguments)]
 async fn run_op(
-    bot: &Bot,
+    bot: &TgBot,
     from: &Origin,
     me: &Me,
     gateway: &Gateway,
+    chats: &Chats,
     server: &Arc<ServerConfig>,
-    op: ResumeOp,
-    step_ups: u8,
+    Op {
+        op,
+        step_ups,
+        consented,
+    }: Op,
     done: Done,
 ) -> HandlerResult {
-    typing(bot, from.chat);
     let outcome = match &op {
-        ResumeOp::ListTools => match gateway.list_tools(from.user_id, server).await {
+        ResumeOp::ListTools => match list_tools(bot, from, gateway, server).await {
             Ok(tools) => {
                 done.release();
                 let (text, rows) = tools_page(server, &tools, 0);
@@ -307,15 +593,48 @@ async fn run_op(
             }
             Err(error) => Err(error),
         },
-        ResumeOp::CallTool { tool, arguments } => gateway
-            .call_tool(from.user_id, server, tool, arguments.clone())
-            .await
-            .map(|result| wording::call_result(&result)),
+        ResumeOp::CallTool { tool, arguments } => 'call: {
+            if !consented {
+                match gateway.find_tool(from.user_id, server, tool).await {
+                    Ok(Some(found))
+                        if gateway.needs_consent(from.user_id, server, &found).await =>
+                    {
+                        done.release();
+                        return ask_consent(bot, chats, server, from, &found, arguments.clone())
+                            .await;
+                    }
+                    Ok(_) => {}
+                    Err(error) => break 'call Err(error),
+                }
+            }
+            let mut call = chats.running.register(from.user_id);
+            let label = wording::call_label(server, tool);
+            let status = Status::start(bot.clone(), from.chat, label, &call.id);
+            let observer = status.observer(chats.dialogues.clone(), server.clone(), from.user_id);
+            let watch = Watch::new(observer);
+            let calling =
+                gateway.call_tool(from.user_id, server, tool, arguments.clone(), Some(watch));
+            // Cancelled, the call is dropped: rmcp tells the server.
+            let outcome = tokio::select! {
+                outcome = calling => Some(outcome),
+                Ok(()) = &mut call.cancelled => None,
+            };
+            status.finish().await;
+            match outcome {
+                Some(outcome) => outcome.map(|result| results::call_result(&result)),
+                None => {
+                    tracing::info!(user = from.user_id, server = %server.id, "a tool call was cancelled by its user");
+                    done.release();
+                    let text = wording::call_cancelled(server, tool);
+                    return send::text(bot, from.chat, &text).await;
+                }
+            }
+        }
     };
     let error = match outcome {
-        Ok(text) => {
+        Ok(messages) => {
             done.release();
-            return send::text(bot, from.chat, &text).await;
+            return send::outgoing(bot, from.chat, messages).await;
         }
         Err(error) => error,
     };
@@ -369,6 +688,16 @@ async fn run_op(
     send::text(bot, from.chat, &wording::call_failed(server, &error)).await
 }
 
+async fn list_tools(
+    bot: &TgBot,
+    from: &Origin,
+    gateway: &Gateway,
+    server: &ServerConfig,
+) -> Result<Vec<rmcp::model::Tool>, CallError> {
+    typing(bot, from.chat);
+    gateway.list_tools(from.user_id, server).await
+}
+
 /// A page of the tool browser: its text and its keyboard (a button per
 /// tool, then the page turns).
 fn tools_page(
@@ -409,9 +738,10 @@ fn tools_page(
 /// parameters. The tool list is asked again (the session is warm), so a
 /// tap on an old message shows the server's tools as they are now.
 pub async fn tools_tap(
-    bot: Bot,
+    bot: TgBot,
     query: CallbackQuery,
     gateway: Arc<Gateway>,
+    chats: Chats,
     tap: ToolsTap,
 ) -> HandlerResult {
     let _ = bot.answer_callback_query(query.id.clone()).await;
@@ -421,7 +751,9 @@ pub async fn tools_tap(
     let (chat, message_id) = (message.chat().id, message.id());
     let user_id = query.from.id.0;
     let server = match &tap {
-        ToolsTap::Page { server, .. } | ToolsTap::Tool { server, .. } => server.clone(),
+        ToolsTap::Page { server, .. }
+        | ToolsTap::Tool { server, .. }
+        | ToolsTap::Run { server, .. } => server.clone(),
     };
     let Ok(ticket) = gateway.begin_command(user_id, &format!("/tools {}", server.id)) else {
         return Ok(());
@@ -441,20 +773,61 @@ pub async fn tools_tap(
                 let (text, rows) = tools_page(&server, &tools, page);
                 send::edit_with_buttons(&bot, chat, message_id, &text, rows).await
             }
-            ToolsTap::Tool { index, .. } => {
-                let text = match render::sorted(&tools).get(index) {
-                    Some(tool) => render::tool_details(&server.id, tool),
-                    None => wording::tool_gone(&server),
-                };
-                send::text(&bot, chat, &text).await
-            }
+            ToolsTap::Tool { index, .. } => match render::sorted(&tools).get(index) {
+                Some(tool) => {
+                    let text = render::tool_details(&server.id, tool);
+                    let run = commands::run_data(&server.id, index);
+                    let rows = vec![vec![(wording::RUN_TOOL_BUTTON.to_owned(), run)]];
+                    send::with_buttons(&bot, chat, &text, rows)
+                        .await
+                        .map(|_| ())
+                }
+                None => send::text(&bot, chat, &wording::tool_gone(&server)).await,
+            },
+            ToolsTap::Run { index, .. } => match render::sorted(&tools).get(index) {
+                Some(tool) => guide(&bot, &chats, &server, user_id, tool).await,
+                None => send::text(&bot, chat, &wording::tool_gone(&server)).await,
+            },
         }
     })
 }
 
+/// `/cancel`: leaves the sender's open dialogue (a server's question is
+/// answered "cancel"), or else stops their running call. It bypasses the
+/// one-command gate, which the call it stops is holding.
+pub async fn cancel(bot: TgBot, msg: Message, chats: Chats) -> HandlerResult {
+    let user_id = sender(&msg);
+    if let Some(open) = chats.dialogues.get(user_id) {
+        let mut d = open.lock().await;
+        let step = d.apply(Verb::Cancel);
+        ask::advance(&bot, &chats.dialogues, user_id, &mut d, step, None).await?;
+        return Ok(());
+    }
+    if !chats.running.cancel(user_id, None) {
+        send::text(&bot, msg.chat.id, wording::NOTHING_TO_CANCEL).await?;
+    }
+    Ok(())
+}
+
+/// A tap on a running call's Cancel button; only its caller may.
+pub async fn cancel_tap(
+    bot: TgBot,
+    query: CallbackQuery,
+    chats: Chats,
+    id: String,
+) -> HandlerResult {
+    let cancelled = chats.running.cancel(query.from.id.0, Some(&id));
+    let mut answer = bot.answer_callback_query(query.id.clone());
+    if cancelled {
+        answer = answer.text(wording::CANCELLING);
+    }
+    let _ = answer.await;
+    Ok(())
+}
+
 /// A tap on "New link" under an expired one.
 pub async fn new_link(
-    bot: Bot,
+    bot: TgBot,
     query: CallbackQuery,
     me: Me,
     gateway: Arc<Gateway>,
@@ -524,7 +897,7 @@ impl Origin {
 /// the link is never posted: the group gets a pointer instead.
 #[allow(clippy::too_many_arguments)]
 async fn offer_connect(
-    bot: &Bot,
+    bot: &TgBot,
     from: &Origin,
     me: &Me,
     gateway: &Gateway,
@@ -624,7 +997,7 @@ fn sender(msg: &Message) -> u64 {
 
 /// "typing…" in the chat, without waiting for Telegram: the MCP request
 /// must not wait for a round trip to the Bot API.
-fn typing(bot: &Bot, chat: ChatId) {
+fn typing(bot: &TgBot, chat: ChatId) {
     let bot = bot.clone();
     tokio::spawn(async move {
         let _ = bot.send_chat_action(chat, ChatAction::Typing).await;

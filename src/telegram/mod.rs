@@ -10,11 +10,15 @@
 //! - [`send`] and [`format`]: chunking, link buttons, no previews.
 //! - [`notifier`]: tells a chat how its authorization flow ended.
 
+pub mod ask;
 pub mod commands;
+pub mod dialogue;
 pub mod endpoints;
 pub mod format;
 pub mod notifier;
 pub mod render;
+pub mod results;
+pub mod running;
 pub mod schema;
 pub mod send;
 pub mod wording;
@@ -45,14 +49,24 @@ pub enum TelegramError {
     Commands(#[source] teloxide::RequestError),
 }
 
+/// The bot as every endpoint sends with it: through teloxide's `Throttle`,
+/// which keeps within Telegram's per-chat and global limits and, on a 429,
+/// waits the `retry_after` Telegram names and sends again, so no reply
+/// is lost to a burst.
+pub type TgBot = teloxide::adaptors::Throttle<Bot>;
+
 /// A bot that has checked its token with `getMe`.
 pub struct Telegram {
-    bot: Bot,
+    bot: TgBot,
     me: teloxide::types::Me,
     allowed: schema::AllowedUsers,
     /// Commands whose authorization just completed: the notifier queues
     /// them, [`Telegram::run`] runs them.
     resumes: notifier::Resumes,
+    /// Calls running now, for their Cancel buttons.
+    running: Arc<running::Running>,
+    /// Questions open in private chats.
+    dialogues: Arc<dialogue::Dialogues>,
 }
 
 impl Telegram {
@@ -70,11 +84,14 @@ impl Telegram {
             .await
             .map_err(TelegramError::Commands)?;
         tracing::info!(bot = %me.username(), "connected to Telegram");
+        let bot = bot.throttle(teloxide::adaptors::throttle::Limits::default());
         Ok(Self {
             bot,
             me,
             allowed: schema::AllowedUsers(config.allowed_users.clone().into()),
             resumes: notifier::Resumes::new(),
+            running: Arc::default(),
+            dialogues: Arc::default(),
         })
     }
 
@@ -93,15 +110,27 @@ impl Telegram {
     ) -> Result<(), TelegramError> {
         if let Some(mut waiting) = self.resumes.take_receiver() {
             let (bot, me, gateway) = (self.bot.clone(), self.me.clone(), gateway.clone());
+            let chats = endpoints::Chats {
+                running: self.running.clone(),
+                dialogues: self.dialogues.clone(),
+            };
             tokio::spawn(async move {
                 while let Some(resumption) = waiting.recv().await {
-                    endpoints::resume(bot.clone(), me.clone(), gateway.clone(), resumption);
+                    let (bot, me, gateway) = (bot.clone(), me.clone(), gateway.clone());
+                    endpoints::resume(bot, me, gateway, chats.clone(), resumption);
                 }
             });
         }
         let listener = update_listeners::polling_default(self.bot.clone()).await;
         let mut dispatcher = Dispatcher::builder(self.bot.clone(), schema::schema())
-            .dependencies(dptree::deps![gateway, self.allowed])
+            .dependencies(dptree::deps![
+                gateway,
+                self.allowed,
+                endpoints::Chats {
+                    running: self.running,
+                    dialogues: self.dialogues,
+                }
+            ])
             // One queue per user, not per chat: a slow server holds up only
             // the user who called it, even in a shared group.
             .distribution_function(|update: &Update| update.from().map(|user| user.id))

@@ -2,6 +2,8 @@
 //! a link someone else tried, a link that expired.
 
 use teloxide::prelude::*;
+
+use super::TgBot;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
 
 use super::{commands, send, wording};
@@ -12,12 +14,12 @@ use crate::logging::chain;
 use crate::store::{FlowOwner, Resume};
 
 pub struct TelegramNotifier {
-    bot: Bot,
+    bot: TgBot,
     resumes: mpsc::UnboundedSender<Resumption>,
 }
 
 impl TelegramNotifier {
-    pub fn new(bot: Bot, resumes: mpsc::UnboundedSender<Resumption>) -> Self {
+    pub fn new(bot: TgBot, resumes: mpsc::UnboundedSender<Resumption>) -> Self {
         Self { bot, resumes }
     }
 }

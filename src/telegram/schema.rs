@@ -33,9 +33,27 @@ pub fn schema() -> UpdateHandler<teloxide::RequestError> {
             .filter(|query: CallbackQuery, allowed: AllowedUsers| {
                 allowed.admits_user(query.from.id.0)
             })
+            .branch(dptree::filter_map(cancel_tap).endpoint(endpoints::cancel_tap))
+            .branch(dptree::filter_map(dialogue_tap).endpoint(endpoints::dialogue_tap))
+            .branch(dptree::filter_map(withdraw_tap).endpoint(endpoints::withdraw_tap))
             .branch(dptree::filter_map(new_link).endpoint(endpoints::new_link))
             .branch(dptree::filter_map(tools_tap).endpoint(endpoints::tools_tap)),
     )
+}
+
+/// A tap on "Ask again" under /status.
+fn withdraw_tap(query: CallbackQuery) -> Option<usize> {
+    commands::withdraw_tap(query.data.as_deref()?)
+}
+
+/// A tap on a dialogue's button.
+fn dialogue_tap(query: CallbackQuery) -> Option<(String, super::dialogue::Verb)> {
+    super::dialogue::tap(query.data.as_deref()?)
+}
+
+/// A tap on a running call's Cancel button.
+fn cancel_tap(query: CallbackQuery) -> Option<String> {
+    super::running::cancel_tap(query.data.as_deref()?)
 }
 
 /// A tap in the tool browser.
@@ -63,6 +81,7 @@ fn messages() -> UpdateHandler<teloxide::RequestError> {
             case![Parsed::Request(request)]
                 .branch(case![Request::Start].endpoint(endpoints::start))
                 .branch(case![Request::Help].endpoint(endpoints::help))
+                .branch(case![Request::Cancel].endpoint(endpoints::cancel))
                 // One command at a time per user; the rest run in tasks of
                 // their own, holding the ticket.
                 .map(endpoints::admit)

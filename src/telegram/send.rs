@@ -2,12 +2,16 @@
 //! 4096-unit pieces, link previews off, links as inline buttons.
 
 use teloxide::prelude::*;
+
+use super::TgBot;
 use teloxide::types::{
-    InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, LoginUrl, MessageId,
+    InlineKeyboardButton, InlineKeyboardMarkup, InputFile, LinkPreviewOptions, LoginUrl, MessageId,
+    ParseMode,
 };
 use teloxide::{ApiError, RequestError};
 
 use super::format::{MAX_MESSAGE_UNITS, button_url, chunks};
+use super::results::{Outgoing, Upload};
 
 fn no_preview() -> LinkPreviewOptions {
     LinkPreviewOptions {
@@ -20,7 +24,7 @@ fn no_preview() -> LinkPreviewOptions {
 }
 
 /// Plain text (never parsed as markup: tool output is arbitrary).
-pub async fn text(bot: &Bot, chat: ChatId, text: &str) -> Result<(), RequestError> {
+pub async fn text(bot: &TgBot, chat: ChatId, text: &str) -> Result<(), RequestError> {
     for piece in chunks(text, MAX_MESSAGE_UNITS) {
         bot.send_message(chat, piece)
             .link_preview_options(no_preview())
@@ -29,10 +33,70 @@ pub async fn text(bot: &Bot, chat: ChatId, text: &str) -> Result<(), RequestErro
     Ok(())
 }
 
+/// A planned result, message by message. A photo Telegram refuses (its
+/// format or size) goes again as a document, so nothing is lost.
+pub async fn outgoing(
+    bot: &TgBot,
+    chat: ChatId,
+    messages: Vec<Outgoing>,
+) -> Result<(), RequestError> {
+    for message in messages {
+        match message {
+            Outgoing::Text(html) => {
+                bot.send_message(chat, html)
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(no_preview())
+                    .await?;
+            }
+            Outgoing::Photo(upload) => {
+                let sent = bot
+                    .send_photo(chat, file(&upload))
+                    .parse_mode(ParseMode::Html)
+                    .caption(upload.caption.clone().unwrap_or_default())
+                    .await;
+                match sent {
+                    Ok(_) => {}
+                    Err(RequestError::Api(error)) => {
+                        tracing::info!(%error, "Telegram refused a photo; sending it as a document");
+                        document(bot, chat, upload).await?;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            Outgoing::Audio(upload) => {
+                bot.send_audio(chat, file(&upload))
+                    .parse_mode(ParseMode::Html)
+                    .caption(upload.caption.unwrap_or_default())
+                    .await?;
+            }
+            Outgoing::Voice(upload) => {
+                bot.send_voice(chat, file(&upload))
+                    .parse_mode(ParseMode::Html)
+                    .caption(upload.caption.unwrap_or_default())
+                    .await?;
+            }
+            Outgoing::Document(upload) => document(bot, chat, upload).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn document(bot: &TgBot, chat: ChatId, upload: Upload) -> Result<(), RequestError> {
+    bot.send_document(chat, file(&upload))
+        .parse_mode(ParseMode::Html)
+        .caption(upload.caption.unwrap_or_default())
+        .await
+        .map(|_| ())
+}
+
+fn file(upload: &Upload) -> InputFile {
+    InputFile::memory(upload.data.clone()).file_name(upload.file_name.clone())
+}
+
 /// Text with inline buttons under it (plain text, no preview). Buttons are
 /// rows of (label, callback data).
 pub async fn with_buttons(
-    bot: &Bot,
+    bot: &TgBot,
     chat: ChatId,
     text: &str,
     rows: Vec<Vec<(String, String)>>,
@@ -43,9 +107,46 @@ pub async fn with_buttons(
         .await
 }
 
+/// HTML with inline buttons under it (no preview).
+pub async fn html_with_buttons(
+    bot: &TgBot,
+    chat: ChatId,
+    html: &str,
+    rows: Vec<Vec<(String, String)>>,
+) -> Result<Message, RequestError> {
+    bot.send_message(chat, html)
+        .parse_mode(ParseMode::Html)
+        .link_preview_options(no_preview())
+        .reply_markup(keyboard(rows))
+        .await
+}
+
+/// Replaces a message's HTML and gives it one URL button. Telegram opens
+/// the page only when the user taps it; the link preview stays off, so
+/// nothing fetches it before.
+pub async fn edit_html_with_link(
+    bot: &TgBot,
+    chat: ChatId,
+    message: MessageId,
+    html: &str,
+    label: &str,
+    url: &str,
+) -> Result<(), RequestError> {
+    let mut edit = bot
+        .edit_message_text(chat, message, html)
+        .parse_mode(ParseMode::Html)
+        .link_preview_options(no_preview());
+    if let Some(url) = button_url(url) {
+        edit = edit.reply_markup(InlineKeyboardMarkup::new([[InlineKeyboardButton::url(
+            label, url,
+        )]]));
+    }
+    edit.await.map(|_| ())
+}
+
 /// Replaces a message's text and buttons (a page turned).
 pub async fn edit_with_buttons(
-    bot: &Bot,
+    bot: &TgBot,
     chat: ChatId,
     message: MessageId,
     text: &str,
@@ -86,7 +187,7 @@ pub enum LinkButton<'a> {
 /// Should Telegram refuse a URL button, the link goes into the text, so
 /// the user can always continue. Returns the message sent.
 pub async fn link(
-    bot: &Bot,
+    bot: &TgBot,
     chat: ChatId,
     text: &str,
     button: LinkButton<'_>,
@@ -136,7 +237,7 @@ pub async fn link(
 /// Replaces a message's text and buttons; when that fails (the message is
 /// gone), sends the text as a new message.
 pub async fn replace(
-    bot: &Bot,
+    bot: &TgBot,
     chat: ChatId,
     message: MessageId,
     text: &str,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rmcp::model::{CallToolResult, Tool};
+use rmcp::model::Tool;
 
 use super::commands::{Command, Problem, Verb};
 use super::render;
@@ -24,7 +24,7 @@ use teloxide::utils::command::BotCommands;
 /// How much of a server's own error text reaches a chat.
 const FOREIGN_CHARS: usize = 300;
 
-const STORAGE_TROUBLE: &str = "Something went wrong on my side (stored data could not be read or written); the bot's admin can see the details in the log.";
+pub const STORAGE_TROUBLE: &str = "Something went wrong on my side (stored data could not be read or written); the bot's admin can see the details in the log.";
 
 pub fn start(config: &Config) -> String {
     let first = config
@@ -54,10 +54,64 @@ pub const SEND_HELP: &str = "Send /help to see what I can do.";
 
 pub fn still_working(busy: &Busy) -> String {
     format!(
-        "Still working on your {}; I'll answer that first. Send your next command after it.",
+        "Still working on your {}; I'll answer that first. Send your next command after it, or /cancel to stop it.",
         foreign(&busy.running, 80)
     )
 }
+
+pub const CANCEL_BUTTON: &str = "Cancel";
+
+/// The status message of a call that takes a while.
+pub fn running(label: &str, progress: Option<&crate::gateway::Progress>) -> String {
+    let mut text = format!("⏳ Running {label}…");
+    let Some(progress) = progress else {
+        return text;
+    };
+    match progress.total.filter(|total| *total > 0.0) {
+        Some(total) => {
+            let share = (progress.progress / total).clamp(0.0, 1.0);
+            let filled = (share * 10.0).round() as usize;
+            text.push_str(&format!(
+                "\n{}{} {}% ({} of {})",
+                "▓".repeat(filled),
+                "░".repeat(10 - filled),
+                (share * 100.0).round(),
+                number(progress.progress),
+                number(total)
+            ));
+        }
+        None => text.push_str(&format!("\nProgress: {}", number(progress.progress))),
+    }
+    if let Some(message) = progress.message.as_deref().filter(|m| !m.trim().is_empty()) {
+        text.push_str(&format!("\n{}", foreign(message, 200)));
+    }
+    text
+}
+
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+/// How a running call is named in its status: "echo on Everything".
+pub fn call_label(server: &ServerConfig, tool: &str) -> String {
+    format!("{} on {}", foreign(tool, 64), server.name)
+}
+
+pub fn call_cancelled(server: &ServerConfig, tool: &str) -> String {
+    format!(
+        "Stopped {}: {} was told to cancel it.",
+        foreign(tool, 64),
+        server.name
+    )
+}
+
+pub const NOTHING_TO_CANCEL: &str = "Nothing of yours is running.";
+
+pub const CANCELLING: &str = "Cancelling…";
 
 pub fn unknown_command(command: &str) -> String {
     format!(
@@ -352,10 +406,6 @@ pub fn tools(server: &ServerConfig, tools: &[Tool]) -> String {
     format!("Tools of {}:\n{}", server.name, render::tool_list(tools))
 }
 
-pub fn call_result(result: &CallToolResult) -> String {
-    render::call_result(result)
-}
-
 /// One sentence for a failed MCP operation.
 pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
     let name = &server.name;
@@ -440,6 +490,16 @@ pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
         CallError::UnknownTool { name: tool } => format!(
             "{name} has no usable tool named {}; /tools {} lists the ones it has.",
             foreign(tool, 64),
+            server.id
+        ),
+        CallError::InvalidArguments { tool, problems } => format!(
+            "{} was not called: its arguments do not fit {name}'s description of them.\n{}\nTap the tool in /tools {} to see its parameters.",
+            foreign(tool, 64),
+            problems
+                .iter()
+                .map(|problem| format!("• {}", foreign(&problem.to_string(), 200)))
+                .collect::<Vec<_>>()
+                .join("\n"),
             server.id
         ),
         CallError::BadHeader { .. } => format!(
@@ -539,6 +599,190 @@ pub fn in_words(duration: Duration) -> String {
         _ => (secs / 3600, "hour"),
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+// Dialogues: guided calls and a server's questions.
+
+pub const DECLINE_BUTTON: &str = "Decline";
+pub const OPEN_PAGE_BUTTON: &str = "Open the page";
+pub const SEND_BUTTON: &str = "Send";
+pub const RUN_BUTTON: &str = "Run";
+pub const YES: &str = "Yes";
+pub const NO: &str = "No";
+pub const DONE_BUTTON: &str = "Done";
+pub const USE_DEFAULT_BUTTON: &str = "Use default";
+pub const SKIP_BUTTON: &str = "Skip";
+pub const SKIP_REST_BUTTON: &str = "Skip the rest";
+pub const RUN_TOOL_BUTTON: &str = "Run it…";
+pub const ALWAYS_ALLOW_BUTTON: &str = "Always allow";
+pub const CONSENTS: &str =
+    "Tools you allowed to run without asking first (tap one to be asked again):";
+pub const NO_CONSENTS: &str = "Every tool that may change things will ask you first again.";
+
+pub fn ask_again_button(server_id: &str, tool: &str) -> String {
+    format!("Ask again: {} ({})", crate::text::clip(tool, 40), server_id)
+}
+
+pub fn will_ask_again(tool: &str) -> String {
+    format!("I'll ask before {} runs.", crate::text::clip(tool, 60))
+}
+pub const CONFIRM_PRIVATELY: &str =
+    "This tool may change things, so I've asked you in our private chat to confirm it first.";
+
+/// Asked before a call of a tool that may change things.
+pub fn consent_intro(server: &ServerConfig, tool: &str) -> String {
+    format!(
+        "{} may change things on {} (its server says so).",
+        foreign(tool, 64),
+        server.name
+    )
+}
+
+pub fn elicit_intro(server: &ServerConfig, message: &str) -> String {
+    format!("{} asks: {}", server.name, foreign_block(message, 600))
+}
+
+pub fn guided_intro(server: &ServerConfig, tool: &str) -> String {
+    format!("Calling {}.", call_label(server, tool))
+}
+
+/// The open question of a dialogue, or its last step.
+pub fn dialogue_question(dialogue: &super::dialogue::Dialogue) -> String {
+    use super::dialogue::{Body, Purpose};
+    use crate::gateway::form::Kind;
+    let form = match &dialogue.body {
+        Body::Form(form) => form,
+        Body::Url { .. } => return dialogue.intro.clone(),
+    };
+    let Some(field) = form.current() else {
+        let values = serde_json::Value::Object(form.values().clone());
+        let shown = crate::text::clip(&values.to_string(), 1500);
+        let problems = form.problems();
+        return match (&dialogue.purpose, problems.is_empty()) {
+            (_, false) => format!(
+                "{}\n\nThese answers do not fit together:\n{}",
+                dialogue.intro,
+                problems
+                    .iter()
+                    .map(|p| format!("• {}", foreign(p, 200)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            (Purpose::Elicit(_), true) if form.is_empty() => {
+                format!("{}\n\nAnswer {}?", dialogue.intro, dialogue.server.name)
+            }
+            (Purpose::Elicit(_), true) => format!(
+                "{}\n\nYour answers: {shown}\n\nSend them to {}?",
+                dialogue.intro, dialogue.server.name
+            ),
+            (Purpose::Call { tool, consent }, true) => {
+                let label = call_label(&dialogue.server, tool);
+                let run = if form.values().is_empty() {
+                    format!("Run {label}?")
+                } else {
+                    format!("Run {label} with {shown}?")
+                };
+                if *consent {
+                    format!("{}\n\n{run}", dialogue.intro)
+                } else {
+                    run
+                }
+            }
+        };
+    };
+    let (number, of) = form.position();
+    let name = match &field.title {
+        Some(title) => format!("{} ({})", foreign(title, 60), foreign(&field.name, 40)),
+        None => foreign(&field.name, 60),
+    };
+    let mut text = format!("{}\n\n{number}/{of} · {name}", dialogue.intro);
+    if let Some(description) = &field.description {
+        text.push_str(&format!(" — {}", foreign(description, 300)));
+    }
+    let mut facts = Vec::new();
+    if !field.required {
+        facts.push("optional".to_owned());
+    }
+    if let Some(format) = &field.format {
+        facts.push(format!("format {}", foreign(format, 30)));
+    }
+    if let Some(default) = &field.default {
+        facts.push(format!("default {}", foreign(&default.to_string(), 60)));
+    }
+    if !facts.is_empty() {
+        text.push_str(&format!("\n({})", facts.join(", ")));
+    }
+    let how = match &field.kind {
+        Kind::Text => "Reply with the text.",
+        Kind::Integer => "Reply with a whole number.",
+        Kind::Number => "Reply with a number.",
+        Kind::Boolean => "Tap Yes or No.",
+        Kind::Choice(_) => "Tap one.",
+        Kind::Several(_) => "Tap each one you want, then Done.",
+        Kind::Json => "Reply with a JSON value.",
+    };
+    text.push('\n');
+    text.push_str(how);
+    text
+}
+
+/// A URL-mode elicitation, as HTML: the whole URL, and its host in bold
+/// so a look-alike domain stands out.
+pub fn url_question(intro: &str, url: &str, host: &str) -> String {
+    use teloxide::utils::html;
+    format!(
+        "{}\n\nThe page: {}\nIt is on <b>{}</b>. Nothing opens until you tap the button.",
+        html::escape(intro),
+        html::escape(url),
+        html::escape(host)
+    )
+}
+
+pub fn open_host_button(host: &str) -> String {
+    format!("Open {}", crate::text::clip(host, 40))
+}
+
+pub fn answer_refused(problems: &[String]) -> String {
+    format!(
+        "That does not fit: {}. Try again.",
+        problems
+            .iter()
+            .map(|p| foreign(p, 200).trim_end_matches('.').to_owned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// Shown under an answered question.
+pub fn answered(value: &str) -> String {
+    format!("✔ {}", crate::text::clip(value, 200))
+}
+
+pub const SKIPPED: &str = "✔ (skipped)";
+pub const ANSWERS_SENT: &str = "✔ Sent.";
+pub const DECLINED: &str = "✖ Declined.";
+pub const LEFT: &str = "✖ Cancelled.";
+pub const QUESTION_EXPIRED: &str = "✖ This question expired.";
+pub const STALE_BUTTON: &str = "This is no longer open.";
+pub const QUESTION_OPEN: &str =
+    "A server is waiting for your answer to its question first; answer it or send /cancel.";
+
+pub fn page_opened(host: &str) -> String {
+    format!(
+        "✔ You agreed to open the page on {}; tap the button when you are ready.",
+        crate::text::clip(host, 60)
+    )
+}
+
+/// Foreign text that may keep its line breaks.
+fn foreign_block(text: &str, limit: usize) -> String {
+    let scrubbed = crate::logging::scrub(text);
+    let mut chars = scrubbed.chars().filter(|c| *c == '\n' || !c.is_control());
+    let mut out: String = chars.by_ref().take(limit).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out.trim().to_owned()
 }
 
 #[cfg(test)]

@@ -218,7 +218,7 @@ pub async fn call(
         async move {
             let result = session
                 .gateway
-                .call_tool(TERMINAL_USER, session.current(), &tool, arguments)
+                .call_tool(TERMINAL_USER, session.current(), &tool, arguments, None)
                 .await?;
             match output {
                 Output::Text => print_result(&result),
@@ -390,6 +390,14 @@ fn failure(error: &CallError, oauth: bool) -> String {
             "the server wants a sign-in: run `mcpgram login` for it first, or add --login"
                 .to_owned()
         }
+        CallError::InvalidArguments { tool, problems } => format!(
+            "the arguments do not fit the input schema of {tool}: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         other => other.to_string(),
     };
     crate::logging::scrub(&line)

@@ -409,3 +409,22 @@ async fn a_flood_from_one_user_does_not_delay_another() {
     holder.abort();
     telegram.assert_no_errors();
 }
+
+/// Telegram's "Too Many Requests": the reply waits the `retry_after` it
+/// names (sending earlier would be a violation the fake records) and is
+/// then delivered, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_waited_out_and_the_reply_still_arrives() {
+    let telegram = FakeTelegram::start().await;
+    let bot = BotProcess::start(&telegram, |dir| base_config(&telegram, dir)).await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.fail_next_sends_with_429(1, 1);
+    telegram.send_private(&alice, "/help");
+    let reply = telegram.wait_for_message(1, WAIT, |_| true).await;
+    assert!(reply.text.contains("/connect"), "{}", reply.text);
+    assert_eq!(telegram.rate_limited_count(), 1);
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}

@@ -58,7 +58,7 @@ async fn failure_of(h: &Harness) -> String {
     let server: Arc<ServerConfig> = h.gateway.find_server("srv").unwrap();
     let error = h
         .gateway
-        .call_tool(1, &server, "echo", None)
+        .call_tool(1, &server, "echo", None, None)
         .await
         .expect_err("the call must fail");
     wording::call_failed(&server, &error)

@@ -157,12 +157,12 @@ async fn many_concurrent_calls_across_an_expiry_refresh_once() {
 
     // A session is open and its token has expired when 50 calls arrive.
     gateway
-        .call_tool(7, &server, "whoami", None)
+        .call_tool(7, &server, "whoami", None, None)
         .await
         .expect("the first call");
     outlive(ttl).await;
     let before = oidc.stats().await["refreshes"].as_u64().unwrap();
-    let calls = (0..50).map(|_| gateway.call_tool(7, &server, "whoami", None));
+    let calls = (0..50).map(|_| gateway.call_tool(7, &server, "whoami", None, None));
     let results = futures_util::future::join_all(calls).await;
     let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
     assert!(failed.is_empty(), "{failed:?}");

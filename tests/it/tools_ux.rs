@@ -95,3 +95,424 @@ async fn tools_are_buttons_with_pages_and_a_tap_shows_the_parameters() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// What the everything server's results become: a photo in place, a JSON
+/// code block once for structured content, a document for a result of
+/// 100,000 characters and for an embedded resource; wrong arguments are
+/// answered by the schema before the server is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_arrive_as_photos_code_blocks_and_documents() {
+    // `get-env` returns the server's environment as JSON: a way to get a
+    // result of any size from the real server.
+    let big = "z".repeat(100_000);
+    let server = EverythingServer::start_with_env(vec![("MCPGRAM_BIG".to_owned(), big)]).await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.send_private(&alice, "/call every get-tiny-image");
+    let before = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("image you requested"))
+        .await;
+    let photo = telegram
+        .wait_for_message(1, WAIT, |m| m.media.is_some())
+        .await;
+    let media = photo.media.as_ref().unwrap();
+    assert_eq!(media.kind, "photo");
+    assert!(media.data.starts_with(b"\x89PNG"), "the image's own bytes");
+    assert!(
+        photo.message_id > before.message_id,
+        "in the server's order"
+    );
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("is the MCP logo"))
+        .await;
+
+    telegram.send_private(&alice, r#"/call every get-sum {"a": "x", "b": 1}"#);
+    let refused = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("was not called"))
+        .await;
+    assert!(
+        refused.text.contains(r#"a: "x" is not of type "number""#),
+        "{}",
+        refused.text
+    );
+
+    telegram.send_private(
+        &alice,
+        r#"/call every get-structured-content {"location": "Chicago"}"#,
+    );
+    let structured = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("temperature"))
+        .await;
+    assert_eq!(structured.parse_mode.as_deref(), Some("HTML"));
+    assert!(
+        structured
+            .raw_text
+            .contains("<pre><code class=\"language-json\">"),
+        "{}",
+        structured.raw_text
+    );
+    assert_eq!(
+        structured.text.matches("temperature").count(),
+        1,
+        "shown once: {}",
+        structured.text
+    );
+
+    telegram.send_private(&alice, "/call every get-env");
+    let long = telegram
+        .wait_for_message(1, WAIT, |m| m.media.is_some())
+        .await;
+    let file = long.media.as_ref().unwrap();
+    assert_eq!(file.kind, "document");
+    assert_eq!(file.file_name.as_deref(), Some("result.json"));
+    assert!(file.data.len() > 100_000, "{} bytes", file.data.len());
+    assert!(long.text.contains("comes as a file"), "{}", long.text);
+
+    telegram.send_private(
+        &alice,
+        r#"/call every gzip-file-as-resource {"name": "hello.txt.gz", "data": "data:text/plain;base64,aGVsbG8gd29ybGQ=", "outputType": "resource"}"#,
+    );
+    // Not read-only: it runs only once Run is pressed.
+    let consent = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("may change things"))
+        .await;
+    assert!(
+        consent.text.contains("hello.txt.gz"),
+        "the arguments shown: {}",
+        consent.text
+    );
+    assert!(telegram.media_messages(1).len() == 2, "nothing ran yet");
+    telegram.press_callback_button(&alice, 1, consent.message_id, &button(&consent, "Run"));
+    let resource = telegram
+        .wait_for_message(1, WAIT, |m| m.media.is_some())
+        .await;
+    let file = resource.media.as_ref().unwrap();
+    assert_eq!(file.kind, "document");
+    assert!(file.data.starts_with(&[0x1f, 0x8b]), "the gzip file itself");
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
+
+/// A long call shows one status message edited with the server's
+/// progress, removed when the result comes; Cancel (the button or
+/// /cancel) stops a call and frees the user at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_calls_show_progress_and_can_be_cancelled() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-long-running-operation {"duration": 3, "steps": 3}"#,
+    );
+    let status = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("⏳ Running"))
+        .await;
+    assert!(
+        status
+            .callback_buttons()
+            .iter()
+            .any(|(label, data)| label == "Cancel" && data.len() <= 64),
+        "{:?}",
+        status.reply_markup
+    );
+    let done = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("operation completed"))
+        .await;
+    let versions: Vec<String> = telegram
+        .messages(1)
+        .into_iter()
+        .filter(|m| m.message_id == status.message_id)
+        .map(|m| m.text)
+        .collect();
+    assert!(
+        versions.iter().any(|t| t.contains("of 3)")),
+        "progress shown: {versions:?}"
+    );
+    assert!(
+        telegram.is_deleted(1, status.message_id),
+        "the status goes when the result comes"
+    );
+    assert!(done.message_id > status.message_id);
+
+    // The button.
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-long-running-operation {"duration": 120, "steps": 120}"#,
+    );
+    let status = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("⏳ Running"))
+        .await;
+    let (_, cancel) = status.callback_buttons().remove(0);
+    telegram.press_callback_button(&alice, 1, status.message_id, &cancel);
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.starts_with("Stopped trigger-long-running-operation")
+        })
+        .await;
+    telegram.send_private(&alice, r#"/call every get-sum {"a": 1, "b": 2}"#);
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("The sum of 1 and 2 is 3."))
+        .await;
+
+    // The command, which the busy gate lets through.
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-long-running-operation {"duration": 120, "steps": 120}"#,
+    );
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("⏳ Running"))
+        .await;
+    telegram.send_private(&alice, "/cancel");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Stopped"))
+        .await;
+    telegram.send_private(&alice, "/cancel");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text == "Nothing of yours is running.")
+        .await;
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
+
+/// The label and callback data of the first button whose label contains
+/// `part`.
+fn button(message: &fake_telegram::SentMessage, part: &str) -> String {
+    message
+        .callback_buttons()
+        .into_iter()
+        .find(|(label, _)| label.contains(part))
+        .unwrap_or_else(|| panic!("no {part:?} button in {:?}", message.reply_markup))
+        .1
+}
+
+/// Opens the details of the tool whose button label contains `title`, on
+/// whichever page of the browser it is.
+async fn open_tool(
+    telegram: &FakeTelegram,
+    alice: &fake_telegram::FakeUser,
+    title: &str,
+) -> fake_telegram::SentMessage {
+    telegram.send_private(alice, "/tools every");
+    let mut page = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Tools of"))
+        .await;
+    let browser = page.message_id;
+    loop {
+        if let Some((_, data)) = page
+            .callback_buttons()
+            .into_iter()
+            .find(|(label, _)| label.contains(title))
+        {
+            telegram.press_callback_button(alice, 1, browser, &data);
+            return telegram
+                .wait_for_message(1, WAIT, |m| m.text.contains("Parameters:"))
+                .await;
+        }
+        let next = button(&page, "Next");
+        telegram.press_callback_button(alice, 1, browser, &next);
+        page = telegram
+            .wait_for_message(1, WAIT, |m| m.edited && m.message_id == browser)
+            .await;
+    }
+}
+
+/// A guided call: each parameter asked in turn (an enum as buttons,
+/// numbers as replies checked by the schema), then Run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guided_call_asks_for_each_parameter_then_runs() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    // An enum: one tap.
+    let details = open_tool(&telegram, &alice, "Structured").await;
+    telegram.press_callback_button(&alice, 1, details.message_id, &button(&details, "Run it"));
+    let question = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("1/1 · location"))
+        .await;
+    telegram.press_callback_button(
+        &alice,
+        1,
+        question.message_id,
+        &button(&question, "Chicago"),
+    );
+    let confirm = telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.starts_with("Run get-structured-content")
+        })
+        .await;
+    assert!(
+        confirm.text.contains(r#"{"location":"Chicago"}"#),
+        "{}",
+        confirm.text
+    );
+    telegram.press_callback_button(&alice, 1, confirm.message_id, &button(&confirm, "Run"));
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("temperature"))
+        .await;
+
+    // Numbers: a word is refused, then the values are taken.
+    let details = open_tool(&telegram, &alice, "Sum").await;
+    telegram.press_callback_button(&alice, 1, details.message_id, &button(&details, "Run it"));
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("1/2 · a"))
+        .await;
+    telegram.send_private(&alice, "two");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("That does not fit"))
+        .await;
+    telegram.send_private(&alice, "2");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("2/2 · b"))
+        .await;
+    telegram.send_private(&alice, "3.5");
+    let confirm = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Run get-sum"))
+        .await;
+    telegram.press_callback_button(&alice, 1, confirm.message_id, &button(&confirm, "Run"));
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("The sum of 2 and 3.5 is 5.5."))
+        .await;
+
+    // /cancel leaves a dialogue.
+    let details = open_tool(&telegram, &alice, "Sum").await;
+    telegram.press_callback_button(&alice, 1, details.message_id, &button(&details, "Run it"));
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("1/2 · a"))
+        .await;
+    telegram.send_private(&alice, "/cancel");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.edited && m.text.ends_with("✖ Cancelled."))
+        .await;
+    telegram.send_private(&alice, "5");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text == "Send /help to see what I can do.")
+        .await;
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
+
+/// A server's `elicitation/create` becomes questions in the chat; the
+/// answers (with the schema's defaults for what was skipped) resume the
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_question_is_answered_through_buttons() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.send_private(&alice, "/call every trigger-elicitation-request");
+    // Not read-only: confirmed first, and allowed for good.
+    let consent = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("may change things"))
+        .await;
+    telegram.press_callback_button(
+        &alice,
+        1,
+        consent.message_id,
+        &button(&consent, "Always allow"),
+    );
+    let first = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Everything asks:"))
+        .await;
+    assert!(first.text.contains("name"), "{}", first.text);
+    telegram.send_private(&alice, "Ada Lovelace");
+    let check = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("check"))
+        .await;
+    telegram.send_private(&alice, "maybe");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("That does not fit"))
+        .await;
+    telegram.press_callback_button(&alice, 1, check.message_id, &button(&check, "Yes"));
+    let third = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("firstLine"))
+        .await;
+    telegram.press_callback_button(
+        &alice,
+        1,
+        third.message_id,
+        &button(&third, "Skip the rest"),
+    );
+    let confirm = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("Send them to Everything?"))
+        .await;
+    telegram.press_callback_button(&alice, 1, confirm.message_id, &button(&confirm, "Send"));
+    let result = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("User inputs"))
+        .await;
+    assert!(
+        result.text.contains("- Name: Ada Lovelace"),
+        "{}",
+        result.text
+    );
+    assert!(
+        result.text.contains("- Agreed to terms: true"),
+        "{}",
+        result.text
+    );
+    assert!(
+        result.text.contains("- Favorite Integer: 42"),
+        "the schema's default for what was skipped: {}",
+        result.text
+    );
+
+    // Declined; allowed before, so no Run this time.
+    telegram.send_private(&alice, "/call every trigger-elicitation-request");
+    let first = telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.starts_with("Everything asks:") || m.text.contains("may change things")
+        })
+        .await;
+    assert!(first.text.starts_with("Everything asks:"), "{}", first.text);
+    telegram.press_callback_button(&alice, 1, first.message_id, &button(&first, "Decline"));
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("User declined"))
+        .await;
+
+    // /status lists the consent and takes it back.
+    telegram.send_private(&alice, "/status");
+    let consents = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Tools you allowed"))
+        .await;
+    let again = button(&consents, "trigger-elicitation-request");
+    telegram.press_callback_button(&alice, 1, consents.message_id, &again);
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.edited && m.text.contains("will ask you first again")
+        })
+        .await;
+    telegram.send_private(&alice, "/call every trigger-elicitation-request");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("may change things"))
+        .await;
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}

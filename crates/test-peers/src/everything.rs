@@ -11,7 +11,7 @@ pub struct EverythingServer {
     peer: NodePeer,
 }
 
-fn spec() -> PeerSpec {
+fn spec(extra_env: Vec<(String, String)>) -> PeerSpec {
     PeerSpec {
         name: "the MCP everything server",
         script: "everything.mjs",
@@ -22,14 +22,20 @@ fn spec() -> PeerSpec {
                 "MCP Streamable HTTP Server listening on port {mcp}"
             )]
         },
-        extra_env: Vec::new(),
+        extra_env,
     }
 }
 
 impl EverythingServer {
     pub async fn start() -> Self {
+        Self::start_with_env(Vec::new()).await
+    }
+
+    /// With extra environment variables, which its `get-env` tool returns
+    /// (a way to get a result of any size from a real server).
+    pub async fn start_with_env(env: Vec<(String, String)>) -> Self {
         Self {
-            peer: NodePeer::start(&spec()).await,
+            peer: NodePeer::start(&spec(env)).await,
         }
     }
 
