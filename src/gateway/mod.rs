@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use rmcp::model::{CallToolResult, JsonObject, Tool};
+use rmcp::model::{
+    CallToolResult, GetPromptResult, JsonObject, Prompt, ReadResourceResult, Resource, Tool,
+};
 
 use crate::config::{Config, ServerConfig};
 use crate::logging::chain;
@@ -490,6 +492,55 @@ impl Gateway {
             .call_tool(server, user_id, tool, arguments, watch)
             .await
             .inspect_err(|error| log_call_failure(user_id, server, "calling a tool", error))
+    }
+
+    pub async fn list_resources(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+    ) -> Result<Vec<Resource>, CallError> {
+        self.sessions
+            .list_resources(server, user_id)
+            .await
+            .inspect_err(|error| log_call_failure(user_id, server, "listing resources", error))
+    }
+
+    pub async fn read_resource(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+        uri: &str,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<ReadResourceResult, CallError> {
+        self.sessions
+            .read_resource(server, user_id, uri, watch)
+            .await
+            .inspect_err(|error| log_call_failure(user_id, server, "reading a resource", error))
+    }
+
+    pub async fn list_prompts(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+    ) -> Result<Vec<Prompt>, CallError> {
+        self.sessions
+            .list_prompts(server, user_id)
+            .await
+            .inspect_err(|error| log_call_failure(user_id, server, "listing prompts", error))
+    }
+
+    pub async fn get_prompt(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+        name: &str,
+        arguments: JsonObject,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<GetPromptResult, CallError> {
+        self.sessions
+            .get_prompt(server, user_id, name, arguments, watch)
+            .await
+            .inspect_err(|error| log_call_failure(user_id, server, "getting a prompt", error))
     }
 
     /// The tool of that name as the server lists it now.

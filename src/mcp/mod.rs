@@ -22,7 +22,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, ProtocolVersion, Tool};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, GetPromptRequestParams, GetPromptResult, JsonObject,
+    Prompt, ProtocolVersion, ReadResourceRequestParams, ReadResourceResult, Resource, Tool,
+};
 use rmcp::service::ServiceError;
 use tokio::sync::OnceCell;
 
@@ -183,6 +186,73 @@ impl Sessions {
     ) -> Result<Vec<Tool>, McpError> {
         self.run(server, user_id, None, |live| async move {
             Ok(live.list_tools().await?)
+        })
+        .await
+    }
+
+    /// Every resource the server lists, across pages.
+    pub async fn list_resources(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+    ) -> Result<Vec<Resource>, McpError> {
+        self.run(server, user_id, None, |live| async move {
+            Ok(live.session.peer().list_all_resources().await?)
+        })
+        .await
+    }
+
+    /// A resource's contents; a 2026-07-28 server's `input_required`
+    /// rounds are answered through the client handler, as for calls.
+    pub async fn read_resource(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+        uri: &str,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<ReadResourceResult, McpError> {
+        let params = ReadResourceRequestParams::new(uri.to_owned());
+        self.run(server, user_id, watch.clone(), move |live| {
+            let (params, watch) = (params.clone(), watch.clone());
+            async move {
+                let _attached = watch.map(|watch| live.hooks.attach(watch));
+                Ok(live.session.read_resource(params).await?)
+            }
+        })
+        .await
+    }
+
+    /// Every prompt the server lists, across pages.
+    pub async fn list_prompts(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+    ) -> Result<Vec<Prompt>, McpError> {
+        self.run(server, user_id, None, |live| async move {
+            Ok(live.session.peer().list_all_prompts().await?)
+        })
+        .await
+    }
+
+    /// A prompt filled in with `arguments`.
+    pub async fn get_prompt(
+        &self,
+        server: &ServerConfig,
+        user_id: u64,
+        name: &str,
+        arguments: JsonObject,
+        watch: Option<Arc<Watch>>,
+    ) -> Result<GetPromptResult, McpError> {
+        let mut params = GetPromptRequestParams::new(name.to_owned());
+        if !arguments.is_empty() {
+            params = params.with_arguments(arguments);
+        }
+        self.run(server, user_id, watch.clone(), move |live| {
+            let (params, watch) = (params.clone(), watch.clone());
+            async move {
+                let _attached = watch.map(|watch| live.hooks.attach(watch));
+                Ok(live.session.get_prompt(params).await?)
+            }
         })
         .await
     }

@@ -150,6 +150,8 @@ pub struct Resume {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ResumeOp {
     ListTools,
+    ListResources,
+    ListPrompts,
     CallTool {
         tool: String,
         arguments: Option<serde_json::Map<String, serde_json::Value>>,

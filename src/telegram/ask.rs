@@ -153,7 +153,7 @@ pub async fn advance(
                 Ending::Elicited(ElicitationAction::Accept) => wording::ANSWERS_SENT,
                 Ending::Elicited(ElicitationAction::Decline) => wording::DECLINED,
                 Ending::Elicited(_) | Ending::Left => wording::LEFT,
-                Ending::Run { .. } => "✔",
+                Ending::Run { .. } | Ending::Prompt { .. } => "✔",
             };
             close(bot, d, note).await;
             Ok(Some(ending))

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rmcp::model::JsonObject;
 use teloxide::utils::command::{BotCommands, ParseError};
 
+use super::render::Listing;
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 
@@ -35,6 +36,10 @@ pub enum Command {
     Tools(String),
     #[command(description = "call a tool: /call <server> <tool> {json}")]
     Call(String),
+    #[command(description = "list a server's resources: /resources <server>")]
+    Resources(String),
+    #[command(description = "list a server's prompts: /prompts <server>")]
+    Prompts(String),
     #[command(description = "forget your tokens: /disconnect <server>")]
     Disconnect(String),
     #[command(description = "stop what is running")]
@@ -46,6 +51,8 @@ pub enum Command {
 pub enum Verb {
     Connect,
     Tools,
+    Resources,
+    Prompts,
     Call,
     Disconnect,
 }
@@ -67,6 +74,8 @@ pub enum Request {
     Status,
     Connect(Arc<ServerConfig>),
     Tools(Arc<ServerConfig>),
+    Resources(Arc<ServerConfig>),
+    Prompts(Arc<ServerConfig>),
     Call(CallRequest),
     Disconnect(Arc<ServerConfig>),
     Cancel,
@@ -123,38 +132,67 @@ pub fn new_link_server(data: &str, gateway: &Gateway) -> Option<Arc<ServerConfig
     gateway.find_server(data.strip_prefix(NEW_LINK_PREFIX)?)
 }
 
-/// callback_data of the tool browser: a page of a server's tools, or one
-/// tool (its index in the name-sorted list). A server id has at most 32
-/// characters, so "tools:<id>:<page>" stays within Telegram's 64 bytes
-/// however long the tools' names are.
-const TOOLS_PAGE_PREFIX: &str = "tools:";
-const TOOL_PREFIX: &str = "tool:";
+/// callback_data of the browsers (tools, resources, prompts): a page of a
+/// server's list, or one entry (its index in the sorted list). A server id
+/// has at most 32 characters, so "tools:<id>:<page>" stays within
+/// Telegram's 64 bytes however long the names are.
+fn prefixes(listing: Listing) -> (&'static str, &'static str) {
+    match listing {
+        Listing::Tools => ("tools:", "tool:"),
+        Listing::Resources => ("res:", "rd:"),
+        Listing::Prompts => ("prm:", "pr:"),
+    }
+}
+
 const RUN_PREFIX: &str = "run:";
 
-/// A tap in the tool browser.
+/// A tap in a browser.
 #[derive(Debug, Clone)]
-pub enum ToolsTap {
+pub enum BrowseTap {
     Page {
+        listing: Listing,
         server: Arc<ServerConfig>,
         page: usize,
     },
-    Tool {
+    Pick {
+        listing: Listing,
         server: Arc<ServerConfig>,
         index: usize,
     },
-    /// "Run it…": a guided call of the tool.
+    /// "Run it…" under a tool's details: a guided call.
     Run {
         server: Arc<ServerConfig>,
         index: usize,
     },
 }
 
-pub fn tools_page_data(server_id: &str, page: usize) -> String {
-    format!("{TOOLS_PAGE_PREFIX}{server_id}:{page}")
+impl BrowseTap {
+    pub fn server(&self) -> &Arc<ServerConfig> {
+        match self {
+            BrowseTap::Page { server, .. }
+            | BrowseTap::Pick { server, .. }
+            | BrowseTap::Run { server, .. } => server,
+        }
+    }
+
+    pub fn listing(&self) -> Listing {
+        match self {
+            BrowseTap::Page { listing, .. } | BrowseTap::Pick { listing, .. } => *listing,
+            BrowseTap::Run { .. } => Listing::Tools,
+        }
+    }
 }
 
-pub fn tool_data(server_id: &str, index: usize) -> String {
-    format!("{TOOL_PREFIX}{server_id}:{index}")
+pub fn page_data(listing: Listing, server_id: &str, page: usize) -> String {
+    format!("{}{server_id}:{page}", prefixes(listing).0)
+}
+
+pub fn pick_data(listing: Listing, server_id: &str, index: usize) -> String {
+    format!("{}{server_id}:{index}", prefixes(listing).1)
+}
+
+pub fn run_data(server_id: &str, index: usize) -> String {
+    format!("{RUN_PREFIX}{server_id}:{index}")
 }
 
 /// callback_data of "Ask again" under /status: the consent's place in the
@@ -169,25 +207,35 @@ pub fn withdraw_tap(data: &str) -> Option<usize> {
     data.strip_prefix(WITHDRAW_PREFIX)?.parse().ok()
 }
 
-pub fn run_data(server_id: &str, index: usize) -> String {
-    format!("{RUN_PREFIX}{server_id}:{index}")
-}
-
-pub fn tools_tap(data: &str, gateway: &Gateway) -> Option<ToolsTap> {
+pub fn browse_tap(data: &str, gateway: &Gateway) -> Option<BrowseTap> {
     let number = |rest: &str| -> Option<(Arc<ServerConfig>, usize)> {
         let (server, n) = rest.rsplit_once(':')?;
         Some((gateway.find_server(server)?, n.parse().ok()?))
     };
-    if let Some(rest) = data.strip_prefix(TOOLS_PAGE_PREFIX) {
-        let (server, page) = number(rest)?;
-        return Some(ToolsTap::Page { server, page });
-    }
     if let Some(rest) = data.strip_prefix(RUN_PREFIX) {
         let (server, index) = number(rest)?;
-        return Some(ToolsTap::Run { server, index });
+        return Some(BrowseTap::Run { server, index });
     }
-    let (server, index) = number(data.strip_prefix(TOOL_PREFIX)?)?;
-    Some(ToolsTap::Tool { server, index })
+    for listing in [Listing::Tools, Listing::Resources, Listing::Prompts] {
+        let (page_prefix, pick_prefix) = prefixes(listing);
+        if let Some(rest) = data.strip_prefix(page_prefix) {
+            let (server, page) = number(rest)?;
+            return Some(BrowseTap::Page {
+                listing,
+                server,
+                page,
+            });
+        }
+        if let Some(rest) = data.strip_prefix(pick_prefix) {
+            let (server, index) = number(rest)?;
+            return Some(BrowseTap::Pick {
+                listing,
+                server,
+                index,
+            });
+        }
+    }
+    None
 }
 
 /// How "still working on …" names a running request.
@@ -199,6 +247,8 @@ pub fn label(request: &Request) -> String {
         Request::Status => "/status".to_owned(),
         Request::Connect(server) => format!("/connect {}", server.id),
         Request::Tools(server) => format!("/tools {}", server.id),
+        Request::Resources(server) => format!("/resources {}", server.id),
+        Request::Prompts(server) => format!("/prompts {}", server.id),
         Request::Call(call) => format!(
             "/call {} {}",
             call.server.id,
@@ -248,6 +298,10 @@ fn request(command: Command, gateway: &Gateway) -> Result<Request, Problem> {
         Command::Status(_) => Request::Status,
         Command::Connect(args) => Request::Connect(single_server(&args, Verb::Connect, gateway)?),
         Command::Tools(args) => Request::Tools(single_server(&args, Verb::Tools, gateway)?),
+        Command::Resources(args) => {
+            Request::Resources(single_server(&args, Verb::Resources, gateway)?)
+        }
+        Command::Prompts(args) => Request::Prompts(single_server(&args, Verb::Prompts, gateway)?),
         Command::Disconnect(args) => {
             Request::Disconnect(single_server(&args, Verb::Disconnect, gateway)?)
         }

@@ -50,6 +50,8 @@ pub enum Purpose {
     /// A guided call: the arguments, then Run. With `consent`, a call of
     /// a tool that may change things, which can be allowed for good.
     Call { tool: String, consent: bool },
+    /// A prompt's arguments, then the prompt.
+    Prompt { name: String },
 }
 
 /// A tap on a dialogue's button.
@@ -81,7 +83,12 @@ pub enum Ending {
         /// Allowed for good.
         always: bool,
     },
-    /// A guided call left.
+    Prompt {
+        server: Arc<ServerConfig>,
+        name: String,
+        arguments: JsonObject,
+    },
+    /// A guided call or prompt left.
     Left,
 }
 
@@ -220,6 +227,11 @@ impl Dialogue {
                         self.answer(ElicitationAction::Accept, Some(values));
                         Step::Ended(Ending::Elicited(ElicitationAction::Accept))
                     }
+                    Purpose::Prompt { name } => Step::Ended(Ending::Prompt {
+                        server: self.server.clone(),
+                        name: name.clone(),
+                        arguments: values,
+                    }),
                     Purpose::Call { tool, consent } => Step::Ended(Ending::Run {
                         server: self.server.clone(),
                         tool: tool.clone(),
@@ -256,7 +268,7 @@ impl Dialogue {
                 self.answer(action.clone(), None);
                 Step::Ended(Ending::Elicited(action))
             }
-            Purpose::Call { .. } => Step::Ended(Ending::Left),
+            Purpose::Call { .. } | Purpose::Prompt { .. } => Step::Ended(Ending::Left),
         }
     }
 
@@ -296,10 +308,10 @@ impl Dialogue {
         };
         let Some(field) = form.current() else {
             if form.problems().is_empty() {
-                let go = if elicit {
-                    w::SEND_BUTTON
-                } else {
-                    w::RUN_BUTTON
+                let go = match self.purpose {
+                    Purpose::Elicit(_) => w::SEND_BUTTON,
+                    Purpose::Call { .. } => w::RUN_BUTTON,
+                    Purpose::Prompt { .. } => w::GET_PROMPT_BUTTON,
                 };
                 let mut row = vec![(go.to_owned(), Verb::Go)];
                 if matches!(self.purpose, Purpose::Call { consent: true, .. }) {

@@ -15,10 +15,11 @@ use super::TgBot;
 use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
 
 use super::ask;
-use super::commands::{self, CallRequest, Problem, Request, ToolsTap};
+use super::commands::{self, BrowseTap, CallRequest, Problem, Request};
 use super::dialogue::{self, Body, Dialogue, Dialogues, Ending, Purpose, Verb};
 use super::notifier::Resumption;
 use super::render;
+use super::render::{Entry, Listing};
 use super::results;
 use super::running::{Running, Status};
 use super::send::{self, LinkButton};
@@ -188,16 +189,21 @@ async fn finish_dialogue(
     user_id: u64,
     ending: Option<Ending>,
 ) -> HandlerResult {
-    let Some(Ending::Run {
-        server,
-        tool,
-        arguments,
-        always,
-    }) = ending
-    else {
-        return Ok(());
-    };
     let chat = ChatId(user_id as i64);
+    let (server, tool, arguments, always) = match ending {
+        Some(Ending::Run {
+            server,
+            tool,
+            arguments,
+            always,
+        }) => (server, tool, arguments, always),
+        Some(Ending::Prompt {
+            server,
+            name,
+            arguments,
+        }) => return get_prompt(bot, gateway, chats, user_id, server, name, arguments),
+        _ => return Ok(()),
+    };
     if always && let Err(error) = gateway.allow_tool(user_id, &server, &tool).await {
         tracing::warn!(user = user_id, error = %chain(&error), "could not keep a consent");
     }
@@ -263,6 +269,54 @@ async fn ask_consent(
         send::text(bot, from.chat, wording::CONFIRM_PRIVATELY).await?;
     }
     Ok(())
+}
+
+/// Gets a filled-in prompt and sends its messages to the private chat.
+fn get_prompt(
+    bot: TgBot,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+    user_id: u64,
+    server: Arc<ServerConfig>,
+    name: String,
+    arguments: rmcp::model::JsonObject,
+) -> HandlerResult {
+    let chat = ChatId(user_id as i64);
+    let label = format!("/prompts {}", server.id);
+    let ticket = match gateway.begin_command(user_id, &label) {
+        Ok(ticket) => Ticket(Arc::new(Mutex::new(Some(ticket)))),
+        Err(busy) => {
+            let text = wording::still_working(&busy);
+            tokio::spawn(async move { send::text(&bot, chat, &text).await });
+            return Ok(());
+        }
+    };
+    in_background(ticket, move |done| async move {
+        let mut call = chats.running.register(user_id);
+        let label = wording::prompt_label(&server, &name);
+        let status = Status::start(bot.clone(), chat, label, &call.id);
+        let observer = status.observer(chats.dialogues.clone(), server.clone(), user_id);
+        let getting = gateway.get_prompt(
+            user_id,
+            &server,
+            &name,
+            arguments,
+            Some(Watch::new(observer)),
+        );
+        let got = tokio::select! {
+            got = getting => Some(got),
+            Ok(()) = &mut call.cancelled => None,
+        };
+        status.finish().await;
+        done.release();
+        match got {
+            Some(Ok(result)) => send::outgoing(&bot, chat, results::prompt(&result)).await,
+            Some(Err(error)) => {
+                send::text(&bot, chat, &wording::call_failed(&server, &error)).await
+            }
+            None => send::text(&bot, chat, wording::LEFT).await,
+        }
+    })
 }
 
 /// Starts a guided call of `tool`: its arguments asked one by one in the
@@ -472,6 +526,38 @@ pub async fn tools(
     })
 }
 
+pub async fn resources(
+    bot: TgBot,
+    msg: Message,
+    me: Me,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+    server: Arc<ServerConfig>,
+    ticket: Ticket,
+) -> HandlerResult {
+    in_background(ticket, |done| async move {
+        let from = Origin::of_message(&msg);
+        let op = Op::new(ResumeOp::ListResources);
+        run_op(&bot, &from, &me, &gateway, &chats, &server, op, done).await
+    })
+}
+
+pub async fn prompts(
+    bot: TgBot,
+    msg: Message,
+    me: Me,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+    server: Arc<ServerConfig>,
+    ticket: Ticket,
+) -> HandlerResult {
+    in_background(ticket, |done| async move {
+        let from = Origin::of_message(&msg);
+        let op = Op::new(ResumeOp::ListPrompts);
+        run_op(&bot, &from, &me, &gateway, &chats, &server, op, done).await
+    })
+}
+
 pub async fn call(
     bot: TgBot,
     msg: Message,
@@ -541,6 +627,8 @@ pub fn resume(bot: TgBot, me: Me, gateway: Arc<Gateway>, chats: Chats, resumptio
 fn label_of(server: &ServerConfig, op: &ResumeOp) -> String {
     match op {
         ResumeOp::ListTools => format!("/tools {}", server.id),
+        ResumeOp::ListResources => format!("/resources {}", server.id),
+        ResumeOp::ListPrompts => format!("/prompts {}", server.id),
         ResumeOp::CallTool { tool, .. } => format!("/call {} {tool}", server.id),
     }
 }
@@ -583,16 +671,24 @@ async fn run_op(
     done: Done,
 ) -> HandlerResult {
     let outcome = match &op {
-        ResumeOp::ListTools => match list_tools(bot, from, gateway, server).await {
-            Ok(tools) => {
-                done.release();
-                let (text, rows) = tools_page(server, &tools, 0);
-                return send::with_buttons(bot, from.chat, &text, rows)
-                    .await
-                    .map(|_| ());
+        ResumeOp::ListTools | ResumeOp::ListResources | ResumeOp::ListPrompts => {
+            let listing = match &op {
+                ResumeOp::ListResources => Listing::Resources,
+                ResumeOp::ListPrompts => Listing::Prompts,
+                _ => Listing::Tools,
+            };
+            typing(bot, from.chat);
+            match fetch(gateway, from.user_id, server, listing).await {
+                Ok(listed) => {
+                    done.release();
+                    let (text, rows) = browse_page(listing, server, &listed.entries(), 0);
+                    return send::with_buttons(bot, from.chat, &text, rows)
+                        .await
+                        .map(|_| ());
+                }
+                Err(error) => Err(error),
             }
-            Err(error) => Err(error),
-        },
+        }
         ResumeOp::CallTool { tool, arguments } => 'call: {
             if !consented {
                 match gateway.find_tool(from.user_id, server, tool).await {
@@ -688,30 +784,56 @@ async fn run_op(
     send::text(bot, from.chat, &wording::call_failed(server, &error)).await
 }
 
-async fn list_tools(
-    bot: &TgBot,
-    from: &Origin,
-    gateway: &Gateway,
-    server: &ServerConfig,
-) -> Result<Vec<rmcp::model::Tool>, CallError> {
-    typing(bot, from.chat);
-    gateway.list_tools(from.user_id, server).await
+/// What a browser lists, as the server listed it.
+enum Listed {
+    Tools(Vec<rmcp::model::Tool>),
+    Resources(Vec<rmcp::model::Resource>),
+    Prompts(Vec<rmcp::model::Prompt>),
 }
 
-/// A page of the tool browser: its text and its keyboard (a button per
-/// tool, then the page turns).
-fn tools_page(
+impl Listed {
+    fn entries(&self) -> Vec<Entry> {
+        match self {
+            Listed::Tools(tools) => render::tool_entries(tools),
+            Listed::Resources(resources) => render::resource_entries(resources),
+            Listed::Prompts(prompts) => render::prompt_entries(prompts),
+        }
+    }
+}
+
+async fn fetch(
+    gateway: &Gateway,
+    user_id: u64,
     server: &ServerConfig,
-    tools: &[rmcp::model::Tool],
+    listing: Listing,
+) -> Result<Listed, CallError> {
+    Ok(match listing {
+        Listing::Tools => Listed::Tools(gateway.list_tools(user_id, server).await?),
+        Listing::Resources => Listed::Resources(gateway.list_resources(user_id, server).await?),
+        Listing::Prompts => Listed::Prompts(gateway.list_prompts(user_id, server).await?),
+    })
+}
+
+/// A page of a browser: its text and its keyboard (a button per entry,
+/// then the page turns).
+fn browse_page(
+    listing: Listing,
+    server: &ServerConfig,
+    entries: &[Entry],
     page: usize,
 ) -> (String, Vec<Vec<(String, String)>>) {
-    let page = render::tool_page(&server.name, tools, page);
+    let page = render::list_page(listing, &server.name, entries, page);
     let mut rows: Vec<Vec<(String, String)>> = page
         .buttons
         .chunks(2)
         .map(|pair| {
             pair.iter()
-                .map(|(label, index)| (label.clone(), commands::tool_data(&server.id, *index)))
+                .map(|(label, index)| {
+                    (
+                        label.clone(),
+                        commands::pick_data(listing, &server.id, *index),
+                    )
+                })
                 .collect()
         })
         .collect();
@@ -719,13 +841,13 @@ fn tools_page(
     if let Some(previous) = page.previous {
         turns.push((
             wording::PREVIOUS_PAGE.to_owned(),
-            commands::tools_page_data(&server.id, previous),
+            commands::page_data(listing, &server.id, previous),
         ));
     }
     if let Some(next) = page.next {
         turns.push((
             wording::NEXT_PAGE.to_owned(),
-            commands::tools_page_data(&server.id, next),
+            commands::page_data(listing, &server.id, next),
         ));
     }
     if !turns.is_empty() {
@@ -734,15 +856,17 @@ fn tools_page(
     (page.text, rows)
 }
 
-/// A tap in the tool browser: turn the page in place, or send one tool's
-/// parameters. The tool list is asked again (the session is warm), so a
-/// tap on an old message shows the server's tools as they are now.
-pub async fn tools_tap(
+/// A tap in a browser: turn the page in place, show a tool's parameters,
+/// send a resource, fill in a prompt, or start a guided call. The list is
+/// asked again (the session is warm), so a tap on an old message acts on
+/// the server's entries as they are now.
+pub async fn browse_tap(
     bot: TgBot,
     query: CallbackQuery,
+    me: Me,
     gateway: Arc<Gateway>,
     chats: Chats,
-    tap: ToolsTap,
+    tap: BrowseTap,
 ) -> HandlerResult {
     let _ = bot.answer_callback_query(query.id.clone()).await;
     let Some(message) = query.message.as_ref() else {
@@ -750,46 +874,154 @@ pub async fn tools_tap(
     };
     let (chat, message_id) = (message.chat().id, message.id());
     let user_id = query.from.id.0;
-    let server = match &tap {
-        ToolsTap::Page { server, .. }
-        | ToolsTap::Tool { server, .. }
-        | ToolsTap::Run { server, .. } => server.clone(),
-    };
-    let Ok(ticket) = gateway.begin_command(user_id, &format!("/tools {}", server.id)) else {
-        return Ok(());
+    let server = tap.server().clone();
+    let listing = tap.listing();
+    let label = format!("/{} {}", wording::listing_command(listing), server.id);
+    let ticket = match gateway.begin_command(user_id, &label) {
+        Ok(ticket) => ticket,
+        Err(busy) if busy.told => return Ok(()),
+        Err(busy) => return send::text(&bot, chat, &wording::still_working(&busy)).await,
     };
     let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));
     in_background(ticket, move |done| async move {
-        let tools = gateway.list_tools(user_id, &server).await;
-        done.release();
-        let tools = match tools {
-            Ok(tools) => tools,
+        let listed = match fetch(&gateway, user_id, &server, listing).await {
+            Ok(listed) => listed,
             Err(error) => {
+                done.release();
                 return send::text(&bot, chat, &wording::call_failed(&server, &error)).await;
             }
         };
-        match tap {
-            ToolsTap::Page { page, .. } => {
-                let (text, rows) = tools_page(&server, &tools, page);
+        match (tap, listed) {
+            (BrowseTap::Page { page, .. }, listed) => {
+                done.release();
+                let (text, rows) = browse_page(listing, &server, &listed.entries(), page);
                 send::edit_with_buttons(&bot, chat, message_id, &text, rows).await
             }
-            ToolsTap::Tool { index, .. } => match render::sorted(&tools).get(index) {
-                Some(tool) => {
-                    let text = render::tool_details(&server.id, tool);
-                    let run = commands::run_data(&server.id, index);
-                    let rows = vec![vec![(wording::RUN_TOOL_BUTTON.to_owned(), run)]];
-                    send::with_buttons(&bot, chat, &text, rows)
-                        .await
-                        .map(|_| ())
+            (BrowseTap::Pick { index, .. }, Listed::Tools(tools)) => {
+                done.release();
+                match render::sorted(&tools).get(index) {
+                    Some(tool) => {
+                        let text = render::tool_details(&server.id, tool);
+                        let run = commands::run_data(&server.id, index);
+                        let rows = vec![vec![(wording::RUN_TOOL_BUTTON.to_owned(), run)]];
+                        send::with_buttons(&bot, chat, &text, rows)
+                            .await
+                            .map(|_| ())
+                    }
+                    None => send::text(&bot, chat, &wording::gone(&server, listing)).await,
                 }
-                None => send::text(&bot, chat, &wording::tool_gone(&server)).await,
-            },
-            ToolsTap::Run { index, .. } => match render::sorted(&tools).get(index) {
-                Some(tool) => guide(&bot, &chats, &server, user_id, tool).await,
-                None => send::text(&bot, chat, &wording::tool_gone(&server)).await,
-            },
+            }
+            (BrowseTap::Run { index, .. }, Listed::Tools(tools)) => {
+                done.release();
+                match render::sorted(&tools).get(index) {
+                    Some(tool) => guide(&bot, &chats, &server, user_id, tool).await,
+                    None => send::text(&bot, chat, &wording::gone(&server, listing)).await,
+                }
+            }
+            (BrowseTap::Pick { index, .. }, Listed::Resources(resources)) => {
+                let Some(resource) = render::sorted_resources(&resources).get(index).copied()
+                else {
+                    done.release();
+                    return send::text(&bot, chat, &wording::gone(&server, listing)).await;
+                };
+                typing(&bot, chat);
+                let read = gateway
+                    .read_resource(user_id, &server, &resource.uri, None)
+                    .await;
+                done.release();
+                match read {
+                    Ok(read) => {
+                        send::outgoing(&bot, chat, results::resource_contents(&read.contents)).await
+                    }
+                    Err(error) => {
+                        send::text(&bot, chat, &wording::call_failed(&server, &error)).await
+                    }
+                }
+            }
+            (BrowseTap::Pick { index, .. }, Listed::Prompts(prompts)) => {
+                done.release();
+                match render::sorted_prompts(&prompts).get(index) {
+                    Some(prompt) => {
+                        fill_prompt(&bot, &me, &gateway, &chats, &server, user_id, prompt).await
+                    }
+                    None => send::text(&bot, chat, &wording::gone(&server, listing)).await,
+                }
+            }
+            _ => Ok(()),
         }
     })
+}
+
+/// A prompt's arguments asked like a guided call's; a prompt without any
+/// is fetched at once.
+async fn fill_prompt(
+    bot: &TgBot,
+    me: &Me,
+    gateway: &Arc<Gateway>,
+    chats: &Chats,
+    server: &Arc<ServerConfig>,
+    user_id: u64,
+    prompt: &rmcp::model::Prompt,
+) -> HandlerResult {
+    let chat = ChatId(user_id as i64);
+    let arguments = prompt.arguments.clone().unwrap_or_default();
+    if arguments.is_empty() {
+        let ending = Ending::Prompt {
+            server: server.clone(),
+            name: prompt.name.clone(),
+            arguments: Default::default(),
+        };
+        return finish_dialogue(
+            bot.clone(),
+            me.clone(),
+            gateway.clone(),
+            chats.clone(),
+            user_id,
+            Some(ending),
+        )
+        .await;
+    }
+    let schema = Arc::new(crate::mcp::Schema::new(Arc::new(prompt_schema(&arguments))));
+    let d = Dialogue {
+        id: dialogue::new_id(),
+        chat,
+        intro: wording::prompt_intro(server, &prompt.name),
+        server: server.clone(),
+        body: Body::Form(crate::gateway::form::Form::new(schema)),
+        purpose: Purpose::Prompt {
+            name: prompt.name.clone(),
+        },
+        question: None,
+    };
+    match chats.dialogues.begin(user_id, d).await {
+        Ok(open) => ask::show(bot, &mut *open.lock().await).await,
+        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN).await,
+    }
+}
+
+/// A prompt's arguments as the schema of an object of strings.
+fn prompt_schema(arguments: &[rmcp::model::PromptArgument]) -> rmcp::model::JsonObject {
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    for argument in arguments {
+        let mut property = serde_json::Map::new();
+        property.insert("type".into(), "string".into());
+        if let Some(title) = &argument.title {
+            property.insert("title".into(), title.clone().into());
+        }
+        if let Some(description) = &argument.description {
+            property.insert("description".into(), description.clone().into());
+        }
+        properties.insert(argument.name.clone(), property.into());
+        if argument.required == Some(true) {
+            required.push(serde_json::Value::from(argument.name.clone()));
+        }
+    }
+    let mut schema = serde_json::Map::new();
+    schema.insert("type".into(), "object".into());
+    schema.insert("properties".into(), properties.into());
+    schema.insert("required".into(), required.into());
+    schema
 }
 
 /// `/cancel`: leaves the sender's open dialogue (a server's question is

@@ -3,12 +3,27 @@
 //! Plain text, not HTML: tool output is arbitrary and must never be able
 //! to break Telegram's entity parser or smuggle markup into a message.
 
-use rmcp::model::Tool;
+use rmcp::model::{Prompt, Resource, Tool};
 use serde_json::Value;
 
-/// Tools per page of the tool browser: a keyboard of this many buttons
-/// stays readable on a phone.
-pub const TOOLS_PER_PAGE: usize = 8;
+/// Entries per page of a browser: a keyboard of this many buttons stays
+/// readable on a phone.
+pub const PER_PAGE: usize = 8;
+
+/// What a browser lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Tools,
+    Resources,
+    Prompts,
+}
+
+/// One entry of a browser: its name, its button label, and a line about it.
+pub struct Entry {
+    pub name: String,
+    pub label: String,
+    pub about: Option<String>,
+}
 
 /// The tools sorted by name: the order the browser's indexes refer to.
 pub fn sorted(tools: &[Tool]) -> Vec<&Tool> {
@@ -17,43 +32,107 @@ pub fn sorted(tools: &[Tool]) -> Vec<&Tool> {
     sorted
 }
 
-/// One page of the tool browser.
-pub struct ToolPage {
+/// The resources sorted by name, then URI.
+pub fn sorted_resources(resources: &[Resource]) -> Vec<&Resource> {
+    let mut sorted: Vec<&Resource> = resources.iter().collect();
+    sorted.sort_by(|a, b| (&a.name, &a.uri).cmp(&(&b.name, &b.uri)));
+    sorted
+}
+
+/// The prompts sorted by name.
+pub fn sorted_prompts(prompts: &[Prompt]) -> Vec<&Prompt> {
+    let mut sorted: Vec<&Prompt> = prompts.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
+}
+
+pub fn tool_entries(tools: &[Tool]) -> Vec<Entry> {
+    sorted(tools)
+        .into_iter()
+        .map(|tool| Entry {
+            name: tool.name.to_string(),
+            label: tool.title.as_deref().unwrap_or(&tool.name).to_owned(),
+            about: first_line(tool.description.as_deref().or(tool.title.as_deref())),
+        })
+        .collect()
+}
+
+pub fn resource_entries(resources: &[Resource]) -> Vec<Entry> {
+    sorted_resources(resources)
+        .into_iter()
+        .map(|resource| Entry {
+            name: resource.name.clone(),
+            label: resource
+                .title
+                .as_deref()
+                .unwrap_or(&resource.name)
+                .to_owned(),
+            about: first_line(resource.description.as_deref())
+                .or_else(|| Some(resource.uri.clone())),
+        })
+        .collect()
+}
+
+pub fn prompt_entries(prompts: &[Prompt]) -> Vec<Entry> {
+    sorted_prompts(prompts)
+        .into_iter()
+        .map(|prompt| Entry {
+            name: prompt.name.clone(),
+            label: prompt.title.as_deref().unwrap_or(&prompt.name).to_owned(),
+            about: first_line(prompt.description.as_deref().or(prompt.title.as_deref())),
+        })
+        .collect()
+}
+
+fn first_line(text: Option<&str>) -> Option<String> {
+    text.and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(str::to_owned)
+}
+
+/// One page of a browser.
+pub struct Page {
     pub text: String,
-    /// A button per tool on the page: its label and its index.
+    /// A button per entry on the page: its label and its index.
     pub buttons: Vec<(String, usize)>,
     pub previous: Option<usize>,
     pub next: Option<usize>,
 }
 
-pub fn tool_page(server_name: &str, tools: &[Tool], page: usize) -> ToolPage {
-    let sorted = sorted(tools);
-    let pages = sorted.len().div_ceil(TOOLS_PER_PAGE).max(1);
+pub fn tool_page(server_name: &str, tools: &[Tool], page: usize) -> Page {
+    list_page(Listing::Tools, server_name, &tool_entries(tools), page)
+}
+
+pub fn list_page(listing: Listing, server_name: &str, entries: &[Entry], page: usize) -> Page {
+    let (what, tap) = match listing {
+        Listing::Tools => ("Tools", "for its parameters"),
+        Listing::Resources => ("Resources", "to get it"),
+        Listing::Prompts => ("Prompts", "to fill it in"),
+    };
+    let pages = entries.len().div_ceil(PER_PAGE).max(1);
     let page = page.min(pages - 1);
-    let first = page * TOOLS_PER_PAGE;
-    let on_page = sorted.iter().enumerate().skip(first).take(TOOLS_PER_PAGE);
+    let first = page * PER_PAGE;
+    let on_page = entries.iter().enumerate().skip(first).take(PER_PAGE);
     let mut lines = Vec::new();
     let mut buttons = Vec::new();
-    for (index, tool) in on_page {
-        lines.push(match summary(tool) {
-            Some(line) => format!("• {} — {}", tool.name, clip(line, 120)),
-            None => format!("• {}", tool.name),
+    for (index, entry) in on_page {
+        lines.push(match &entry.about {
+            Some(line) => format!("• {} — {}", entry.name, clip(line, 120)),
+            None => format!("• {}", entry.name),
         });
-        let label = tool.title.as_deref().unwrap_or(&tool.name);
-        buttons.push((clip(label, 40), index));
+        buttons.push((clip(&entry.label, 40), index));
     }
-    let header = if sorted.is_empty() {
-        "This server offers no tools.".to_owned()
+    let header = if entries.is_empty() {
+        format!("This server offers no {}.", what.to_lowercase())
     } else if pages > 1 {
         format!(
-            "Tools of {server_name} ({} in all, page {} of {pages}). Tap one for its parameters.",
-            sorted.len(),
+            "{what} of {server_name} ({} in all, page {} of {pages}). Tap one {tap}.",
+            entries.len(),
             page + 1
         )
     } else {
-        format!("Tools of {server_name}. Tap one for its parameters.")
+        format!("{what} of {server_name}. Tap one {tap}.")
     };
-    ToolPage {
+    Page {
         text: format!("{header}\n{}", lines.join("\n"))
             .trim_end()
             .to_owned(),
@@ -61,13 +140,6 @@ pub fn tool_page(server_name: &str, tools: &[Tool], page: usize) -> ToolPage {
         previous: page.checked_sub(1),
         next: (page + 1 < pages).then_some(page + 1),
     }
-}
-
-fn summary(tool: &Tool) -> Option<&str> {
-    tool.description
-        .as_deref()
-        .or(tool.title.as_deref())
-        .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -223,7 +295,7 @@ mod tests {
             .map(|i| tool(&format!("t{i:02}"), serde_json::json!({"type": "object"})))
             .collect();
         let first = tool_page("S", &tools, 0);
-        assert_eq!(first.buttons.len(), TOOLS_PER_PAGE);
+        assert_eq!(first.buttons.len(), PER_PAGE);
         assert_eq!(first.buttons[0], ("t00".to_owned(), 0));
         assert_eq!((first.previous, first.next), (None, Some(1)));
         assert!(

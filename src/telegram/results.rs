@@ -8,7 +8,7 @@
 //! the whole message) into a chat.
 
 use base64::Engine;
-use rmcp::model::{CallToolResult, ContentBlock, ResourceContents};
+use rmcp::model::{CallToolResult, ContentBlock, GetPromptResult, ResourceContents, Role};
 use serde_json::Value;
 use teloxide::utils::html;
 
@@ -114,7 +114,7 @@ pub fn call_result(result: &CallToolResult) -> Vec<Outgoing> {
             "(the tool returned no content)".to_owned(),
         )));
     }
-    lay_out(items, "result")
+    lay_out(items, "result", None)
 }
 
 /// The messages for a resource's contents (one tap in `/resources`, or a
@@ -149,6 +149,91 @@ pub fn resource(contents: &ResourceContents) -> Outgoing {
         #[allow(unreachable_patterns)] // rmcp's enum is non-exhaustive
         _ => Outgoing::Text(html::escape("[a resource of a kind this bot cannot show]")),
     }
+}
+
+/// A resource read with `/resources`: text as text (JSON as a code block,
+/// a long one as a file), images as photos, audio as audio, anything
+/// else as a document.
+pub fn resource_contents(contents: &[ResourceContents]) -> Vec<Outgoing> {
+    let mut items = Vec::new();
+    let mut name = None;
+    for content in contents {
+        match content {
+            ResourceContents::TextResourceContents {
+                uri,
+                mime_type,
+                text,
+                ..
+            } => {
+                name = Some(file_name(uri, mime_type.as_deref(), "txt"));
+                let json = mime_type.as_deref().is_some_and(|m| m.contains("json"));
+                match serde_json::from_str::<Value>(text) {
+                    Ok(value) if json => items.push(Item::Text(json_block(&value))),
+                    _ => items.extend(text_blocks(text).into_iter().map(Item::Text)),
+                }
+            }
+            ResourceContents::BlobResourceContents {
+                uri,
+                mime_type,
+                blob,
+                ..
+            } => {
+                let mime = mime_type
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let block = if mime.starts_with("image/") {
+                    ContentBlock::image(blob.clone(), mime)
+                } else if mime.starts_with("audio/") {
+                    ContentBlock::audio(blob.clone(), mime)
+                } else {
+                    items.push(Item::File(resource(content)));
+                    continue;
+                };
+                items.extend(content_block(&block).into_iter().map(|item| match item {
+                    Item::File(Outgoing::Photo(mut upload)) => {
+                        upload.file_name = file_name(uri, mime_type.as_deref(), "img");
+                        Item::File(Outgoing::Photo(upload))
+                    }
+                    other => other,
+                }));
+            }
+            #[allow(unreachable_patterns)] // rmcp's enum is non-exhaustive
+            _ => {}
+        }
+    }
+    if items.is_empty() {
+        items.push(Item::Text(Block::Plain(
+            "(the resource is empty)".to_owned(),
+        )));
+    }
+    lay_out(items, "resource", name)
+}
+
+/// A prompt's messages, each under who says it.
+pub fn prompt(result: &GetPromptResult) -> Vec<Outgoing> {
+    let mut items = Vec::new();
+    if let Some(description) = result
+        .description
+        .as_deref()
+        .filter(|d| !d.trim().is_empty())
+    {
+        items.push(Item::Text(Block::Plain(description.to_owned())));
+    }
+    for message in &result.messages {
+        let who = match message.role {
+            Role::User => "🧑 User:",
+            Role::Assistant => "🤖 Assistant:",
+        };
+        items.push(Item::Text(Block::Plain(who.to_owned())));
+        items.extend(content_block(&message.content));
+    }
+    if result.messages.is_empty() {
+        items.push(Item::Text(Block::Plain(
+            "(the prompt has no messages)".to_owned(),
+        )));
+    }
+    lay_out(items, "prompt", None)
 }
 
 /// Either text to lay out or a file to send as it is.
@@ -272,8 +357,9 @@ fn json_block(value: &Value) -> Block {
 }
 
 /// Text blocks packed into messages, files kept in place; text beyond a
-/// few messages goes out as one document named `stem`.
-fn lay_out(items: Vec<Item>, stem: &str) -> Vec<Outgoing> {
+/// few messages goes out as one document, named `name` or else `stem`
+/// with the extension its text calls for.
+fn lay_out(items: Vec<Item>, stem: &str, name: Option<String>) -> Vec<Outgoing> {
     let text_units: usize = items
         .iter()
         .map(|item| match item {
@@ -282,7 +368,7 @@ fn lay_out(items: Vec<Item>, stem: &str) -> Vec<Outgoing> {
         })
         .sum();
     if text_units > MAX_TEXT_MESSAGES * MAX_MESSAGE_UNITS {
-        return as_document(items, stem);
+        return as_document(items, stem, name);
     }
     let mut out = Vec::new();
     let mut pending: Vec<Block> = Vec::new();
@@ -323,7 +409,7 @@ fn pack(blocks: Vec<Block>) -> Vec<Outgoing> {
     messages
 }
 
-fn as_document(items: Vec<Item>, stem: &str) -> Vec<Outgoing> {
+fn as_document(items: Vec<Item>, stem: &str, name: Option<String>) -> Vec<Outgoing> {
     let texts: Vec<&Block> = items
         .iter()
         .filter_map(|item| match item {
@@ -341,7 +427,8 @@ fn as_document(items: Vec<Item>, stem: &str) -> Vec<Outgoing> {
     let units = body.chars().count();
     let document = Outgoing::Document(Upload {
         data: body.into_bytes(),
-        file_name: format!("{stem}.{}", if only_json { "json" } else { "txt" }),
+        file_name: name
+            .unwrap_or_else(|| format!("{stem}.{}", if only_json { "json" } else { "txt" })),
         caption: Some(html::escape(&format!(
             "The text is long ({} characters), so it comes as a file.",
             group_digits(units)

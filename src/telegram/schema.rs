@@ -37,7 +37,7 @@ pub fn schema() -> UpdateHandler<teloxide::RequestError> {
             .branch(dptree::filter_map(dialogue_tap).endpoint(endpoints::dialogue_tap))
             .branch(dptree::filter_map(withdraw_tap).endpoint(endpoints::withdraw_tap))
             .branch(dptree::filter_map(new_link).endpoint(endpoints::new_link))
-            .branch(dptree::filter_map(tools_tap).endpoint(endpoints::tools_tap)),
+            .branch(dptree::filter_map(browse_tap).endpoint(endpoints::browse_tap)),
     )
 }
 
@@ -56,9 +56,9 @@ fn cancel_tap(query: CallbackQuery) -> Option<String> {
     super::running::cancel_tap(query.data.as_deref()?)
 }
 
-/// A tap in the tool browser.
-fn tools_tap(query: CallbackQuery, gateway: Arc<Gateway>) -> Option<commands::ToolsTap> {
-    commands::tools_tap(query.data.as_deref()?, &gateway)
+/// A tap in a browser (tools, resources, prompts).
+fn browse_tap(query: CallbackQuery, gateway: Arc<Gateway>) -> Option<commands::BrowseTap> {
+    commands::browse_tap(query.data.as_deref()?, &gateway)
 }
 
 fn messages() -> UpdateHandler<teloxide::RequestError> {
@@ -92,6 +92,8 @@ fn messages() -> UpdateHandler<teloxide::RequestError> {
                         .branch(case![Request::Status].endpoint(endpoints::status))
                         .branch(case![Request::Connect(server)].endpoint(endpoints::connect))
                         .branch(case![Request::Tools(server)].endpoint(endpoints::tools))
+                        .branch(case![Request::Resources(server)].endpoint(endpoints::resources))
+                        .branch(case![Request::Prompts(server)].endpoint(endpoints::prompts))
                         .branch(case![Request::Call(call)].endpoint(endpoints::call))
                         .branch(case![Request::Disconnect(server)].endpoint(endpoints::disconnect)),
                 ),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rmcp::model::Tool;
 
 use super::commands::{Command, Problem, Verb};
-use super::render;
+use super::render::{self, Listing};
 use crate::config::{Config, ServerConfig};
 use crate::gateway::{
     Busy, CallError, ConnectError, ConnectOffer, ConnectionSummary, DisconnectError, Disconnected,
@@ -124,6 +124,8 @@ fn usage(verb: Verb) -> &'static str {
     match verb {
         Verb::Connect => "Usage: /connect <server>",
         Verb::Tools => "Usage: /tools <server>",
+        Verb::Resources => "Usage: /resources <server>",
+        Verb::Prompts => "Usage: /prompts <server>",
         Verb::Disconnect => "Usage: /disconnect <server>",
         Verb::Call => "Usage: /call <server> <tool> {\"arg\": \"value\"}",
     }
@@ -395,10 +397,39 @@ pub fn disconnect_failed(server: &ServerConfig, error: &DisconnectError) -> Stri
 pub const PREVIOUS_PAGE: &str = "◀ Previous";
 pub const NEXT_PAGE: &str = "Next ▶";
 
-pub fn tool_gone(server: &ServerConfig) -> String {
+/// The command of a browser, without its slash.
+pub fn listing_command(listing: Listing) -> &'static str {
+    match listing {
+        Listing::Tools => "tools",
+        Listing::Resources => "resources",
+        Listing::Prompts => "prompts",
+    }
+}
+
+pub fn gone(server: &ServerConfig, listing: Listing) -> String {
+    let what = match listing {
+        Listing::Tools => "tool",
+        Listing::Resources => "resource",
+        Listing::Prompts => "prompt",
+    };
     format!(
-        "{} no longer offers that tool; /tools {} shows the current list.",
-        server.name, server.id
+        "{} no longer offers that {what}; /{} {} shows the current list.",
+        server.name,
+        listing_command(listing),
+        server.id
+    )
+}
+
+/// How a prompt being fetched is named in its status.
+pub fn prompt_label(server: &ServerConfig, name: &str) -> String {
+    format!("the prompt {} of {}", foreign(name, 64), server.name)
+}
+
+pub fn prompt_intro(server: &ServerConfig, name: &str) -> String {
+    format!(
+        "Filling in the prompt {} of {}.",
+        foreign(name, 64),
+        server.name
     )
 }
 
@@ -614,6 +645,7 @@ pub const USE_DEFAULT_BUTTON: &str = "Use default";
 pub const SKIP_BUTTON: &str = "Skip";
 pub const SKIP_REST_BUTTON: &str = "Skip the rest";
 pub const RUN_TOOL_BUTTON: &str = "Run it…";
+pub const GET_PROMPT_BUTTON: &str = "Get it";
 pub const ALWAYS_ALLOW_BUTTON: &str = "Always allow";
 pub const CONSENTS: &str =
     "Tools you allowed to run without asking first (tap one to be asked again):";
@@ -674,6 +706,11 @@ pub fn dialogue_question(dialogue: &super::dialogue::Dialogue) -> String {
             (Purpose::Elicit(_), true) => format!(
                 "{}\n\nYour answers: {shown}\n\nSend them to {}?",
                 dialogue.intro, dialogue.server.name
+            ),
+            (Purpose::Prompt { name }, true) => format!(
+                "Get the prompt {} of {} with {shown}?",
+                foreign(name, 64),
+                dialogue.server.name
             ),
             (Purpose::Call { tool, consent }, true) => {
                 let label = call_label(&dialogue.server, tool);

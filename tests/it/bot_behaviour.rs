@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::bot::{BotProcess, base_config};
-use crate::support::text_contains;
+use crate::support::{closed_port, text_contains};
 use fake_telegram::{BOT_USERNAME, ChatKind, FakeTelegram};
 use test_peers::TsDemoServer;
 use tokio::net::TcpListener;
@@ -24,15 +24,11 @@ fn oauth_server(id: &str, name: &str, url: &str) -> String {
     )
 }
 
-async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_commands_get_one_line_hints() {
     let telegram = FakeTelegram::start().await;
-    let port = closed_port().await;
+    let closed = closed_port();
+    let port = closed.port;
     let bot = BotProcess::start(&telegram, |dir| {
         base_config(&telegram, dir)
             + &open_server("down", &format!("http://127.0.0.1:{port}/mcp"), 5)
@@ -82,7 +78,8 @@ async fn malformed_commands_get_one_line_hints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_others() {
     let telegram = FakeTelegram::start().await;
-    let down = closed_port().await;
+    let closed = closed_port();
+    let down = closed.port;
     // Accepts connections and never answers.
     let hang = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hang_url = format!("http://{}/mcp", hang.local_addr().unwrap());
@@ -147,7 +144,8 @@ async fn a_down_server_is_reported_and_a_hanging_one_times_out_without_blocking_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_outside_allowed_users_are_refused() {
     let telegram = FakeTelegram::start().await;
-    let port = closed_port().await;
+    let closed = closed_port();
+    let port = closed.port;
     let bot = BotProcess::start(&telegram, |dir| {
         base_config(&telegram, dir).replace("[http]", "allowed_users = [10]\n\n[http]")
             + &open_server("down", &format!("http://127.0.0.1:{port}/mcp"), 5)

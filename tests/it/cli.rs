@@ -172,11 +172,8 @@ async fn tools_lists_an_open_servers_tools_from_the_terminal() {
 #[tokio::test]
 async fn tools_says_plainly_what_failed_and_exits_one() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::support::closed_port();
+    let port = closed.port;
     let path = config_with_server(
         dir.path(),
         &format!(

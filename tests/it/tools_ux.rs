@@ -516,3 +516,116 @@ async fn a_servers_question_is_answered_through_buttons() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// Pages through a browser until a button whose label contains `part`
+/// shows up, and taps it.
+async fn tap_in_browser(
+    telegram: &FakeTelegram,
+    alice: &fake_telegram::FakeUser,
+    first: fake_telegram::SentMessage,
+    part: &str,
+) {
+    let browser = first.message_id;
+    let mut page = first;
+    loop {
+        if let Some((_, data)) = page
+            .callback_buttons()
+            .into_iter()
+            .find(|(label, _)| label.contains(part))
+        {
+            telegram.press_callback_button(alice, 1, browser, &data);
+            return;
+        }
+        let next = button(&page, "Next");
+        telegram.press_callback_button(alice, 1, browser, &next);
+        page = telegram
+            .wait_for_message(1, WAIT, |m| m.edited && m.message_id == browser)
+            .await;
+    }
+}
+
+/// /resources lists a server's resources as buttons, and a tap sends one:
+/// text as text, a binary one as a document. /prompts fills a prompt's
+/// arguments like a guided call and sends its messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_and_prompts_from_the_chat() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.send_private(&alice, "/resources");
+    let list = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Resources of Everything"))
+        .await;
+    assert!(
+        list.callback_buttons().iter().all(|(_, d)| d.len() <= 64),
+        "{:?}",
+        list.reply_markup
+    );
+    tap_in_browser(&telegram, &alice, list, "architecture.md").await;
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.contains("Everything Server – Architecture")
+        })
+        .await;
+
+    // A binary resource of the session: a gzip file made by a tool.
+    telegram.send_private(
+        &alice,
+        r#"/call every gzip-file-as-resource {"name": "notes.txt.gz", "data": "data:text/plain;base64,aGVsbG8gd29ybGQ=", "outputType": "resourceLink"}"#,
+    );
+    let consent = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("may change things"))
+        .await;
+    telegram.press_callback_button(&alice, 1, consent.message_id, &button(&consent, "Run"));
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.contains("🔗") && m.text.contains("notes.txt.gz")
+        })
+        .await;
+    telegram.send_private(&alice, "/resources every");
+    let list = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Resources of Everything"))
+        .await;
+    tap_in_browser(&telegram, &alice, list, "notes.txt.gz").await;
+    let file = telegram
+        .wait_for_message(1, WAIT, |m| m.media.is_some())
+        .await;
+    let media = file.media.unwrap();
+    assert_eq!(media.kind, "document");
+    assert_eq!(media.file_name.as_deref(), Some("notes.txt.gz"));
+    assert!(media.data.starts_with(&[0x1f, 0x8b]));
+
+    // A prompt with a required and an optional argument.
+    telegram.send_private(&alice, "/prompts every");
+    let list = telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Prompts of Everything"))
+        .await;
+    tap_in_browser(&telegram, &alice, list, "Arguments Prompt").await;
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("1/2 · city"))
+        .await;
+    telegram.send_private(&alice, "Paris");
+    let state = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("2/2 · state"))
+        .await;
+    telegram.press_callback_button(&alice, 1, state.message_id, &button(&state, "Skip"));
+    let confirm = telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.starts_with("Get the prompt args-prompt")
+        })
+        .await;
+    telegram.press_callback_button(&alice, 1, confirm.message_id, &button(&confirm, "Get it"));
+    let messages = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("What's weather in Paris?"))
+        .await;
+    assert!(messages.text.contains("User:"), "{}", messages.text);
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}

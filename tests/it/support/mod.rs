@@ -8,3 +8,21 @@ pub mod scripted_mcp;
 pub fn text_contains(needle: &'static str) -> impl Fn(&fake_telegram::SentMessage) -> bool {
     move |message| message.text.contains(needle)
 }
+
+/// A loopback port where nothing listens, reserved for as long as this
+/// lives: the socket is bound but never listens, so connections are
+/// refused and no other test can take the port meanwhile.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
+}
