@@ -116,9 +116,11 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     tracing::info!(%bound, redirect_uri = %redirect, "listening for OAuth callbacks");
 
     let sweeper = tokio::spawn(sweep_expired_flows(gateway.clone(), stop.clone()));
+    let closer = tokio::spawn(close_idle_sessions(gateway.clone(), stop.clone()));
 
     let polled = telegram.run(gateway.clone(), stopped(stop)).await;
     sweeper.abort();
+    closer.abort();
     gateway.shutdown().await;
     let served = match server.await {
         Ok(result) => result.map_err(AppError::Http),
@@ -141,6 +143,29 @@ async fn sweep_expired_flows(gateway: Arc<Gateway>, stop: watch::Receiver<bool>)
     loop {
         tokio::select! {
             _ = every.tick() => gateway.sweep_expired().await,
+            () = &mut stop => return,
+        }
+    }
+}
+
+/// Closes MCP sessions left idle: every quarter of the idle time, between
+/// once a second and once a minute.
+async fn close_idle_sessions(gateway: Arc<Gateway>, stop: watch::Receiver<bool>) {
+    let period = (gateway.config().mcp.session_idle / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let mut every = tokio::time::interval(period);
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let closed = gateway.close_idle_sessions(std::time::Instant::now());
+                if closed > 0 {
+                    tracing::debug!(closed, open = gateway.warm_sessions(), "closed idle MCP sessions");
+                }
+            }
             () = &mut stop => return,
         }
     }

@@ -33,6 +33,7 @@ pub struct Config {
     pub vault: VaultConfig,
     pub oauth: OAuthConfig,
     pub limits: Limits,
+    pub mcp: McpConfig,
     /// Shared: a command resolves its server once and passes it along.
     pub servers: Vec<Arc<ServerConfig>>,
 }
@@ -65,7 +66,16 @@ pub struct Limits {
     pub connects_per_minute: u32,
 }
 
+/// Settings of every MCP session.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// A user's session with a server is closed after this long unused,
+    /// so memory stays bounded however many users come and go.
+    pub session_idle: Duration,
+}
+
 const DEFAULT_FLOW_TTL: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -260,6 +270,9 @@ impl Config {
                 pending_flows_per_user: 3,
                 connects_per_minute: 60,
             },
+            mcp: McpConfig {
+                session_idle: DEFAULT_SESSION_IDLE,
+            },
             servers: Vec::new(),
         }
     }
@@ -371,6 +384,7 @@ mod raw {
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Mcp {
+        pub session_idle: Option<String>,
         #[serde(default)]
         pub servers: Vec<Server>,
     }
@@ -513,27 +527,28 @@ fn validate(
         }
     }
 
-    let flow_ttl = match raw.oauth.flow_ttl.as_deref() {
-        None => DEFAULT_FLOW_TTL,
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(ttl)
-                if (Duration::from_secs(10)..=Duration::from_secs(24 * 3600)).contains(&ttl) =>
-            {
-                ttl
-            }
-            Ok(_) => {
-                problems.add("oauth.flow_ttl", "must be between 10s and 24h");
-                DEFAULT_FLOW_TTL
-            }
-            Err(_) => {
-                problems.add(
-                    "oauth.flow_ttl",
-                    format!("\"{text}\" is not a duration; write e.g. \"10m\" or \"90s\""),
-                );
-                DEFAULT_FLOW_TTL
-            }
-        },
-    };
+    let flow_ttl = duration(
+        raw.oauth.flow_ttl.as_deref(),
+        "oauth.flow_ttl",
+        (
+            Duration::from_secs(10),
+            Duration::from_secs(24 * 3600),
+            "10s and 24h",
+        ),
+        DEFAULT_FLOW_TTL,
+        &mut problems,
+    );
+    let session_idle = duration(
+        raw.mcp.session_idle.as_deref(),
+        "mcp.session_idle",
+        (
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+            "1s and 24h",
+        ),
+        DEFAULT_SESSION_IDLE,
+        &mut problems,
+    );
     let limits = Limits {
         pending_flows_per_user: at_least_one(
             raw.limits.pending_flows_per_user.unwrap_or(3),
@@ -585,9 +600,37 @@ fn validate(
             vault: VaultConfig { dir, key_file },
             oauth: OAuthConfig { flow_ttl },
             limits,
+            mcp: McpConfig { session_idle },
             servers,
         }),
         _ => Err(problems.0),
+    }
+}
+
+/// A duration like "10m" or "90s" within `(min, max, in words)`.
+fn duration(
+    text: Option<&str>,
+    key: &str,
+    (min, max, range): (Duration, Duration, &str),
+    default: Duration,
+    problems: &mut Problems,
+) -> Duration {
+    let Some(text) = text else {
+        return default;
+    };
+    match humantime::parse_duration(text) {
+        Ok(value) if (min..=max).contains(&value) => value,
+        Ok(_) => {
+            problems.add(key, format!("must be between {range}"));
+            default
+        }
+        Err(_) => {
+            problems.add(
+                key,
+                format!("\"{text}\" is not a duration; write e.g. \"10m\" or \"90s\""),
+            );
+            default
+        }
     }
 }
 

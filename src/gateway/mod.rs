@@ -633,6 +633,17 @@ impl Gateway {
         })
     }
 
+    /// Closes the MCP sessions unused for the configured idle time by `now`;
+    /// answers how many.
+    pub fn close_idle_sessions(&self, now: std::time::Instant) -> usize {
+        self.sessions.close_idle(self.config.mcp.session_idle, now)
+    }
+
+    /// MCP sessions open now.
+    pub fn warm_sessions(&self) -> usize {
+        self.sessions.warm()
+    }
+
     /// Closes every MCP session (at shutdown).
     pub async fn shutdown(&self) {
         self.sessions.close_all().await;

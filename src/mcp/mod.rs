@@ -70,6 +70,8 @@ pub struct Open {
     /// (SEP-2243) and drops tools whose header annotations are invalid,
     /// which clients must not call.
     listed: std::sync::Mutex<Option<Catalog>>,
+    /// When an operation last took the session: idle ones are closed.
+    used: std::sync::Mutex<std::time::Instant>,
 }
 
 type Catalog = Arc<HashMap<String, Arc<arguments::Checked>>>;
@@ -80,7 +82,16 @@ impl Open {
             session,
             hooks,
             listed: std::sync::Mutex::new(None),
+            used: std::sync::Mutex::new(std::time::Instant::now()),
         }
+    }
+
+    fn touch(&self) {
+        *self.used.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    fn unused_for(&self, now: std::time::Instant) -> std::time::Duration {
+        now.saturating_duration_since(*self.used.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     async fn list_tools(&self) -> Result<Vec<Tool>, ServiceError> {
@@ -301,6 +312,51 @@ impl Sessions {
         self.slots.remove(&(user_id, server_id.to_owned()));
     }
 
+    /// Closes the sessions unused for `idle` by `now` that no operation is
+    /// using; answers how many. The sessions close in the background.
+    pub fn close_idle(&self, idle: std::time::Duration, now: std::time::Instant) -> usize {
+        let stale: Vec<((u64, String), Slot)> = self
+            .slots
+            .iter()
+            .filter(|entry| {
+                entry.value().get().is_some_and(|live| {
+                    // Held only by its slot: no operation is under way.
+                    Arc::strong_count(live) == 1 && live.unused_for(now) >= idle
+                })
+            })
+            .map(|entry| (entry.key().clone(), entry.value().clone()))
+            .collect();
+        let mut closed = 0;
+        for (key, slot) in stale {
+            if self
+                .slots
+                .remove_if(&key, |_, current| Arc::ptr_eq(current, &slot))
+                .is_none()
+            {
+                continue;
+            }
+            closed += 1;
+            tracing::debug!(server = %key.1, user = key.0, "closing an idle session");
+            tokio::spawn(async move {
+                if let Ok(slot) = Arc::try_unwrap(slot)
+                    && let Some(live) = slot.into_inner()
+                    && let Ok(Open { mut session, .. }) = Arc::try_unwrap(live)
+                {
+                    let _ = session.close().await;
+                }
+            });
+        }
+        closed
+    }
+
+    /// Sessions open now.
+    pub fn warm(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|e| e.value().initialized())
+            .count()
+    }
+
     /// Closes every session (at shutdown).
     pub async fn close_all(&self) {
         let slots: Vec<Slot> = self.slots.iter().map(|e| e.value().clone()).collect();
@@ -417,6 +473,7 @@ impl Sessions {
                 self.drop_slot(user_id, &server.id, &slot);
                 continue;
             }
+            live.touch();
             return Ok((slot, live, opened));
         }
         Err(McpError::ConnectionLost { source: None })

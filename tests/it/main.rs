@@ -15,4 +15,5 @@ mod hosted;
 mod lifecycle;
 mod oauth_callback;
 mod oidc;
+mod sessions;
 mod tools_ux;
