@@ -101,6 +101,15 @@ pub struct ServerConfig {
     /// Upper bound for connecting plus one request.
     pub timeout: Duration,
     pub auth: ServerAuth,
+    /// Each user gives their own token (`/token`), sent in this header.
+    pub user_token: Option<UserTokenSettings>,
+}
+
+/// Where a user's personal token goes: `header: prefix + token`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserTokenSettings {
+    pub header: String,
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +295,7 @@ impl ServerConfig {
         use sha2::{Digest, Sha256};
         let digest = hex::encode(Sha256::digest(url.as_str().as_bytes()));
         ServerConfig {
+            user_token: None,
             id: format!("url-{}", &digest[..16]),
             name: url.host_str().unwrap_or("server").to_owned(),
             url,
@@ -401,8 +411,26 @@ mod raw {
         pub oauth: Option<ServerOAuth>,
         pub client_credentials: Option<ClientCredentials>,
         pub enterprise: Option<Enterprise>,
+        pub user_token: Option<UserToken>,
         #[serde(default)]
         pub headers: BTreeMap<String, String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct UserToken {
+        #[serde(default = "authorization")]
+        pub header: String,
+        #[serde(default = "bearer")]
+        pub prefix: String,
+    }
+
+    fn authorization() -> String {
+        "Authorization".to_owned()
+    }
+
+    fn bearer() -> String {
+        "Bearer ".to_owned()
     }
 
     #[derive(Deserialize)]
@@ -780,6 +808,28 @@ fn validate_server(
         },
     };
 
+    let user_token = server.user_token.and_then(|raw| {
+        let key = format!("{key}.user_token");
+        if !matches!(auth, ServerAuth::None | ServerAuth::Headers(_)) {
+            problems.add(
+                &key,
+                "cannot be combined with [mcp.servers.oauth], [mcp.servers.client_credentials] or [mcp.servers.enterprise]; keep one of them",
+            );
+            return None;
+        }
+        if reqwest::header::HeaderName::from_bytes(raw.header.as_bytes()).is_err() {
+            problems.add(format!("{key}.header"), "is not a valid HTTP header name");
+            return None;
+        }
+        if reqwest::header::HeaderValue::from_str(&raw.prefix).is_err() {
+            problems.add(format!("{key}.prefix"), "cannot be sent in a header");
+            return None;
+        }
+        Some(UserTokenSettings {
+            header: raw.header,
+            prefix: raw.prefix,
+        })
+    });
     Some(ServerConfig {
         id: server.id,
         name,
@@ -787,6 +837,7 @@ fn validate_server(
         trusted: server.trusted,
         timeout,
         auth,
+        user_token,
     })
 }
 

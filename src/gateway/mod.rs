@@ -27,6 +27,7 @@ use crate::logging::chain;
 use crate::mcp::Sessions;
 use crate::mcp::client::{Elicitation, McpClient};
 use crate::oauth::{CallbackError, CallbackParams, Connector};
+use crate::secret::Secret;
 use crate::store::{ChatMessage, CommandTicket, FlowOwner, StoreError, Stores};
 pub use crate::store::{Resume, ResumeOp};
 
@@ -50,6 +51,10 @@ pub enum Standing {
     /// The stored record cannot be read (logged); connecting again
     /// replaces it.
     Unreadable,
+    /// A server that takes each user's own token: the user gave one.
+    TokenGiven,
+    /// A server that takes each user's own token: none given yet.
+    NoToken,
 }
 
 /// What a user's connection to a server holds, secrets left out.
@@ -111,6 +116,8 @@ pub struct Connected {
 pub enum Disconnected {
     /// The tokens are deleted; what the server did with them.
     Removed(Revocation),
+    /// The user's personal token is deleted (the bot cannot revoke it).
+    TokenRemoved,
     WasNotConnected,
 }
 
@@ -152,7 +159,11 @@ impl Gateway {
             NonZeroU32::new(config.limits.connects_per_minute).unwrap_or(NonZeroU32::MIN);
         let oauth = Arc::new(Connector::new(config.clone(), stores.clone(), redirect_uri));
         Self {
-            sessions: Sessions::new(oauth.clone(), McpClient::default()),
+            sessions: Sessions::new(
+                oauth.clone(),
+                stores.personal_tokens.clone(),
+                McpClient::default(),
+            ),
             config,
             oauth,
             notifier,
@@ -164,7 +175,11 @@ impl Gateway {
     /// Answers servers' elicitation requests as `elicitation` says: the
     /// chat asks its user; the terminal takes defaults or declines.
     pub fn with_elicitation(mut self, elicitation: Elicitation) -> Self {
-        self.sessions = Sessions::new(self.oauth.clone(), McpClient::new(elicitation));
+        self.sessions = Sessions::new(
+            self.oauth.clone(),
+            self.stores.personal_tokens.clone(),
+            McpClient::new(elicitation),
+        );
         self
     }
 
@@ -257,6 +272,16 @@ impl Gateway {
 
     /// The user's standing with one server.
     pub async fn standing(&self, user_id: u64, server: &ServerConfig) -> Standing {
+        if server.user_token.is_some() {
+            return match self.stores.personal_tokens.load(user_id, &server.id).await {
+                Ok(Some(_)) => Standing::TokenGiven,
+                Ok(None) => Standing::NoToken,
+                Err(error) => {
+                    tracing::error!(user = user_id, server = %server.id, error = %chain(&error), "stored token unreadable");
+                    Standing::Unreadable
+                }
+            };
+        }
         if !server.is_oauth() {
             return Standing::NoSignIn;
         }
@@ -543,6 +568,23 @@ impl Gateway {
             .inspect_err(|error| log_call_failure(user_id, server, "getting a prompt", error))
     }
 
+    /// Keeps the user's own token for a server that takes one, and drops
+    /// their session so the next operation sends it.
+    pub async fn save_personal_token(
+        &self,
+        user_id: u64,
+        server: &ServerConfig,
+        token: &Secret,
+    ) -> Result<(), StoreError> {
+        self.stores
+            .personal_tokens
+            .save(user_id, &server.id, token)
+            .await?;
+        self.sessions.forget(user_id, &server.id);
+        tracing::info!(user = user_id, server = %server.id, "personal token saved");
+        Ok(())
+    }
+
     /// The tool of that name as the server lists it now.
     pub async fn find_tool(
         &self,
@@ -616,6 +658,19 @@ impl Gateway {
         user_id: u64,
         server: &ServerConfig,
     ) -> Result<Disconnected, DisconnectError> {
+        if server.user_token.is_some() {
+            self.sessions.forget(user_id, &server.id);
+            let removed = self
+                .stores
+                .personal_tokens
+                .remove(user_id, &server.id)
+                .await?;
+            return Ok(if removed {
+                Disconnected::TokenRemoved
+            } else {
+                Disconnected::WasNotConnected
+            });
+        }
         if !server.is_oauth() {
             return Err(DisconnectError::NoSignIn);
         }

@@ -102,6 +102,16 @@ pub enum McpError {
         tool: String,
         problems: Vec<super::Problem>,
     },
+    /// The server takes each user's own token, and this user has given
+    /// none (`/token`).
+    #[error("the user has given no personal token for this server")]
+    NoPersonalToken,
+    /// The server refused the user's personal token (HTTP 401).
+    #[error("the server refused the user's personal token")]
+    PersonalTokenRefused {
+        #[source]
+        source: BoxError,
+    },
     /// A static header from the config cannot be sent.
     #[error("the configured header {name} is not valid")]
     BadHeader { name: String },
@@ -166,6 +176,16 @@ impl McpError {
                 challenge: None,
                 source: Some(source),
             },
+            McpError::Status {
+                status: 401,
+                source,
+                ..
+            } if server.user_token.is_some() => McpError::PersonalTokenRefused { source },
+            McpError::NotAuthorized { source, .. } if server.user_token.is_some() => {
+                McpError::PersonalTokenRefused {
+                    source: source.unwrap_or_else(|| "HTTP 401".into()),
+                }
+            }
             other => other,
         }
     }

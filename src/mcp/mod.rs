@@ -49,6 +49,8 @@ const REFRESH_BACKOFF: [std::time::Duration; 3] = [
 
 pub struct Sessions {
     connector: Arc<Connector>,
+    /// Users' own tokens, for servers that take one.
+    personal_tokens: Arc<dyn crate::store::PersonalTokens>,
     client: client::McpClient,
     slots: DashMap<(u64, String), Slot>,
     /// One HTTP client per server id, made on first use.
@@ -180,9 +182,14 @@ impl From<ServiceError> for Step {
 }
 
 impl Sessions {
-    pub fn new(connector: Arc<Connector>, client: client::McpClient) -> Self {
+    pub fn new(
+        connector: Arc<Connector>,
+        personal_tokens: Arc<dyn crate::store::PersonalTokens>,
+        client: client::McpClient,
+    ) -> Self {
         Self {
             connector,
+            personal_tokens,
             client,
             slots: DashMap::new(),
             clients: DashMap::new(),
@@ -455,7 +462,11 @@ impl Sessions {
                     let http = self.http(server)?;
                     let hooks = Arc::new(watch::Hooks::default());
                     let client = self.client.for_session(hooks.clone());
-                    transport::connect(server, http, user_id, &self.connector, client)
+                    let personal = match &server.user_token {
+                        Some(_) => self.personal_tokens.load(user_id, &server.id).await?,
+                        None => None,
+                    };
+                    transport::connect(server, http, user_id, &self.connector, client, personal)
                         .await
                         .map(|session| Arc::new(Open::new(session, hooks)))
                         .map_err(|error| error.for_server(server))

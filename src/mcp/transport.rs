@@ -51,16 +51,35 @@ pub fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
 }
 
 /// Opens and initializes an MCP session for `user_id` on `server`.
+/// `personal` is the user's own token, for a server that takes one.
 pub async fn connect(
     server: &ServerConfig,
     http: reqwest::Client,
     user_id: u64,
     connector: &Connector,
     client: McpClient,
+    personal: Option<Secret>,
 ) -> Result<Session, McpError> {
     net_guard::check_url(&server.url, server.trusted)?;
     let config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str());
     let limit = server.timeout;
+    if let Some(settings) = &server.user_token {
+        let Some(token) = personal else {
+            return Err(McpError::NoPersonalToken);
+        };
+        let mut headers = match &server.auth {
+            ServerAuth::Headers(headers) => headers.clone(),
+            _ => BTreeMap::new(),
+        };
+        // The user's own header wins over a static one of the same name.
+        headers.retain(|name, _| !name.eq_ignore_ascii_case(&settings.header));
+        headers.insert(
+            settings.header.clone(),
+            Secret::new(format!("{}{}", settings.prefix, token.expose())),
+        );
+        let config = with_headers(config, &headers)?;
+        return start(client, &http, config, limit, |http| http).await;
+    }
     match &server.auth {
         ServerAuth::None => start(client, &http, config, limit, |http| http).await,
         ServerAuth::Headers(headers) => {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use rmcp::transport::auth::StoredCredentials;
 
+use crate::secret::Secret;
 use crate::vault::{Vault, VaultError};
 
 pub use records::{
@@ -154,6 +155,16 @@ pub trait Consents: Send + Sync {
     -> Result<bool, StoreError>;
 }
 
+/// The tokens users gave themselves (`/token`) for servers that take a
+/// personal token, each in its user's own namespace.
+#[async_trait::async_trait]
+pub trait PersonalTokens: Send + Sync {
+    async fn load(&self, user_id: u64, server_id: &str) -> Result<Option<Secret>, StoreError>;
+    async fn save(&self, user_id: u64, server_id: &str, token: &Secret) -> Result<(), StoreError>;
+    /// Answers whether there was one.
+    async fn remove(&self, user_id: u64, server_id: &str) -> Result<bool, StoreError>;
+}
+
 /// Held while one (user, server) refreshes its tokens; dropping it lets the
 /// next refresh in.
 pub type RefreshGuard = Box<dyn Send>;
@@ -193,6 +204,7 @@ pub struct Stores {
     pub refresh_locks: Arc<dyn RefreshLocks>,
     pub commands: Arc<dyn CommandGuards>,
     pub consents: Arc<dyn Consents>,
+    pub personal_tokens: Arc<dyn PersonalTokens>,
 }
 
 impl Stores {
@@ -206,7 +218,8 @@ impl Stores {
             registrations: Arc::new(sealed::VaultRegistrations::new(vault.clone())),
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
             commands: Arc::new(memory::LocalCommandGuards::default()),
-            consents: Arc::new(sealed::VaultConsents::new(vault)),
+            consents: Arc::new(sealed::VaultConsents::new(vault.clone())),
+            personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault)),
         }
     }
 
@@ -219,7 +232,8 @@ impl Stores {
             registrations: Arc::new(sealed::VaultRegistrations::new(vault.clone())),
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
             commands: Arc::new(memory::LocalCommandGuards::default()),
-            consents: Arc::new(sealed::VaultConsents::new(vault)),
+            consents: Arc::new(sealed::VaultConsents::new(vault.clone())),
+            personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault)),
         })
     }
 }

@@ -9,7 +9,11 @@ use std::sync::Arc;
 
 use rmcp::transport::auth::StoredCredentials;
 
-use super::{ClientRecord, Connection, Consents, CredentialStore, RegistrationStore, StoreError};
+use super::{
+    ClientRecord, Connection, Consents, CredentialStore, PersonalTokens, RegistrationStore,
+    StoreError,
+};
+use crate::secret::Secret;
 use crate::vault::{Change, Namespace, Vault};
 
 /// Vault key of the token record of `server_id`.
@@ -87,6 +91,42 @@ impl Consents for VaultConsents {
         tool: &str,
     ) -> Result<bool, StoreError> {
         let key = consent_key(server_id, tool);
+        Ok(self.vault.remove(Namespace::User(user_id), &key).await?)
+    }
+}
+
+/// Vault key of a user's personal token for `server_id`.
+fn personal_token_key(server_id: &str) -> String {
+    format!("mcp.token.{server_id}")
+}
+
+pub struct VaultPersonalTokens {
+    vault: Arc<Vault>,
+}
+
+impl VaultPersonalTokens {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self { vault }
+    }
+}
+
+#[async_trait::async_trait]
+impl PersonalTokens for VaultPersonalTokens {
+    async fn load(&self, user_id: u64, server_id: &str) -> Result<Option<Secret>, StoreError> {
+        let key = personal_token_key(server_id);
+        Ok(self.vault.get(Namespace::User(user_id), &key).await?)
+    }
+
+    async fn save(&self, user_id: u64, server_id: &str, token: &Secret) -> Result<(), StoreError> {
+        let key = personal_token_key(server_id);
+        self.vault
+            .put(Namespace::User(user_id), &key, token.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, user_id: u64, server_id: &str) -> Result<bool, StoreError> {
+        let key = personal_token_key(server_id);
         Ok(self.vault.remove(Namespace::User(user_id), &key).await?)
     }
 }

@@ -41,7 +41,7 @@ pub async fn show(bot: &TgBot, d: &mut Dialogue) -> Result<(), RequestError> {
             d.question = Some((sent.id, html));
             return Ok(());
         }
-        Body::Form(_) => {
+        Body::Form(_) | Body::Token => {
             let text = wording::dialogue_question(d);
             let sent = send::with_buttons(bot, d.chat, &text, rows).await?;
             (sent.id, text)
@@ -62,7 +62,7 @@ async fn close(bot: &TgBot, d: &mut Dialogue, note: &str) {
             let html = format!("{text}\n\n{note}");
             bot_edit_html(bot, d.chat, id, &html).await
         }
-        Body::Form(_) => {
+        Body::Form(_) | Body::Token => {
             send::edit_with_buttons(bot, d.chat, id, &format!("{text}\n\n{note}"), Vec::new()).await
         }
     };
@@ -101,7 +101,7 @@ pub fn answer_note(d: &Dialogue, name: Option<&str>) -> String {
 pub fn open_field(d: &Dialogue) -> Option<String> {
     match &d.body {
         Body::Form(form) => form.current().map(|f| f.name.clone()),
-        Body::Url { .. } => None,
+        Body::Url { .. } | Body::Token => None,
     }
 }
 
@@ -154,6 +154,7 @@ pub async fn advance(
                 Ending::Elicited(ElicitationAction::Decline) => wording::DECLINED,
                 Ending::Elicited(_) | Ending::Left => wording::LEFT,
                 Ending::Run { .. } | Ending::Prompt { .. } => "✔",
+                Ending::Token { .. } => wording::TOKEN_RECEIVED,
             };
             close(bot, d, note).await;
             Ok(Some(ending))

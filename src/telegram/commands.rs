@@ -40,6 +40,8 @@ pub enum Command {
     Resources(String),
     #[command(description = "list a server's prompts: /prompts <server>")]
     Prompts(String),
+    #[command(description = "give your own token for a server: /token <server>")]
+    Token(String),
     #[command(description = "forget your tokens: /disconnect <server>")]
     Disconnect(String),
     #[command(description = "stop what is running")]
@@ -50,6 +52,7 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     Connect,
+    Token,
     Tools,
     Resources,
     Prompts,
@@ -77,6 +80,7 @@ pub enum Request {
     Resources(Arc<ServerConfig>),
     Prompts(Arc<ServerConfig>),
     Call(CallRequest),
+    Token(Arc<ServerConfig>),
     Disconnect(Arc<ServerConfig>),
     Cancel,
 }
@@ -255,6 +259,7 @@ pub fn label(request: &Request) -> String {
             call.tool.chars().take(64).collect::<String>()
         ),
         Request::Disconnect(server) => format!("/disconnect {}", server.id),
+        Request::Token(server) => format!("/token {}", server.id),
         Request::Cancel => "/cancel".to_owned(),
     }
 }
@@ -307,6 +312,7 @@ fn request(command: Command, gateway: &Gateway) -> Result<Request, Problem> {
         }
         Command::Call(args) => Request::Call(call(&args, gateway)?),
         Command::Cancel(_) => Request::Cancel,
+        Command::Token(args) => Request::Token(single_server(&args, Verb::Token, gateway)?),
     })
 }
 

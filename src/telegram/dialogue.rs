@@ -42,6 +42,8 @@ pub enum Body {
     Url {
         url: String,
     },
+    /// A personal token, asked for with `/token`: never shown again.
+    Token,
 }
 
 pub enum Purpose {
@@ -52,6 +54,8 @@ pub enum Purpose {
     Call { tool: String, consent: bool },
     /// A prompt's arguments, then the prompt.
     Prompt { name: String },
+    /// `/token`: the user's own token for the server.
+    Token,
 }
 
 /// A tap on a dialogue's button.
@@ -87,6 +91,11 @@ pub enum Ending {
         server: Arc<ServerConfig>,
         name: String,
         arguments: JsonObject,
+    },
+    /// A personal token, to keep (the message holding it is deleted).
+    Token {
+        server: Arc<ServerConfig>,
+        token: crate::secret::Secret,
     },
     /// A guided call or prompt left.
     Left,
@@ -185,7 +194,7 @@ impl Dialogue {
     pub fn is_finished(&self) -> bool {
         match &self.body {
             Body::Form(form) => form.current().is_none(),
-            Body::Url { .. } => true,
+            Body::Url { .. } | Body::Token => true,
         }
     }
 
@@ -197,7 +206,7 @@ impl Dialogue {
         }
         let Body::Form(form) = &mut self.body else {
             return match verb {
-                Verb::Go => {
+                Verb::Go if matches!(self.body, Body::Url { .. }) => {
                     self.answer(ElicitationAction::Accept, None);
                     Step::Opened
                 }
@@ -238,6 +247,7 @@ impl Dialogue {
                         arguments: values,
                         always: *consent && verb == Verb::Always,
                     }),
+                    Purpose::Token => Step::Ignored,
                 };
             }
             _ => return Step::Ignored,
@@ -250,6 +260,16 @@ impl Dialogue {
 
     /// A typed reply.
     pub fn reply(&mut self, text: &str) -> Step {
+        if let Body::Token = self.body {
+            let token = text.trim();
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                return Step::Refused(vec!["a token is one word".to_owned()]);
+            }
+            return Step::Ended(Ending::Token {
+                server: self.server.clone(),
+                token: crate::secret::Secret::new(token),
+            });
+        }
         let Body::Form(form) = &mut self.body else {
             return Step::Ignored;
         };
@@ -268,7 +288,9 @@ impl Dialogue {
                 self.answer(action.clone(), None);
                 Step::Ended(Ending::Elicited(action))
             }
-            Purpose::Call { .. } | Purpose::Prompt { .. } => Step::Ended(Ending::Left),
+            Purpose::Call { .. } | Purpose::Prompt { .. } | Purpose::Token => {
+                Step::Ended(Ending::Left)
+            }
         }
     }
 
@@ -299,6 +321,10 @@ impl Dialogue {
             rows.push(last);
         };
         let form = match &self.body {
+            Body::Token => {
+                closing(&mut rows);
+                return rows;
+            }
             Body::Url { .. } => {
                 rows.push(vec![(w::OPEN_PAGE_BUTTON.to_owned(), Verb::Go)]);
                 closing(&mut rows);
@@ -311,7 +337,7 @@ impl Dialogue {
                 let go = match self.purpose {
                     Purpose::Elicit(_) => w::SEND_BUTTON,
                     Purpose::Call { .. } => w::RUN_BUTTON,
-                    Purpose::Prompt { .. } => w::GET_PROMPT_BUTTON,
+                    Purpose::Prompt { .. } | Purpose::Token => w::GET_PROMPT_BUTTON,
                 };
                 let mut row = vec![(go.to_owned(), Verb::Go)];
                 if matches!(self.purpose, Purpose::Call { consent: true, .. }) {

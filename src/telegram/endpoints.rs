@@ -135,13 +135,76 @@ pub async fn plain_text(
         && let (Some(open), Some(text)) = (chats.dialogues.get(user_id), msg.text())
     {
         let mut d = open.lock().await;
+        // Whatever a reply to a token question holds, it leaves the chat.
+        let deleted = match d.body {
+            Body::Token => Some(bot.delete_message(msg.chat.id, msg.id).await),
+            _ => None,
+        };
         let field = ask::open_field(&d);
         let step = d.reply(text);
         let ending = ask::advance(&bot, &chats.dialogues, user_id, &mut d, step, field).await?;
         drop(d);
+        if let Some(Err(error)) = &deleted {
+            tracing::warn!(%error, "could not delete a message holding a token");
+            send::text(&bot, msg.chat.id, wording::TOKEN_NOT_DELETED).await?;
+        }
+        if let Some(Ending::Token { server, token }) = ending {
+            return keep_token(&bot, &msg, &gateway, &server, token).await;
+        }
         return finish_dialogue(bot, me, gateway, chats, user_id, ending).await;
     }
     send::text(&bot, msg.chat.id, wording::SEND_HELP).await
+}
+
+/// `/token <server>`: asks for the user's own token, in the private chat
+/// only.
+pub async fn token(
+    bot: TgBot,
+    msg: Message,
+    chats: Chats,
+    server: Arc<ServerConfig>,
+) -> HandlerResult {
+    if !msg.chat.is_private() {
+        return send::text(&bot, msg.chat.id, wording::TOKEN_IN_PRIVATE).await;
+    }
+    if server.user_token.is_none() {
+        return send::text(&bot, msg.chat.id, &wording::no_personal_token(&server)).await;
+    }
+    let user_id = sender(&msg);
+    let d = Dialogue {
+        id: dialogue::new_id(),
+        chat: msg.chat.id,
+        intro: wording::token_question(&server),
+        server: server.clone(),
+        body: Body::Token,
+        purpose: Purpose::Token,
+        question: None,
+    };
+    match chats.dialogues.begin(user_id, d).await {
+        Ok(open) => ask::show(&bot, &mut *open.lock().await).await,
+        Err(_) => send::text(&bot, msg.chat.id, wording::QUESTION_OPEN).await,
+    }
+}
+
+/// Keeps a token the user sent (its message is deleted already).
+async fn keep_token(
+    bot: &TgBot,
+    msg: &Message,
+    gateway: &Gateway,
+    server: &ServerConfig,
+    token: crate::secret::Secret,
+) -> HandlerResult {
+    let text = match gateway
+        .save_personal_token(sender(msg), server, &token)
+        .await
+    {
+        Ok(()) => wording::token_saved(server),
+        Err(error) => {
+            tracing::error!(error = %chain(&error), "could not keep a personal token");
+            wording::STORAGE_TROUBLE.to_owned()
+        }
+    };
+    send::text(bot, msg.chat.id, &text).await
 }
 
 /// A tap on a dialogue's button.

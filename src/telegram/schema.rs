@@ -82,6 +82,7 @@ fn messages() -> UpdateHandler<teloxide::RequestError> {
                 .branch(case![Request::Start].endpoint(endpoints::start))
                 .branch(case![Request::Help].endpoint(endpoints::help))
                 .branch(case![Request::Cancel].endpoint(endpoints::cancel))
+                .branch(case![Request::Token(server)].endpoint(endpoints::token))
                 // One command at a time per user; the rest run in tasks of
                 // their own, holding the ticket.
                 .map(endpoints::admit)

@@ -123,6 +123,7 @@ pub fn unknown_command(command: &str) -> String {
 fn usage(verb: Verb) -> &'static str {
     match verb {
         Verb::Connect => "Usage: /connect <server>",
+        Verb::Token => "Usage: /token <server>",
         Verb::Tools => "Usage: /tools <server>",
         Verb::Resources => "Usage: /resources <server>",
         Verb::Prompts => "Usage: /prompts <server>",
@@ -178,12 +179,20 @@ pub fn servers(statuses: &[ServerStatus], only_status: bool) -> String {
                 },
                 Standing::NotConnected => format!("not connected — /connect {}", server.id),
                 Standing::Expired => format!("connection expired — /connect {}", server.id),
+                Standing::Unreadable if server.user_token.is_some() => {
+                    format!(
+                        "unknown (stored data unreadable) — /token {} to renew",
+                        server.id
+                    )
+                }
                 Standing::Unreadable => {
                     format!(
                         "unknown (stored data unreadable) — /connect {} to renew",
                         server.id
                     )
                 }
+                Standing::TokenGiven => "your token is kept".to_owned(),
+                Standing::NoToken => format!("no token given — /token {}", server.id),
             };
             format!("• {} ({}): {standing}", server.name, server.id)
         })
@@ -318,6 +327,12 @@ pub fn step_up_exhausted(server: &ServerConfig, required: Option<&str>) -> Strin
 }
 
 pub fn no_sign_in(server: &ServerConfig) -> String {
+    if server.user_token.is_some() {
+        return format!(
+            "{} takes your own token instead of a sign-in; send /token {} to give it.",
+            server.name, server.id
+        );
+    }
     format!(
         "{} needs no sign-in; try /tools {}.",
         server.name, server.id
@@ -378,6 +393,10 @@ pub fn disconnected(server: &ServerConfig, outcome: Disconnected) -> String {
         ),
         Disconnected::Removed(Revocation::Failed) => format!(
             "Disconnected from {0}: your tokens are deleted here, but {0} did not confirm revoking them; you can remove the bot's access in {0}'s own settings.",
+            server.name
+        ),
+        Disconnected::TokenRemoved => format!(
+            "Your token for {0} is deleted here. The bot cannot revoke it; if you no longer need it, revoke it in {0}'s own settings.",
             server.name
         ),
         Disconnected::WasNotConnected => format!("You were not connected to {}.", server.name),
@@ -533,6 +552,14 @@ pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
                 .join("\n"),
             server.id
         ),
+        CallError::NoPersonalToken => format!(
+            "{name} needs your own token; send /token {} to give it.",
+            server.id
+        ),
+        CallError::PersonalTokenRefused { .. } => format!(
+            "{name} refused your token; send /token {} to give a new one.",
+            server.id
+        ),
         CallError::BadHeader { .. } => format!(
             "{name} is misconfigured in this bot (a header value is invalid); ask the bot's admin."
         ),
@@ -684,13 +711,14 @@ pub fn dialogue_question(dialogue: &super::dialogue::Dialogue) -> String {
     use crate::gateway::form::Kind;
     let form = match &dialogue.body {
         Body::Form(form) => form,
-        Body::Url { .. } => return dialogue.intro.clone(),
+        Body::Url { .. } | Body::Token => return dialogue.intro.clone(),
     };
     let Some(field) = form.current() else {
         let values = serde_json::Value::Object(form.values().clone());
         let shown = crate::text::clip(&values.to_string(), 1500);
         let problems = form.problems();
         return match (&dialogue.purpose, problems.is_empty()) {
+            (Purpose::Token, _) => dialogue.intro.clone(),
             (_, false) => format!(
                 "{}\n\nThese answers do not fit together:\n{}",
                 dialogue.intro,
@@ -796,6 +824,31 @@ pub fn answered(value: &str) -> String {
 }
 
 pub const SKIPPED: &str = "✔ (skipped)";
+pub const TOKEN_RECEIVED: &str = "✔ Received; your message with it is deleted.";
+
+pub fn token_question(server: &ServerConfig) -> String {
+    format!(
+        "Send me your token for {} as your next message. I'll delete your message as soon as I have it and keep the token encrypted, for you alone. /cancel stops.",
+        server.name
+    )
+}
+
+pub fn token_saved(server: &ServerConfig) -> String {
+    format!(
+        "Your token for {} is saved; /tools {} uses it. /disconnect {} deletes it.",
+        server.name, server.id, server.id
+    )
+}
+
+pub fn no_personal_token(server: &ServerConfig) -> String {
+    format!("{} takes no personal token.", server.name)
+}
+
+pub const TOKEN_IN_PRIVATE: &str =
+    "Send /token in our private chat only: never paste a token into a group.";
+
+pub const TOKEN_NOT_DELETED: &str =
+    "I could not delete your message with the token; please delete it yourself.";
 pub const ANSWERS_SENT: &str = "✔ Sent.";
 pub const DECLINED: &str = "✖ Declined.";
 pub const LEFT: &str = "✖ Cancelled.";

@@ -88,6 +88,7 @@ impl Session {
         let per_user = matches!(server.auth, crate::config::ServerAuth::OAuth(_));
         let anonymous = (target.is_url() && per_user && !holds_tokens).then(|| {
             Arc::new(ServerConfig {
+                user_token: None,
                 auth: crate::config::ServerAuth::None,
                 ..(*server).clone()
             })

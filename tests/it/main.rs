@@ -15,5 +15,6 @@ mod hosted;
 mod lifecycle;
 mod oauth_callback;
 mod oidc;
+mod personal_tokens;
 mod sessions;
 mod tools_ux;

@@ -18,6 +18,10 @@
 // scopes), `greet`, and `admin_report`, which needs the `mcp:admin` scope
 // and answers 403 `insufficient_scope` without it.
 //
+// Personal access tokens, as services hand out for scripts: POST
+// /control/personal-token?sub=<name> issues one ("pat_…") that the MCP
+// server accepts as a bearer token for that subject, with scope mcp:tools.
+//
 // GET /stats on the MCP port counts what tests assert about the
 // authorization server: refresh grants, grants revoked (by reuse
 // detection or revocation), revocation requests, token requests failed on
@@ -116,11 +120,23 @@ function challenge(res, status, params) {
   res.status(status).json({ error: params.length ? 'invalid_token' : 'unauthorized' });
 }
 
+const personalTokens = new Map();
+
 async function authenticate(req, res, next) {
   const header = req.get('authorization') || '';
   const [scheme, token] = header.split(' ');
   if (scheme !== 'Bearer' || !token) {
     challenge(res, 401, []);
+    return;
+  }
+  if (token.startsWith('pat_')) {
+    const sub = personalTokens.get(token);
+    if (!sub) {
+      challenge(res, 401, ['error="invalid_token"', 'error_description="unknown personal token"']);
+      return;
+    }
+    req.auth = { sub, scopes: ['mcp:tools'] };
+    next();
     return;
   }
   try {
@@ -201,6 +217,11 @@ app.post('/control/revoke-grants', async (_req, res) => {
   const revoked = grantIds.size;
   grantIds.clear();
   res.json({ revoked });
+});
+app.post('/control/personal-token', (req, res) => {
+  const token = `pat_${crypto.randomUUID().replaceAll('-', '')}`;
+  personalTokens.set(token, String(req.query.sub || 'someone'));
+  res.json({ token });
 });
 app.post('/control/fail-token-requests', (req, res) => {
   failTokenRequests = Number(req.query.count || 1);

@@ -79,6 +79,13 @@ impl OidcMcpServer {
         answer["revoked"].as_u64().expect("a count")
     }
 
+    /// A personal access token for `sub`, which the MCP server accepts as
+    /// a bearer token.
+    pub async fn personal_token(&self, sub: &str) -> String {
+        let answer: Value = self.control(&format!("personal-token?sub={sub}")).await;
+        answer["token"].as_str().expect("a token").to_owned()
+    }
+
     /// The next `count` requests to the token endpoint answer 503.
     pub async fn fail_token_requests(&self, count: u32) {
         let _: Value = self
