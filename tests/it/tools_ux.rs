@@ -629,3 +629,60 @@ async fn resources_and_prompts_from_the_chat() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// URL-mode elicitation: the whole URL with its host in bold, nothing
+/// opened or fetched; "Open the page" accepts and only then gives a link
+/// button to the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-url-elicitation {"url": "https://pay.example.com/approve?order=42", "message": "Approve the payment"}"#,
+    );
+    let consent = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("may change things"))
+        .await;
+    telegram.press_callback_button(&alice, 1, consent.message_id, &button(&consent, "Run"));
+    let question = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("Nothing opens until you tap"))
+        .await;
+    assert!(question.text.contains("Approve the payment"), "{}", question.text);
+    assert!(
+        question.text.contains("https://pay.example.com/approve?order=42"),
+        "the whole URL: {}",
+        question.text
+    );
+    assert!(
+        question.raw_text.contains("<b>pay.example.com</b>"),
+        "{}",
+        question.raw_text
+    );
+    assert!(question.link_preview_disabled, "no preview fetches the page");
+    assert!(question.url_buttons().is_empty(), "nothing to open before consent");
+    telegram.press_callback_button(&alice, 1, question.message_id, &button(&question, "Open the page"));
+    let opened = telegram
+        .wait_for_message(1, WAIT, |m| m.edited && m.message_id == question.message_id)
+        .await;
+    assert_eq!(
+        opened.url_buttons(),
+        vec![(
+            "Open pay.example.com".to_owned(),
+            "https://pay.example.com/approve?order=42".to_owned()
+        )]
+    );
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("User completed the URL elicitation"))
+        .await;
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
