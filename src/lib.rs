@@ -9,20 +9,27 @@
 //! returns typed outcomes and errors that keep their causes for the log.
 //!
 //! - [`gateway`]: the application core. Start and complete a connect, list
-//!   tools, call a tool, disconnect, status; the [`gateway::ChatNotifier`]
-//!   port through which a finished flow reaches its chat.
+//!   tools, resources and prompts, call a tool (watched: progress and the
+//!   server's questions), consents, personal tokens, disconnect, status;
+//!   the [`gateway::ChatNotifier`] port through which a finished flow
+//!   reaches its chat; [`gateway::form`], a JSON-Schema object filled in
+//!   one checked value at a time.
 //! - [`oauth`]: authorization-code flows with PKCE on rmcp's `auth` module:
 //!   flows kept as data and owned by who asked, registration reuse, the
 //!   callback that completes a flow, the per-slot credentials rmcp refreshes.
 //! - [`mcp`]: per-user MCP sessions over streamable HTTP (no lock across a
-//!   network call), the transports for OAuth, static-header and open
-//!   servers, and the classification of rmcp's errors into [`mcp::McpError`].
+//!   network call, closed when idle), the transports for OAuth,
+//!   static-header, personal-token and open servers, arguments checked
+//!   against tools' schemas, the hooks a running call reports through, and
+//!   the classification of rmcp's errors into [`mcp::McpError`].
 //! - [`store`]: the storage ports (pending flows, credentials, client
-//!   registrations, refresh locks) and their embedded implementations.
+//!   registrations, refresh locks, command guards, consents, personal
+//!   tokens) and their embedded implementations.
 //! - [`vault`]: age-encrypted files, one per Telegram user, written
 //!   atomically.
 //! - [`telegram`]: the chat adapter: the dptree schema, commands, endpoints,
-//!   the chat's wording, message chunking, the notifier.
+//!   browsers, dialogues, running calls, rich results, the chat's wording,
+//!   the notifier.
 //! - [`http`]: the browser adapter: the OAuth callback page and health
 //!   checks.
 //! - [`terminal`]: the admin's adapter (`mcpgram tools <server>`).

@@ -3,11 +3,17 @@
 //! [`crate::gateway::ChatNotifier`] it provides.
 //!
 //! - [`schema`]: which message goes to which endpoint, as one table.
-//! - [`commands`]: the command menu, and reading arguments into requests.
+//! - [`commands`]: the command menu, reading arguments into requests, and
+//!   the callback data of every button (always within 64 bytes).
 //! - [`endpoints`]: one thin function per request, over the core.
-//! - [`wording`]: every sentence the bot writes; [`render`]: tool lists
-//!   and results as text.
-//! - [`send`] and [`format`]: chunking, link buttons, no previews.
+//! - [`wording`]: every sentence the bot writes; [`render`]: browser pages
+//!   and a tool's details; [`results`]: results, resources and prompts as
+//!   messages (HTML, photos, audio, documents).
+//! - [`running`]: a call while it runs (status, progress, Cancel);
+//!   [`dialogue`] and [`ask`]: questions one at a time (guided calls,
+//!   servers' elicitation, consent, `/token`).
+//! - [`send`] and [`format`]: chunking, link buttons, no previews; all
+//!   through teloxide's `Throttle`.
 //! - [`notifier`]: tells a chat how its authorization flow ended.
 
 pub mod ask;

@@ -107,6 +107,9 @@ async fn results_arrive_as_photos_code_blocks_and_documents() {
     let big = "z".repeat(100_000);
     let server = EverythingServer::start_with_env(vec![("MCPGRAM_BIG".to_owned(), big)]).await;
     let telegram = FakeTelegram::start().await;
+    // Telegram's flood control at one message a second per chat: a send
+    // beyond it is answered 429, and one before retry_after is a violation.
+    telegram.set_flood_limit(Some(1), 1);
     let url = server.mcp_url();
     let bot = BotProcess::start(&telegram, |dir| {
         base_config(&telegram, dir) + &everything(&url)
@@ -197,6 +200,12 @@ async fn results_arrive_as_photos_code_blocks_and_documents() {
     assert!(file.data.starts_with(&[0x1f, 0x8b]), "the gzip file itself");
 
     bot.stop().await;
+    // Throttle paces sends below Telegram's per-chat limit before any 429.
+    assert_eq!(
+        telegram.rate_limited_count(),
+        0,
+        "sent faster than Telegram allows"
+    );
     telegram.assert_no_errors();
 }
 
@@ -655,9 +664,15 @@ async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
     let question = telegram
         .wait_for_message(1, WAIT, |m| m.text.contains("Nothing opens until you tap"))
         .await;
-    assert!(question.text.contains("Approve the payment"), "{}", question.text);
     assert!(
-        question.text.contains("https://pay.example.com/approve?order=42"),
+        question.text.contains("Approve the payment"),
+        "{}",
+        question.text
+    );
+    assert!(
+        question
+            .text
+            .contains("https://pay.example.com/approve?order=42"),
         "the whole URL: {}",
         question.text
     );
@@ -666,9 +681,20 @@ async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
         "{}",
         question.raw_text
     );
-    assert!(question.link_preview_disabled, "no preview fetches the page");
-    assert!(question.url_buttons().is_empty(), "nothing to open before consent");
-    telegram.press_callback_button(&alice, 1, question.message_id, &button(&question, "Open the page"));
+    assert!(
+        question.link_preview_disabled,
+        "no preview fetches the page"
+    );
+    assert!(
+        question.url_buttons().is_empty(),
+        "nothing to open before consent"
+    );
+    telegram.press_callback_button(
+        &alice,
+        1,
+        question.message_id,
+        &button(&question, "Open the page"),
+    );
     let opened = telegram
         .wait_for_message(1, WAIT, |m| m.edited && m.message_id == question.message_id)
         .await;
@@ -680,7 +706,9 @@ async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
         )]
     );
     telegram
-        .wait_for_message(1, WAIT, |m| m.text.contains("User completed the URL elicitation"))
+        .wait_for_message(1, WAIT, |m| {
+            m.text.contains("User completed the URL elicitation")
+        })
         .await;
 
     bot.stop().await;
