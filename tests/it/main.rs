@@ -13,6 +13,7 @@ mod e2e_connect_and_call;
 mod flows;
 mod hosted;
 mod lifecycle;
+mod mrtr;
 mod oauth_callback;
 mod oidc;
 mod personal_tokens;

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod chromium;
 mod everything;
+mod mrtr;
 mod node_peer;
 mod oidc;
 pub mod tls_front;
@@ -15,6 +16,7 @@ mod ts_demo;
 
 pub use chromium::{Browser, Chromedriver};
 pub use everything::EverythingServer;
+pub use mrtr::MrtrServer;
 pub use oidc::OidcMcpServer;
 pub use tls_front::TlsFront;
 pub use ts_demo::TsDemoServer;
