@@ -42,6 +42,10 @@ enum Cmd {
     Run,
     /// Validate the config file and exit: 0 when valid, 1 with the problems.
     CheckConfig,
+    /// Ask the running bot's HTTP server (`http.listen`) whether it is up:
+    /// exit 0 when `/healthz` answers, 1 otherwise. For container health
+    /// checks, which then need no shell or curl.
+    Healthcheck,
     /// Sign in to a server from the terminal, as a chat user would, and
     /// say what was discovered, how the client was registered and which
     /// scopes were granted.
@@ -225,6 +229,45 @@ impl LoginArgs {
     }
 }
 
+/// `GET /healthz` on the bot's own listener (on loopback when it listens
+/// on every address).
+async fn healthcheck(config: &Config) -> ExitCode {
+    let mut address = config.http.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let url = format!("http://{address}/healthz");
+    let answer = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .no_proxy()
+        .build()
+    {
+        Ok(client) => client.get(&url).send().await,
+        Err(error) => {
+            eprintln!("mcpgram: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match answer {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!(
+                "mcpgram: {url} answered HTTP {}",
+                response.status().as_u16()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("mcpgram: {url}: {}", chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
@@ -279,6 +322,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::CheckConfig => unreachable!("answered above"),
+        Cmd::Healthcheck => runtime.block_on(healthcheck(&config)),
         Cmd::Login { login, .. } | Cmd::Tools { login, .. } | Cmd::Call { login, .. }
             if login.clone().options().is_err() =>
         {

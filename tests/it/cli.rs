@@ -211,3 +211,44 @@ async fn tools_says_plainly_what_failed_and_exits_one() {
         "{stderr}"
     );
 }
+
+/// `mcpgram healthcheck` (the image's health check: no shell, no curl)
+/// answers 0 while the bot serves and 1 once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_follows_the_running_bot() {
+    let telegram = fake_telegram::FakeTelegram::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bot = crate::support::bot::BotProcess::start(&telegram, |dir| {
+        crate::support::bot::base_config(&telegram, dir)
+            .replace("127.0.0.1:0", &format!("0.0.0.0:{port}"))
+    })
+    .await;
+    let check = |path: std::path::PathBuf| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+            .arg("healthcheck")
+            .arg("--config")
+            .arg(path)
+            .output()
+            .await
+            .unwrap()
+    };
+    let path = bot.config_path();
+    let up = check(path.clone()).await;
+    assert_eq!(
+        up.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(&path, copy.path()).unwrap();
+    bot.stop().await;
+    let down = check(copy.path().to_owned()).await;
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("/healthz"), "{stderr}");
+}

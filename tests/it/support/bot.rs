@@ -128,6 +128,10 @@ impl BotProcess {
         bot
     }
 
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mcpgram.toml")
+    }
+
     pub fn vault_dir(&self) -> PathBuf {
         self.dir.path().join("vault")
     }
