@@ -81,7 +81,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<(), AppError> {
     let config = Arc::new(config);
     let vault = open_vault(&config).await?;
-    let stores = Stores::embedded(vault).await?;
+    let stores = Stores::embedded(vault.clone()).await?;
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -106,10 +106,32 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
 
     let state = HttpState {
         gateway: gateway.clone(),
+        dependencies: vec![
+            telegram.probe(),
+            Arc::new(crate::gateway::ready::VaultReadable(vault)),
+        ],
+    };
+    // /metrics on its own address when one is set, off the public one.
+    let metrics_server = match config.http.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Listen { addr, source })?;
+            tracing::info!(%addr, "serving /metrics");
+            let router = http::metrics_router(state.clone());
+            let metrics_stop = stopped(stop.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(metrics_stop)
+                    .await
+            }))
+        }
+        None => None,
     };
     let http_stop = stopped(stop.clone());
+    let public_metrics = config.http.metrics_listen.is_none();
     let server = tokio::spawn(async move {
-        axum::serve(listener, http::router(state))
+        axum::serve(listener, http::router(state, public_metrics))
             .with_graceful_shutdown(http_stop)
             .await
     });
@@ -122,6 +144,9 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     sweeper.abort();
     closer.abort();
     gateway.shutdown().await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     let served = match server.await {
         Ok(result) => result.map_err(AppError::Http),
         Err(join) => Err(AppError::Http(std::io::Error::other(join))),

@@ -82,6 +82,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Set when the callback is reachable from the internet (behind HTTPS).
     pub public_url: Option<Url>,
+    /// `/metrics` on an address of its own, kept off the public listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +269,7 @@ impl Config {
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 public_url: None,
+                metrics_listen: None,
             },
             vault: VaultConfig {
                 key_file: vault_dir.join("identity.txt"),
@@ -382,6 +385,7 @@ mod raw {
     pub struct Http {
         pub listen: Option<String>,
         pub public_url: Option<String>,
+        pub metrics_listen: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -527,6 +531,20 @@ fn validate(
             None
         }
     };
+    let metrics_listen =
+        raw.http
+            .metrics_listen
+            .as_deref()
+            .and_then(|text| match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problems.add(
+                        "http.metrics_listen",
+                        format!("\"{text}\" is not an address:port; write e.g. \"127.0.0.1:9464\""),
+                    );
+                    None
+                }
+            });
     let public_url = raw.http.public_url.as_deref().and_then(|value| {
         let url = http_url(value, "http.public_url", &mut problems)?;
         if url.query().is_some() || url.fragment().is_some() {
@@ -624,7 +642,11 @@ fn validate(
                 allowed_users: raw.telegram.allowed_users,
                 login_url: raw.telegram.login_url,
             },
-            http: HttpConfig { listen, public_url },
+            http: HttpConfig {
+                listen,
+                public_url,
+                metrics_listen,
+            },
             vault: VaultConfig { dir, key_file },
             oauth: OAuthConfig { flow_ttl },
             limits,

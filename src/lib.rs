@@ -36,6 +36,7 @@
 //! - [`app`]: wiring, running and graceful shutdown.
 //! - [`config`]: the admin's TOML file, validated in one pass with every
 //!   problem named by key; `${NAME}` secret references.
+//! - [`metrics`]: counters, histograms and gauges for `/metrics`.
 //! - [`net_guard`]: which addresses an untrusted server may resolve to.
 //! - [`secret`]: the redacting string type every token travels in.
 //! - [`text`]: foreign text clipped and scrubbed for chats and pages.
@@ -49,6 +50,7 @@ pub mod gateway;
 pub mod http;
 pub mod logging;
 pub mod mcp;
+pub mod metrics;
 pub mod net_guard;
 pub mod oauth;
 pub mod secret;

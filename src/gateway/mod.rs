@@ -10,6 +10,7 @@
 
 pub mod form;
 pub mod notify;
+pub mod ready;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -26,6 +27,7 @@ use crate::config::{Config, ServerConfig};
 use crate::logging::chain;
 use crate::mcp::Sessions;
 use crate::mcp::client::{Elicitation, McpClient};
+use crate::metrics::Metrics;
 use crate::oauth::{CallbackError, CallbackParams, Connector};
 use crate::secret::Secret;
 use crate::store::{ChatMessage, CommandTicket, FlowOwner, StoreError, Stores};
@@ -145,6 +147,7 @@ pub struct Gateway {
     notifier: Arc<dyn ChatNotifier>,
     stores: Stores,
     connects: DefaultKeyedRateLimiter<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -157,7 +160,13 @@ impl Gateway {
     ) -> Self {
         let per_minute =
             NonZeroU32::new(config.limits.connects_per_minute).unwrap_or(NonZeroU32::MIN);
-        let oauth = Arc::new(Connector::new(config.clone(), stores.clone(), redirect_uri));
+        let metrics = Arc::new(Metrics::default());
+        let oauth = Arc::new(Connector::new(
+            config.clone(),
+            stores.clone(),
+            redirect_uri,
+            metrics.clone(),
+        ));
         Self {
             sessions: Sessions::new(
                 oauth.clone(),
@@ -169,6 +178,7 @@ impl Gateway {
             notifier,
             stores,
             connects: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            metrics,
         }
     }
 
@@ -333,6 +343,7 @@ impl Gateway {
             .inspect_err(|error| {
                 tracing::warn!(server = %server.id, user = owner.user_id, error = %chain(error), "could not start authorization");
             })?;
+        self.metrics.connect_started();
         Ok(ConnectOffer {
             server: server.clone(),
             link: started.link,
@@ -362,6 +373,7 @@ impl Gateway {
             }
         };
         for flow in swept {
+            self.metrics.connect_ended("expired");
             self.notifier
                 .notify(Notice::LinkExpired {
                     owner: flow.owner,
@@ -455,6 +467,26 @@ impl Gateway {
             Err(error) => Err(error),
         };
         match &result {
+            Ok(_) => {
+                self.metrics.callback("connected");
+                self.metrics.connect_ended("completed");
+            }
+            Err(error) => {
+                self.metrics.callback(error.label());
+                // A flow that was found has ended, unless a retry is offered
+                // or it waits for its owner's own browser.
+                let ended = error.flow().is_some()
+                    && !matches!(
+                        error,
+                        CallbackError::Exchange { retry: true, .. }
+                            | CallbackError::WrongBrowser { .. }
+                    );
+                if ended {
+                    self.metrics.connect_ended(error.label());
+                }
+            }
+        }
+        match &result {
             Ok(connected) => {
                 self.sessions
                     .forget(connected.owner.user_id, &connected.server.id);
@@ -513,10 +545,23 @@ impl Gateway {
         arguments: Option<JsonObject>,
         watch: Option<Arc<Watch>>,
     ) -> Result<CallToolResult, CallError> {
-        self.sessions
+        let started = std::time::Instant::now();
+        let result = self
+            .sessions
             .call_tool(server, user_id, tool, arguments, watch)
             .await
-            .inspect_err(|error| log_call_failure(user_id, server, "calling a tool", error))
+            .inspect_err(|error| log_call_failure(user_id, server, "calling a tool", error));
+        let outcome = match &result {
+            Ok(result) if result.is_error == Some(true) => "tool_error",
+            Ok(_) => "ok",
+            Err(error) => error.label(),
+        };
+        if let Err(CallError::RefreshFailed { .. }) = &result {
+            self.metrics.refresh("failed");
+        }
+        self.metrics
+            .tool_call(&server.id, outcome, started.elapsed());
+        result
     }
 
     pub async fn list_resources(
@@ -697,6 +742,16 @@ impl Gateway {
     /// MCP sessions open now.
     pub fn warm_sessions(&self) -> usize {
         self.sessions.warm()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `/metrics`: the counters, and the state gauges read now.
+    pub async fn render_metrics(&self) -> String {
+        let pending = self.stores.flows.count().await.unwrap_or_default();
+        self.metrics.render(pending, self.sessions.warm())
     }
 
     /// Closes every MCP session (at shutdown).

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 
+use crate::gateway::ready::{self, Dependency};
 use crate::gateway::{Binding, Bound, BrowserError, Gateway, OAuthError};
 use crate::oauth::{CLIENT_METADATA_PATH, CallbackError, CallbackParams};
 
@@ -26,15 +27,67 @@ use crate::oauth::{CLIENT_METADATA_PATH, CallbackError, CallbackParams};
 #[derive(Clone)]
 pub struct HttpState {
     pub gateway: Arc<Gateway>,
+    /// What `/readyz` checks.
+    pub dependencies: Vec<Arc<dyn Dependency>>,
 }
 
-pub fn router(state: HttpState) -> Router {
-    Router::new()
+/// The public routes; `/metrics` among them unless it has an address of
+/// its own (`with_metrics`).
+pub fn router(state: HttpState, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/oauth/start/{flow}", get(start_page).post(start_confirmed))
         .route("/oauth/callback", get(oauth_callback))
         .route(CLIENT_METADATA_PATH, get(client_metadata))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
+/// `/metrics` alone, for `http.metrics_listen`.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// 200 when every dependency answers, 503 naming those that do not (the
+/// reasons go to the log).
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let results = ready::check_all(&state.dependencies).await;
+    let mut body = String::new();
+    let mut ready = true;
+    for (name, result) in results {
+        match result {
+            Ok(()) => body.push_str(&format!("{name}: ok\n")),
+            Err(reason) => {
+                ready = false;
+                tracing::warn!(dependency = name, %reason, "not ready");
+                body.push_str(&format!("{name}: failing\n"));
+            }
+        }
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.gateway.render_metrics().await,
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

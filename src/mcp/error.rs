@@ -128,6 +128,32 @@ pub enum McpError {
 pub const INVALID_PARAMS: i32 = -32602;
 
 impl McpError {
+    /// A fixed word for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            McpError::NotAuthorized { .. } => "not_authorized",
+            McpError::InsufficientScope { .. } => "insufficient_scope",
+            McpError::NameNotResolved { .. }
+            | McpError::ConnectionRefused { .. }
+            | McpError::Unreachable { .. }
+            | McpError::Tls { .. } => "unreachable",
+            McpError::Timeout(_) => "timeout",
+            McpError::Status { .. } => "http_status",
+            McpError::Rpc { .. } => "rpc_error",
+            McpError::Protocol { .. } => "protocol",
+            McpError::ConnectionLost { .. } => "connection_lost",
+            McpError::RefreshFailed { .. } => "refresh_failed",
+            McpError::Guard(_) => "refused_address",
+            McpError::OAuth(_) => "oauth",
+            McpError::Store(_) => "store",
+            McpError::UnknownTool { .. } => "unknown_tool",
+            McpError::InvalidArguments { .. } => "invalid_arguments",
+            McpError::NoPersonalToken | McpError::PersonalTokenRefused { .. } => "personal_token",
+            McpError::BadHeader { .. } => "bad_header",
+            McpError::Other { .. } => "other",
+        }
+    }
+
     /// Worth one more try on a fresh session: the old one may have died
     /// quietly (server restarted, idle connection closed).
     pub fn is_transient(&self) -> bool {

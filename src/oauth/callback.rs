@@ -90,6 +90,22 @@ pub enum CallbackError {
 }
 
 impl CallbackError {
+    /// A fixed word for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallbackError::MissingState => "missing_state",
+            CallbackError::UnknownState => "unknown_state",
+            CallbackError::Expired { .. } => "expired",
+            CallbackError::Denied { .. } => "denied",
+            CallbackError::MissingCode { .. } => "missing_code",
+            CallbackError::WrongBrowser { .. } => "wrong_browser",
+            CallbackError::UnknownServer { .. } => "unknown_server",
+            CallbackError::Exchange { retry: true, .. } => "exchange_retryable",
+            CallbackError::Exchange { .. } => "exchange_failed",
+            CallbackError::Store { .. } => "store",
+        }
+    }
+
     /// The flow this callback belonged to, when it was found.
     pub fn flow(&self) -> Option<&FlowRef> {
         match self {

@@ -13,12 +13,14 @@ use rmcp::transport::auth::{
 };
 
 use crate::logging::chain;
+use crate::metrics::Metrics;
 use crate::store::{self, RefreshLocks, StoreError};
 
 #[derive(Clone)]
 pub struct SlotCredentials {
     store: Arc<dyn store::CredentialStore>,
     locks: Arc<dyn RefreshLocks>,
+    metrics: Arc<Metrics>,
     user_id: u64,
     server_id: String,
 }
@@ -27,12 +29,14 @@ impl SlotCredentials {
     pub fn new(
         store: Arc<dyn store::CredentialStore>,
         locks: Arc<dyn RefreshLocks>,
+        metrics: Arc<Metrics>,
         user_id: u64,
         server_id: &str,
     ) -> Self {
         Self {
             store,
             locks,
+            metrics,
             user_id,
             server_id: server_id.to_owned(),
         }
@@ -55,7 +59,10 @@ impl CredentialStore for SlotCredentials {
         }
     }
 
+    /// rmcp saves here after a refresh (a new connection is saved whole,
+    /// through the store port).
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        self.metrics.refresh("renewed");
         self.store
             .save_tokens(self.user_id, &self.server_id, &credentials)
             .await
@@ -75,6 +82,7 @@ impl CredentialStore for SlotCredentials {
         &self,
         _credentials: &StoredCredentials,
     ) -> Result<(), AuthError> {
+        self.metrics.refresh("rejected");
         self.clear().await
     }
 

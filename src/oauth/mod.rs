@@ -137,14 +137,21 @@ pub struct Connector {
     application_type: &'static str,
     /// One guarded OAuth HTTP client per server id.
     http: DashMap<String, Arc<OAuthHttp>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Connector {
-    pub fn new(config: Arc<Config>, stores: Stores, redirect_uri: String) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        stores: Stores,
+        redirect_uri: String,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let application_type = if config.is_hosted() { "web" } else { "native" };
         Self {
             config,
             stores,
+            metrics,
             redirect_uri,
             application_type,
             http: DashMap::new(),
@@ -156,6 +163,7 @@ impl Connector {
         SlotCredentials::new(
             self.stores.credentials.clone(),
             self.stores.refresh_locks.clone(),
+            self.metrics.clone(),
             user_id,
             server_id,
         )

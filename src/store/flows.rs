@@ -217,6 +217,10 @@ impl FlowStore for FlowTable {
         }
         Ok(swept)
     }
+
+    async fn count(&self) -> Result<usize, StoreError> {
+        Ok(self.flows.len())
+    }
 }
 
 #[cfg(test)]

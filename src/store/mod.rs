@@ -93,6 +93,9 @@ pub trait FlowStore: Send + Sync {
 
     /// Removes and returns every expired flow.
     async fn sweep(&self) -> Result<Vec<PendingFlow>, StoreError>;
+
+    /// Flows waiting for their callback now.
+    async fn count(&self) -> Result<usize, StoreError>;
 }
 
 /// Each user's tokens per server, and the client they were issued to.

@@ -92,6 +92,7 @@ where
     let work = work(done);
     tokio::spawn(async move {
         if let Err(error) = work.await {
+            crate::metrics::telegram_error();
             tracing::warn!(error = %chain(&error), "a reply could not be sent");
         }
     });

@@ -61,6 +61,24 @@ pub enum TelegramError {
 /// is lost to a burst.
 pub type TgBot = teloxide::adaptors::Throttle<Bot>;
 
+struct Probe(Bot);
+
+impl crate::gateway::ready::Dependency for Probe {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), self.0.get_me()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(chain(&error).to_string()),
+                Err(_) => Err("getMe did not answer within 5 s".to_owned()),
+            }
+        })
+    }
+}
+
 /// A bot that has checked its token with `getMe`.
 pub struct Telegram {
     bot: TgBot,
@@ -99,6 +117,11 @@ impl Telegram {
             running: Arc::default(),
             dialogues: Arc::default(),
         })
+    }
+
+    /// `/readyz`'s check of the Bot API: `getMe` answers.
+    pub fn probe(&self) -> Arc<dyn crate::gateway::ready::Dependency> {
+        Arc::new(Probe(self.bot.inner().clone()))
     }
 
     pub fn notifier(&self) -> Arc<dyn ChatNotifier> {
@@ -142,6 +165,7 @@ impl Telegram {
             .distribution_function(|update: &Update| update.from().map(|user| user.id))
             .default_handler(|_| async {})
             .error_handler(Arc::new(|error: teloxide::RequestError| async move {
+                crate::metrics::telegram_error();
                 tracing::warn!(error = %chain(&error), "a reply could not be sent");
             }))
             .build();

@@ -93,7 +93,17 @@ impl Callback {
             .take();
         if let Some(listener) = listener {
             tokio::spawn(async move {
-                let _ = axum::serve(listener, http::router(HttpState { gateway })).await;
+                let _ = axum::serve(
+                    listener,
+                    http::router(
+                        HttpState {
+                            gateway,
+                            dependencies: Vec::new(),
+                        },
+                        false,
+                    ),
+                )
+                .await;
             });
         }
     }

@@ -373,6 +373,12 @@ impl Vault {
         })
     }
 
+    /// Reads and decrypts the system namespace from disk, past the cache:
+    /// the vault is there and its key still fits (for readiness checks).
+    pub async fn check(&self) -> Result<(), VaultError> {
+        self.read(Namespace::System).await.map(|_| ())
+    }
+
     fn slot(&self, ns: Namespace) -> Arc<Mutex<Option<Entries>>> {
         self.namespaces.entry(ns).or_default().clone()
     }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod mrtr;
 mod oauth_callback;
 mod oidc;
+mod operations;
 mod personal_tokens;
 mod sessions;
 mod tools_ux;

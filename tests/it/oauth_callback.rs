@@ -71,8 +71,9 @@ async fn harness(mcp_url: &str) -> Harness {
     ));
     let state = HttpState {
         gateway: gateway.clone(),
+        dependencies: Vec::new(),
     };
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    tokio::spawn(async move { axum::serve(listener, router(state, true)).await });
     Harness {
         base,
         gateway,
