@@ -8,11 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::config::Delivery;
 use crate::gateway::Gateway;
 use crate::http::{self, HttpState};
 use crate::secret::Secret;
 use crate::store::Stores;
-use crate::telegram::{Telegram, TelegramError};
+use crate::telegram::{self, Telegram, TelegramError, Webhook};
 use crate::vault::{KeySource, Namespace, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,12 @@ pub fn redirect_uri(config: &Config, bound: SocketAddr) -> String {
         "http://{}/oauth/callback",
         SocketAddr::new(ip, bound.port())
     )
+}
+
+/// `<public_url>/telegram/webhook`.
+fn webhook_url(public: &url::Url) -> url::Url {
+    let base = public.as_str().trim_end_matches('/');
+    url::Url::parse(&format!("{base}{}", telegram::WEBHOOK_PATH)).unwrap_or_else(|_| public.clone())
 }
 
 /// Opens the vault and proves the key fits. A replaced or wrong key shows
@@ -104,8 +111,19 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
         .with_elicitation(crate::mcp::client::Elicitation::Ask),
     );
 
+    let webhook = match (&config.telegram.delivery, &config.http.public_url) {
+        (Delivery::Webhook { secret }, Some(public)) => Some(Webhook {
+            url: webhook_url(public),
+            secret: secret.clone(),
+            slot: Arc::default(),
+        }),
+        _ => None,
+    };
     let state = HttpState {
         gateway: gateway.clone(),
+        webhook: webhook
+            .as_ref()
+            .map(|webhook| (telegram::WEBHOOK_PATH, webhook.slot.clone())),
         dependencies: vec![
             telegram.probe(),
             Arc::new(crate::gateway::ready::VaultReadable(vault)),
@@ -140,7 +158,7 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     let sweeper = tokio::spawn(sweep_expired_flows(gateway.clone(), stop.clone()));
     let closer = tokio::spawn(close_idle_sessions(gateway.clone(), stop.clone()));
 
-    let polled = telegram.run(gateway.clone(), stopped(stop)).await;
+    let polled = telegram.run(gateway.clone(), stopped(stop), webhook).await;
     sweeper.abort();
     closer.abort();
     gateway.shutdown().await;

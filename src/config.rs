@@ -48,6 +48,19 @@ pub struct TelegramConfig {
     /// page, which then knows for sure who clicked (needs `public_url` and
     /// the domain set with BotFather's /setdomain).
     pub login_url: bool,
+    /// How updates arrive.
+    pub delivery: Delivery,
+}
+
+/// How the bot receives updates from Telegram.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Long polling (`getUpdates`): no public address needed; one bot
+    /// process only.
+    Polling,
+    /// Telegram POSTs updates to `<http.public_url>/telegram/webhook`,
+    /// each carrying this secret in `X-Telegram-Bot-Api-Secret-Token`.
+    Webhook { secret: Secret },
 }
 
 /// Settings of every authorization flow.
@@ -265,6 +278,7 @@ impl Config {
                 api_url: Url::parse(DEFAULT_API_URL).expect("a valid constant"),
                 allowed_users: Vec::new(),
                 login_url: false,
+                delivery: Delivery::Polling,
             },
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -378,6 +392,8 @@ mod raw {
         pub allowed_users: Vec<u64>,
         #[serde(default)]
         pub login_url: bool,
+        pub mode: Option<String>,
+        pub webhook_secret: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -563,6 +579,62 @@ fn validate(
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("identity.txt"));
 
+    let delivery = match raw.telegram.mode.as_deref().unwrap_or("polling") {
+        "polling" => {
+            if raw.telegram.webhook_secret.is_some() {
+                problems.add(
+                    "telegram.webhook_secret",
+                    "is used only with telegram.mode = \"webhook\"",
+                );
+            }
+            Delivery::Polling
+        }
+        "webhook" => {
+            if public_url.is_none() {
+                problems.add(
+                    "telegram.mode",
+                    "\"webhook\" needs http.public_url: Telegram sends updates to <public_url>/telegram/webhook",
+                );
+            }
+            let secret = match raw.telegram.webhook_secret.as_deref() {
+                Some(value) => expand(value, "telegram.webhook_secret", env, &mut problems),
+                None => {
+                    problems.add(
+                        "telegram.webhook_secret",
+                        "is required with telegram.mode = \"webhook\"; e.g. \"${TELEGRAM_WEBHOOK_SECRET}\"",
+                    );
+                    None
+                }
+            };
+            match secret {
+                Some(secret)
+                    if (1..=256).contains(&secret.expose().len())
+                        && secret
+                            .expose()
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                {
+                    Delivery::Webhook { secret }
+                }
+                Some(_) => {
+                    problems.add(
+                        "telegram.webhook_secret",
+                        "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)",
+                    );
+                    Delivery::Polling
+                }
+                None => Delivery::Polling,
+            }
+        }
+        other => {
+            problems.add(
+                "telegram.mode",
+                format!("\"{other}\" is not a mode; write \"polling\" or \"webhook\""),
+            );
+            Delivery::Polling
+        }
+    };
+
     if raw.telegram.login_url {
         match &public_url {
             Some(url) if url.scheme() == "https" => {}
@@ -641,6 +713,7 @@ fn validate(
                 api_url,
                 allowed_users: raw.telegram.allowed_users,
                 login_url: raw.telegram.login_url,
+                delivery,
             },
             http: HttpConfig {
                 listen,

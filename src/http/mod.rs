@@ -29,7 +29,14 @@ pub struct HttpState {
     pub gateway: Arc<Gateway>,
     /// What `/readyz` checks.
     pub dependencies: Vec<Arc<dyn Dependency>>,
+    /// In webhook mode: the path Telegram posts to, and the slot the chat
+    /// adapter puts its route in once it is ready for updates.
+    pub webhook: Option<(&'static str, WebhookSlot)>,
 }
+
+/// The chat adapter's webhook route while it takes updates: empty before
+/// it starts and after it stops (so its update queue can close).
+pub type WebhookSlot = Arc<std::sync::RwLock<Option<Router>>>;
 
 /// The public routes; `/metrics` among them unless it has an address of
 /// its own (`with_metrics`).
@@ -44,6 +51,31 @@ pub fn router(state: HttpState, with_metrics: bool) -> Router {
         router.route("/metrics", get(metrics))
     } else {
         router
+    };
+    let router = match &state.webhook {
+        Some((path, slot)) => {
+            let slot = slot.clone();
+            router.route(
+                path,
+                axum::routing::post(move |request: axum::extract::Request| async move {
+                    // The chat adapter's own route checks the secret token
+                    // and queues the update; the answer does not wait for
+                    // the update to be handled.
+                    let route = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    match route {
+                        Some(route) => {
+                            use tower::ServiceExt;
+                            match route.clone().oneshot(request).await {
+                                Ok(response) => response.into_response(),
+                                Err(never) => match never {},
+                            }
+                        }
+                        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                    }
+                }),
+            )
+        }
+        None => router,
     };
     router.with_state(state)
 }

@@ -53,6 +53,8 @@ pub enum TelegramError {
     },
     #[error("Telegram refused the command menu")]
     Commands(#[source] teloxide::RequestError),
+    #[error("Telegram refused the webhook (check http.public_url)")]
+    Webhook(#[source] teloxide::RequestError),
 }
 
 /// The bot as every endpoint sends with it: through teloxide's `Throttle`,
@@ -131,11 +133,14 @@ impl Telegram {
         ))
     }
 
-    /// Long-polls for updates until `shutdown` completes.
+    /// Receives updates until `shutdown` completes: by long polling, or
+    /// through `webhook` (its route is handed to the HTTP server, which
+    /// serves it from the slot).
     pub async fn run(
         self,
         gateway: Arc<Gateway>,
         shutdown: impl Future<Output = ()> + Send + 'static,
+        webhook: Option<Webhook>,
     ) -> Result<(), TelegramError> {
         if let Some(mut waiting) = self.resumes.take_receiver() {
             let (bot, me, gateway) = (self.bot.clone(), self.me.clone(), gateway.clone());
@@ -150,7 +155,6 @@ impl Telegram {
                 }
             });
         }
-        let listener = update_listeners::polling_default(self.bot.clone()).await;
         let mut dispatcher = Dispatcher::builder(self.bot.clone(), schema::schema())
             .dependencies(dptree::deps![
                 gateway,
@@ -181,16 +185,74 @@ impl Telegram {
                 }
             }
         });
-        let result = dispatcher
-            .try_dispatch_with_listener(
-                listener,
-                LoggingErrorHandler::with_custom_text("polling Telegram failed"),
-            )
-            .await;
+        let result = match webhook {
+            None => {
+                // Deletes any webhook first: switching back to polling works.
+                let listener = update_listeners::polling_default(self.bot.clone()).await;
+                dispatcher
+                    .try_dispatch_with_listener(
+                        listener,
+                        LoggingErrorHandler::with_custom_text("polling Telegram failed"),
+                    )
+                    .await
+                    .map_err(|source| TelegramError::Unreachable {
+                        url: "the Bot API".to_owned(),
+                        source,
+                    })
+            }
+            Some(webhook) => {
+                let mut options = update_listeners::webhooks::Options::new(
+                    // Unused: the HTTP server is the bot's own.
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    webhook.url.clone(),
+                )
+                .path(WEBHOOK_PATH.to_owned());
+                options.secret_token = Some(webhook.secret.expose().to_owned());
+                let (listener, stopped, router) =
+                    update_listeners::webhooks::axum_no_setup(options);
+                *webhook.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
+                // Once the dispatcher stops the listener, the route goes,
+                // and with it the sender of the update queue: the queue
+                // ends and the dispatcher can finish.
+                let slot = webhook.slot.clone();
+                tokio::spawn(async move {
+                    stopped.await;
+                    slot.write().unwrap_or_else(|p| p.into_inner()).take();
+                });
+                // Set here, not deleted at shutdown: another replica may be
+                // taking the updates by then.
+                let set = self
+                    .bot
+                    .set_webhook(webhook.url.clone())
+                    .secret_token(webhook.secret.expose().to_owned())
+                    .await;
+                match set {
+                    Ok(_) => {
+                        tracing::info!("receiving updates by webhook");
+                        dispatcher
+                            .dispatch_with_listener(
+                                listener,
+                                LoggingErrorHandler::with_custom_text("webhook listener failed"),
+                            )
+                            .await;
+                        Ok(())
+                    }
+                    Err(source) => Err(TelegramError::Webhook(source)),
+                }
+            }
+        };
         stopper.abort();
-        result.map_err(|source| TelegramError::Unreachable {
-            url: "the Bot API".to_owned(),
-            source,
-        })
+        result
     }
+}
+
+/// Where Telegram POSTs updates in webhook mode, under `http.public_url`.
+pub const WEBHOOK_PATH: &str = "/telegram/webhook";
+
+/// Webhook delivery: the public URL to register, the secret Telegram must
+/// send back, and the slot the HTTP server takes the route from.
+pub struct Webhook {
+    pub url: url::Url,
+    pub secret: crate::secret::Secret,
+    pub slot: Arc<std::sync::RwLock<Option<axum::Router>>>,
 }

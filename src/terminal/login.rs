@@ -99,6 +99,7 @@ impl Callback {
                         HttpState {
                             gateway,
                             dependencies: Vec::new(),
+                            webhook: None,
                         },
                         false,
                     ),

@@ -20,3 +20,4 @@ mod operations;
 mod personal_tokens;
 mod sessions;
 mod tools_ux;
+mod webhook;

@@ -72,6 +72,7 @@ async fn harness(mcp_url: &str) -> Harness {
     let state = HttpState {
         gateway: gateway.clone(),
         dependencies: Vec::new(),
+        webhook: None,
     };
     tokio::spawn(async move { axum::serve(listener, router(state, true)).await });
     Harness {

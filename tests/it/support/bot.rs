@@ -65,12 +65,30 @@ impl BotProcess {
         (Self::spawn(telegram, &[], dir).await, logs)
     }
 
+    /// Like [`BotProcess::restart`], with the config edited in between.
+    pub async fn restart_with(
+        self,
+        telegram: &FakeTelegram,
+        edit: impl FnOnce(String) -> String,
+    ) -> (Self, String) {
+        let (logs, dir) = self.stop_keeping_dir().await;
+        let path = dir.path().join("mcpgram.toml");
+        let text = std::fs::read_to_string(&path).expect("read config");
+        std::fs::write(&path, edit(text)).expect("write config");
+        (Self::spawn(telegram, &[], dir).await, logs)
+    }
+
     async fn spawn(telegram: &FakeTelegram, env: &[(&str, &str)], dir: tempfile::TempDir) -> Self {
         let path = dir.path().join("mcpgram.toml");
+        // Ready once it polls, or in webhook mode once it set its webhook.
+        let webhook = std::fs::read_to_string(&path)
+            .map(|text| text.contains("mode = \"webhook\""))
+            .unwrap_or(false);
+        let ready_on = if webhook { "setwebhook" } else { "getupdates" };
         let polls_before = telegram
             .calls()
             .iter()
-            .filter(|c| c.method == "getupdates")
+            .filter(|c| c.method == ready_on)
             .count();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
             .arg("--config")
@@ -119,7 +137,7 @@ impl BotProcess {
         // do not count.
         let polled = tokio::time::timeout(
             Duration::from_secs(60),
-            telegram.wait_for_call_count("getupdates", polls_before + 1, Duration::from_secs(70)),
+            telegram.wait_for_call_count(ready_on, polls_before + 1, Duration::from_secs(70)),
         )
         .await;
         if polled.is_err() {
