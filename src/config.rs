@@ -323,13 +323,66 @@ impl ServerConfig {
     }
 }
 
-/// Reads and validates the file, resolving `${NAME}` from the process environment.
+/// Reads and validates the file, resolving `${NAME}` from the process
+/// environment, or else from the admin secrets kept in the vault
+/// (`mcpgram vault set NAME`): the environment wins when both have it.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text, path, &|name| std::env::var(name).ok())
+    let kept = vault_secrets(&text);
+    parse(&text, path, &|name| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| kept.get(name).map(|value| value.expose().to_owned()))
+    })
+}
+
+/// Where the vault of a config's text is, and its key: from the raw
+/// `[vault]` table (`None` when the text does not parse).
+pub fn vault_location(text: &str) -> Option<(PathBuf, PathBuf)> {
+    let raw: raw::File = toml::from_str(text).ok()?;
+    let dir = PathBuf::from(raw.vault.dir.as_deref().unwrap_or("./data/vault"));
+    let key_file = raw
+        .vault
+        .key_file
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("identity.txt"));
+    Some((dir, key_file))
+}
+
+/// The admin secrets in the vault the config names, when it exists and
+/// its key is at hand; nothing otherwise (and nothing is created).
+fn vault_secrets(text: &str) -> BTreeMap<String, Secret> {
+    let Some((dir, key_file)) = vault_location(text) else {
+        return BTreeMap::new();
+    };
+    let inline_key = std::env::var("MCPGRAM_VAULT_KEY").is_ok_and(|k| !k.trim().is_empty());
+    if !dir.join("system.age").exists() || !(inline_key || key_file.exists()) {
+        return BTreeMap::new();
+    }
+    // The vault's API is async; config loading is not (and may run inside
+    // a runtime), so a thread of its own reads it.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().ok()?;
+        runtime.block_on(async {
+            let key = crate::vault::KeySource::from_env_or_file(key_file);
+            let vault = crate::vault::Vault::open(&dir, &key).ok()?;
+            let mut kept = BTreeMap::new();
+            for name in vault.secret_names().await.ok()? {
+                let key = crate::vault::admin::secret_key(&name);
+                if let Ok(Some(value)) = vault.get(crate::vault::Namespace::System, &key).await {
+                    kept.insert(name, value);
+                }
+            }
+            Some(kept)
+        })
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or_default()
 }
 
 /// Parses config text; `env` answers `${NAME}` lookups (tests pass their own).

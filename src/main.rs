@@ -37,11 +37,36 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum VaultCmd {
+    /// Users with data and the servers it is for (never the secrets), and
+    /// the names of the admin secrets.
+    List,
+    /// Delete everything stored for one Telegram user.
+    Forget {
+        /// The Telegram user id.
+        user: u64,
+    },
+    /// Keep a secret for `${NAME}` in the config, read from standard input.
+    Set { name: String },
+    /// Remove a secret kept with `set`.
+    Unset { name: String },
+    /// Re-encrypt the whole vault under a new identity; the old key is
+    /// kept as `<key_file>.old`; an interrupted run resumes when started
+    /// again.
+    RotateKey,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the bot (the default).
     Run,
     /// Validate the config file and exit: 0 when valid, 1 with the problems.
     CheckConfig,
+    /// The vault, for the admin (stop the bot before rotate-key).
+    Vault {
+        #[command(subcommand)]
+        action: VaultCmd,
+    },
     /// Ask the running bot's HTTP server (`http.listen`) whether it is up:
     /// exit 0 when `/healthz` answers, 1 otherwise. For container health
     /// checks, which then need no shell or curl.
@@ -279,6 +304,25 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
+    // The vault's own commands need only its place, not a valid config
+    // (`vault set` may be what makes it valid).
+    if let Cmd::Vault { action } = &command {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("mcpgram: cannot start the async runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let path = &cli.config;
+        return match action {
+            VaultCmd::List => runtime.block_on(terminal::vault::list(path)),
+            VaultCmd::Forget { user } => runtime.block_on(terminal::vault::forget(path, *user)),
+            VaultCmd::Set { name } => runtime.block_on(terminal::vault::set(path, name)),
+            VaultCmd::Unset { name } => runtime.block_on(terminal::vault::unset(path, name)),
+            VaultCmd::RotateKey => terminal::vault::rotate(path),
+        };
+    }
     let config = match (config::load(&cli.config), &command, &target) {
         (Ok(config), Cmd::CheckConfig, _) => {
             println!(
@@ -286,7 +330,22 @@ fn main() -> ExitCode {
                 cli.config.display(),
                 config.servers.len()
             );
-            return ExitCode::SUCCESS;
+            let report = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|error| error.to_string())
+                .and_then(|runtime| runtime.block_on(terminal::vault::check(&cli.config)));
+            return match report {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("mcpgram: {}", logging::scrub(&error));
+                    ExitCode::FAILURE
+                }
+            };
         }
         (Ok(config), _, _) => config,
         // A server given by URL needs no config file.
@@ -321,7 +380,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::CheckConfig => unreachable!("answered above"),
+        Cmd::CheckConfig | Cmd::Vault { .. } => unreachable!("answered above"),
         Cmd::Healthcheck => runtime.block_on(healthcheck(&config)),
         Cmd::Login { login, .. } | Cmd::Tools { login, .. } | Cmd::Call { login, .. }
             if login.clone().options().is_err() =>

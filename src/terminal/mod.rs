@@ -6,9 +6,11 @@
 //! - [`target`]: a configured server by id, or any server by URL.
 //! - [`login`]: a loopback callback, and following the authorization URL
 //!   without a person (`--open-with-http`).
+//! - [`vault`]: `mcpgram vault …`, the admin's view of the vault.
 
 pub mod login;
 pub mod target;
+pub mod vault;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -31,6 +31,21 @@ impl KeySource {
         }
     }
 
+    /// The identity, which must exist already.
+    pub(super) fn load_existing(&self) -> Result<age::x25519::Identity, VaultError> {
+        match self {
+            KeySource::Inline(text) => parse(text.expose(), KEY_ENV.to_owned()),
+            KeySource::File(path) => match fs::read_to_string(path) {
+                Ok(text) => parse(&text, path.display().to_string()),
+                Err(source) => Err(VaultError::Io {
+                    action: "read key file",
+                    path: path.clone(),
+                    source,
+                }),
+            },
+        }
+    }
+
     pub(super) fn load_or_create(&self) -> Result<age::x25519::Identity, VaultError> {
         match self {
             KeySource::Inline(text) => parse(text.expose(), KEY_ENV.to_owned()),
@@ -54,6 +69,11 @@ fn parse(text: &str, origin: String) -> Result<age::x25519::Identity, VaultError
         .find(|line| !line.is_empty() && !line.starts_with('#'))
         .and_then(|line| line.parse::<age::x25519::Identity>().ok())
         .ok_or(VaultError::BadKey { origin })
+}
+
+/// A new identity in a new file (mode 0600); an existing file is an error.
+pub(super) fn write_new(path: &std::path::Path) -> Result<age::x25519::Identity, VaultError> {
+    create(&path.to_owned())
 }
 
 fn create(path: &PathBuf) -> Result<age::x25519::Identity, VaultError> {

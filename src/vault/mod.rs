@@ -7,6 +7,7 @@
 //! cached decrypted in memory behind its own lock, so two users never wait
 //! for each other and one user's writes are serialised.
 
+pub mod admin;
 mod file;
 mod key;
 

@@ -252,3 +252,124 @@ async fn healthcheck_follows_the_running_bot() {
     let stderr = String::from_utf8_lossy(&down.stderr);
     assert!(stderr.contains("/healthz"), "{stderr}");
 }
+
+/// `mcpgram vault …`: admin secrets for `${NAME}` (the environment wins),
+/// users listed without their secrets and forgotten, the key rotated, and
+/// check-config saying whether the key decrypts the vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault_dir = dir.path().join("vault");
+    let path = dir.path().join("mcpgram.toml");
+    std::fs::write(
+        &path,
+        VALID.replace("TEST_BOT_TOKEN", "VAULTED_BOT_TOKEN")
+            + &format!("[vault]\ndir = \"{}\"\n", vault_dir.display()),
+    )
+    .unwrap();
+    let run = |args: &[&str], stdin: Option<&str>, env_token: Option<&str>| {
+        let mut command = mcpgram();
+        command.args(args).arg("--config").arg(&path);
+        match env_token {
+            Some(token) => command.env("VAULTED_BOT_TOKEN", token),
+            None => command.env_remove("VAULTED_BOT_TOKEN"),
+        };
+        command.stdin(std::process::Stdio::piped());
+        command.stdout(std::process::Stdio::piped());
+        command.stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, _, stderr) = run(&["check-config"], None, None);
+    assert_eq!(code, Some(1), "the token is nowhere yet: {stderr}");
+    let (code, stdout, stderr) = run(
+        &["vault", "set", "VAULTED_BOT_TOKEN"],
+        Some("1:vaulted\n"),
+        None,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("1:vaulted"), "{stdout}");
+    let (code, stdout, stderr) = run(&["check-config"], None, None);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("the key decrypts it"), "{stdout}");
+    assert!(
+        stdout.contains("${VAULTED_BOT_TOKEN}: the vault"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = run(&["check-config"], None, Some("1:env"));
+    assert!(stdout.contains("the environment wins"), "{stdout}");
+
+    // A user's data, listed without secrets, then forgotten.
+    {
+        let vault =
+            Vault::open(&vault_dir, &KeySource::File(vault_dir.join("identity.txt"))).unwrap();
+        vault
+            .put(
+                Namespace::User(42),
+                "mcp.token.demo",
+                Secret::new("pat_secret"),
+            )
+            .await
+            .unwrap();
+    }
+    let (code, stdout, _) = run(&["vault", "list"], None, None);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("user 42: demo (personal token)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Admin secrets for ${NAME}: VAULTED_BOT_TOKEN"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("pat_secret") && !stdout.contains("1:vaulted"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["vault", "forget", "42"], None, None);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("Deleted every stored item of user 42"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = run(&["vault", "list"], None, None);
+    assert!(stdout.contains("No user has data"), "{stdout}");
+
+    // A new identity; the old one kept; everything still reads.
+    let (code, stdout, stderr) = run(&["vault", "rotate-key"], None, None);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Re-encrypted"), "{stdout}");
+    assert!(vault_dir.join("identity.txt.old").exists());
+    let (code, stdout, stderr) = run(&["check-config"], None, None);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("${VAULTED_BOT_TOKEN}: the vault"),
+        "{stdout}"
+    );
+
+    // The wrong key: said plainly.
+    std::fs::copy(
+        vault_dir.join("identity.txt.old"),
+        vault_dir.join("identity.txt"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["check-config"], None, Some("1:env"));
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot decrypt"), "{stderr}");
+}
