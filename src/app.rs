@@ -78,8 +78,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: no new updates; commands under way may finish");
         let _ = stop_tx.send(true);
+        // A second signal does not wait.
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
     });
     run_until(config, stop_rx).await
 }
@@ -158,7 +162,10 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     let sweeper = tokio::spawn(sweep_expired_flows(gateway.clone(), stop.clone()));
     let closer = tokio::spawn(close_idle_sessions(gateway.clone(), stop.clone()));
 
-    let polled = telegram.run(gateway.clone(), stopped(stop), webhook).await;
+    let grace = config.mcp.shutdown_grace;
+    let polled = telegram
+        .run(gateway.clone(), stopped(stop), webhook, grace)
+        .await;
     sweeper.abort();
     closer.abort();
     gateway.shutdown().await;

@@ -85,10 +85,13 @@ pub struct McpConfig {
     /// A user's session with a server is closed after this long unused,
     /// so memory stays bounded however many users come and go.
     pub session_idle: Duration,
+    /// At shutdown, how long commands under way may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 const DEFAULT_FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(10 * 60);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -298,6 +301,7 @@ impl Config {
             },
             mcp: McpConfig {
                 session_idle: DEFAULT_SESSION_IDLE,
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             },
             servers: Vec::new(),
         }
@@ -337,6 +341,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             .ok()
             .or_else(|| kept.get(name).map(|value| value.expose().to_owned()))
     })
+}
+
+/// The `[logging] format` of a config's text, read before anything else
+/// (logging starts before the config is validated); text by default.
+pub fn log_format(text: &str) -> crate::logging::Format {
+    match toml::from_str::<raw::File>(text)
+        .ok()
+        .and_then(|raw| raw.logging.format)
+        .as_deref()
+    {
+        Some("json") => crate::logging::Format::Json,
+        _ => crate::logging::Format::Text,
+    }
 }
 
 /// Where the vault of a config's text is, and its key: from the raw
@@ -421,6 +438,8 @@ mod raw {
         pub oauth: OAuth,
         #[serde(default)]
         pub limits: Limits,
+        #[serde(default)]
+        pub logging: Logging,
     }
 
     #[derive(Deserialize, Default)]
@@ -466,8 +485,15 @@ mod raw {
 
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
+    pub struct Logging {
+        pub format: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
     pub struct Mcp {
         pub session_idle: Option<String>,
+        pub shutdown_grace: Option<String>,
         #[serde(default)]
         pub servers: Vec<Server>,
     }
@@ -709,6 +735,21 @@ fn validate(
         DEFAULT_FLOW_TTL,
         &mut problems,
     );
+    if let Some(format) = raw.logging.format.as_deref()
+        && !matches!(format, "text" | "json")
+    {
+        problems.add(
+            "logging.format",
+            format!("\"{format}\" is not a format; write \"text\" or \"json\""),
+        );
+    }
+    let shutdown_grace = duration(
+        raw.mcp.shutdown_grace.as_deref(),
+        "mcp.shutdown_grace",
+        (Duration::ZERO, Duration::from_secs(3600), "0s and 1h"),
+        DEFAULT_SHUTDOWN_GRACE,
+        &mut problems,
+    );
     let session_idle = duration(
         raw.mcp.session_idle.as_deref(),
         "mcp.session_idle",
@@ -776,7 +817,10 @@ fn validate(
             vault: VaultConfig { dir, key_file },
             oauth: OAuthConfig { flow_ttl },
             limits,
-            mcp: McpConfig { session_idle },
+            mcp: McpConfig {
+                session_idle,
+                shutdown_grace,
+            },
             servers,
         }),
         _ => Err(problems.0),

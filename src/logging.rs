@@ -45,15 +45,45 @@ pub fn permitted(metadata: &Metadata<'_>) -> bool {
     })
 }
 
-/// Logs to stderr; call once at start.
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// For people (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logs to stderr as text; call once at start.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(Scrubbed)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter)
-        .with_filter(FilterFn::new(permitted));
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    init_with(Format::Text);
+}
+
+/// Logs to stderr in `format`; call once at start.
+pub fn init_with(format: Format) {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry();
+    let _ = match format {
+        Format::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Scrubbed)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter())
+                    .with_filter(FilterFn::new(permitted)),
+            )
+            .try_init(),
+        Format::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(Scrubbed)
+                    .with_filter(filter())
+                    .with_filter(FilterFn::new(permitted)),
+            )
+            .try_init(),
+    };
 }
 
 /// An error and its causes for a log line: `what failed: because: because`.

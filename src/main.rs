@@ -295,7 +295,10 @@ async fn healthcheck(config: &Config) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    let format = std::fs::read_to_string(&cli.config)
+        .map(|text| config::log_format(&text))
+        .unwrap_or_default();
+    logging::init_with(format);
     mcpgram::tls::install();
     let command = cli.command.unwrap_or(Cmd::Run);
     let target = match &command {

@@ -79,6 +79,11 @@ impl Done {
     pub fn release(self) {}
 }
 
+/// Commands running in tasks of their own: at shutdown the bot stops
+/// taking updates, then waits for these (up to the configured grace).
+pub static IN_FLIGHT: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
 /// Runs a command's work in its own task; the work releases the ticket
 /// ([`Done`]) before its final message, or on returning at the latest.
 fn in_background<F, Fut>(ticket: Ticket, work: F) -> HandlerResult
@@ -90,7 +95,7 @@ where
         _held: ticket.take(),
     };
     let work = work(done);
-    tokio::spawn(async move {
+    IN_FLIGHT.spawn(async move {
         if let Err(error) = work.await {
             crate::metrics::telegram_error();
             tracing::warn!(error = %chain(&error), "a reply could not be sent");

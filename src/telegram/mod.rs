@@ -141,6 +141,7 @@ impl Telegram {
         gateway: Arc<Gateway>,
         shutdown: impl Future<Output = ()> + Send + 'static,
         webhook: Option<Webhook>,
+        grace: std::time::Duration,
     ) -> Result<(), TelegramError> {
         if let Some(mut waiting) = self.resumes.take_receiver() {
             let (bot, me, gateway) = (self.bot.clone(), self.me.clone(), gateway.clone());
@@ -242,6 +243,25 @@ impl Telegram {
             }
         };
         stopper.abort();
+        // No more updates: let the commands under way finish and answer.
+        endpoints::IN_FLIGHT.close();
+        let running = endpoints::IN_FLIGHT.len();
+        if running > 0 {
+            tracing::info!(
+                running,
+                grace_secs = grace.as_secs(),
+                "waiting for commands under way"
+            );
+            if tokio::time::timeout(grace, endpoints::IN_FLIGHT.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    left = endpoints::IN_FLIGHT.len(),
+                    "commands still running at the end of the grace period are stopped"
+                );
+            }
+        }
         result
     }
 }

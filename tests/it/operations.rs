@@ -84,3 +84,81 @@ async fn readiness_and_metrics() {
 
     bot.stop().await;
 }
+
+/// `logging.format = "json"`: one JSON object per line for log shippers,
+/// still free of secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_without_secrets() {
+    let telegram = FakeTelegram::start().await;
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + "\n[logging]\nformat = \"json\"\n"
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+    telegram.send_private(&alice, "/help");
+    telegram.wait_for_message(1, WAIT, |_| true).await;
+    let logs = bot.stop().await;
+    let mut lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines > 3, "{logs}");
+    assert!(
+        !logs.contains(&telegram.token()),
+        "the bot token in the log"
+    );
+}
+
+/// SIGTERM: no new updates, but a call under way finishes and its result
+/// is sent before the bot exits 0; a second signal exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_calls_under_way_finish_and_a_second_signal_does_not_wait() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let config = |telegram: &FakeTelegram, dir: &std::path::Path| {
+        base_config(telegram, dir)
+            + &format!(
+                "\n[mcp]\nshutdown_grace = \"30s\"\n\n[[mcp.servers]]\nid = \"every\"\nurl = \"{url}\"\ntrusted = true\n"
+            )
+    };
+    let bot = BotProcess::start(&telegram, |dir| config(&telegram, dir)).await;
+    let alice = telegram.user(1, "Alice");
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-long-running-operation {"duration": 3, "steps": 3}"#,
+    );
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("⏳ Running"))
+        .await;
+    let logs = bot.stop().await;
+    assert!(logs.contains("waiting for commands under way"), "{logs}");
+    assert!(
+        telegram
+            .messages(1)
+            .iter()
+            .any(|m| m.text.contains("Long running operation completed")),
+        "the result was sent before the exit"
+    );
+
+    let bot = BotProcess::start(&telegram, |dir| config(&telegram, dir)).await;
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-long-running-operation {"duration": 120, "steps": 120}"#,
+    );
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("⏳ Running"))
+        .await;
+    bot.signal();
+    // The first signal has been taken once the bot says it waits.
+    bot.wait_for_log("waiting for commands under way", WAIT)
+        .await;
+    bot.signal();
+    assert_eq!(bot.exit_code(Duration::from_secs(10)).await, Some(1));
+}

@@ -15,6 +15,8 @@ use fake_telegram::FakeTelegram;
 pub struct BotProcess {
     child: Child,
     logs: Arc<Mutex<String>>,
+    /// Wakes [`BotProcess::wait_for_log`] on every new line.
+    logged: Arc<tokio::sync::Notify>,
     readers: Vec<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
 }
@@ -103,6 +105,7 @@ impl BotProcess {
             .spawn()
             .expect("start mcpgram");
         let logs = Arc::new(Mutex::new(String::new()));
+        let logged = Arc::new(tokio::sync::Notify::new());
         let mut readers = Vec::new();
         for stream in [
             child
@@ -117,19 +120,23 @@ impl BotProcess {
         .into_iter()
         .flatten()
         {
-            let logs = logs.clone();
+            let (logs, logged) = (logs.clone(), logged.clone());
             readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let mut logs = logs.lock().unwrap();
-                    logs.push_str(&line);
-                    logs.push('\n');
+                    {
+                        let mut logs = logs.lock().unwrap();
+                        logs.push_str(&line);
+                        logs.push('\n');
+                    }
+                    logged.notify_waiters();
                 }
             }));
         }
         let bot = Self {
             child,
             logs,
+            logged,
             readers,
             dir,
         };
@@ -163,6 +170,45 @@ impl BotProcess {
     /// waits for it to exit, and returns its complete logs.
     pub async fn stop(self) -> String {
         self.stop_keeping_dir().await.0
+    }
+
+    /// Waits until the log holds `text`; panics with the log after `limit`.
+    pub async fn wait_for_log(&self, text: &str, limit: Duration) {
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.logged.notified();
+                if self.logs().contains(text) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            panic!("no {text:?} in the log:\n{}", self.logs());
+        }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn signal(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Waits (up to `limit`) for the bot to exit; its exit code.
+    pub async fn exit_code(mut self, limit: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(limit, self.child.wait()).await;
+        match status {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
     }
 
     async fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
