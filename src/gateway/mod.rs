@@ -733,6 +733,32 @@ impl Gateway {
         })
     }
 
+    /// Deletes everything kept for the user: each connection is revoked at
+    /// its server first where the server allows it, then the whole
+    /// namespace goes (tokens, personal tokens, consents). Answers the
+    /// servers whose revocation did not happen.
+    pub async fn forget_user(&self, user_id: u64) -> Result<Vec<Arc<ServerConfig>>, StoreError> {
+        let mut unrevoked = Vec::new();
+        for server in &self.config.servers {
+            self.sessions.forget(user_id, &server.id);
+            if !server.is_oauth() {
+                continue;
+            }
+            match self.disconnect(user_id, server).await {
+                Ok(Disconnected::Removed(Revocation::Revoked))
+                | Ok(Disconnected::WasNotConnected) => {}
+                Ok(_) => unrevoked.push(server.clone()),
+                Err(error) => {
+                    tracing::warn!(user = user_id, server = %server.id, error = %chain(&error), "could not disconnect while forgetting a user");
+                    unrevoked.push(server.clone());
+                }
+            }
+        }
+        self.stores.user_data.forget(user_id).await?;
+        tracing::info!(user = user_id, "forgot a user's data");
+        Ok(unrevoked)
+    }
+
     /// Closes the MCP sessions unused for the configured idle time by `now`;
     /// answers how many.
     pub fn close_idle_sessions(&self, now: std::time::Instant) -> usize {

@@ -168,6 +168,13 @@ pub trait PersonalTokens: Send + Sync {
     async fn remove(&self, user_id: u64, server_id: &str) -> Result<bool, StoreError>;
 }
 
+/// Everything kept for one user, as a whole.
+#[async_trait::async_trait]
+pub trait UserData: Send + Sync {
+    /// Deletes all of it; answers whether there was anything.
+    async fn forget(&self, user_id: u64) -> Result<bool, StoreError>;
+}
+
 /// Held while one (user, server) refreshes its tokens; dropping it lets the
 /// next refresh in.
 pub type RefreshGuard = Box<dyn Send>;
@@ -208,6 +215,7 @@ pub struct Stores {
     pub commands: Arc<dyn CommandGuards>,
     pub consents: Arc<dyn Consents>,
     pub personal_tokens: Arc<dyn PersonalTokens>,
+    pub user_data: Arc<dyn UserData>,
 }
 
 impl Stores {
@@ -222,7 +230,8 @@ impl Stores {
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
             commands: Arc::new(memory::LocalCommandGuards::default()),
             consents: Arc::new(sealed::VaultConsents::new(vault.clone())),
-            personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault)),
+            personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
+            user_data: Arc::new(sealed::VaultUserData::new(vault)),
         }
     }
 
@@ -236,7 +245,8 @@ impl Stores {
             refresh_locks: Arc::new(memory::LocalRefreshLocks::default()),
             commands: Arc::new(memory::LocalCommandGuards::default()),
             consents: Arc::new(sealed::VaultConsents::new(vault.clone())),
-            personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault)),
+            personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
+            user_data: Arc::new(sealed::VaultUserData::new(vault)),
         })
     }
 }

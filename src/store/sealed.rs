@@ -11,7 +11,7 @@ use rmcp::transport::auth::StoredCredentials;
 
 use super::{
     ClientRecord, Connection, Consents, CredentialStore, PersonalTokens, RegistrationStore,
-    StoreError,
+    StoreError, UserData,
 };
 use crate::secret::Secret;
 use crate::vault::{Change, Namespace, Vault};
@@ -128,6 +128,24 @@ impl PersonalTokens for VaultPersonalTokens {
     async fn remove(&self, user_id: u64, server_id: &str) -> Result<bool, StoreError> {
         let key = personal_token_key(server_id);
         Ok(self.vault.remove(Namespace::User(user_id), &key).await?)
+    }
+}
+
+/// A user's namespace is one file: forgetting them is deleting it.
+pub struct VaultUserData {
+    vault: Arc<Vault>,
+}
+
+impl VaultUserData {
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self { vault }
+    }
+}
+
+#[async_trait::async_trait]
+impl UserData for VaultUserData {
+    async fn forget(&self, user_id: u64) -> Result<bool, StoreError> {
+        Ok(self.vault.forget(Namespace::User(user_id)).await?)
     }
 }
 

@@ -46,6 +46,8 @@ pub enum Command {
     Disconnect(String),
     #[command(description = "stop what is running")]
     Cancel(String),
+    #[command(description = "delete everything the bot keeps for you")]
+    Forget(String),
 }
 
 /// Which command a usage hint is about.
@@ -83,6 +85,7 @@ pub enum Request {
     Token(Arc<ServerConfig>),
     Disconnect(Arc<ServerConfig>),
     Cancel,
+    Forget,
 }
 
 /// What is wrong with a command's arguments.
@@ -199,6 +202,10 @@ pub fn run_data(server_id: &str, index: usize) -> String {
     format!("{RUN_PREFIX}{server_id}:{index}")
 }
 
+/// callback_data of /forget's confirmation.
+pub const FORGET_CONFIRMED: &str = "forget:yes";
+pub const FORGET_KEPT: &str = "forget:no";
+
 /// callback_data of "Ask again" under /status: the consent's place in the
 /// user's sorted list.
 const WITHDRAW_PREFIX: &str = "unallow:";
@@ -261,6 +268,7 @@ pub fn label(request: &Request) -> String {
         Request::Disconnect(server) => format!("/disconnect {}", server.id),
         Request::Token(server) => format!("/token {}", server.id),
         Request::Cancel => "/cancel".to_owned(),
+        Request::Forget => "/forget".to_owned(),
     }
 }
 
@@ -312,6 +320,7 @@ fn request(command: Command, gateway: &Gateway) -> Result<Request, Problem> {
         }
         Command::Call(args) => Request::Call(call(&args, gateway)?),
         Command::Cancel(_) => Request::Cancel,
+        Command::Forget(_) => Request::Forget,
         Command::Token(args) => Request::Token(single_server(&args, Verb::Token, gateway)?),
     })
 }

@@ -1110,6 +1110,56 @@ pub async fn cancel(bot: TgBot, msg: Message, chats: Chats) -> HandlerResult {
     Ok(())
 }
 
+/// `/forget`: asks first, with buttons (only the asker's tap counts).
+pub async fn forget(bot: TgBot, msg: Message) -> HandlerResult {
+    let rows = vec![vec![
+        (
+            wording::FORGET_BUTTON.to_owned(),
+            commands::FORGET_CONFIRMED.to_owned(),
+        ),
+        (
+            wording::CANCEL_BUTTON.to_owned(),
+            commands::FORGET_KEPT.to_owned(),
+        ),
+    ]];
+    send::with_buttons(&bot, msg.chat.id, wording::FORGET_QUESTION, rows)
+        .await
+        .map(|_| ())
+}
+
+/// A tap on /forget's buttons: the tapping user's own data only.
+pub async fn forget_tap(
+    bot: TgBot,
+    query: CallbackQuery,
+    gateway: Arc<Gateway>,
+    confirmed: bool,
+) -> HandlerResult {
+    let _ = bot.answer_callback_query(query.id.clone()).await;
+    let Some(message) = query.message.as_ref() else {
+        return Ok(());
+    };
+    let (chat, id) = (message.chat().id, message.id());
+    if !confirmed {
+        return send::edit_with_buttons(&bot, chat, id, wording::FORGET_KEPT, Vec::new()).await;
+    }
+    let user_id = query.from.id.0;
+    let Ok(ticket) = gateway.begin_command(user_id, "/forget") else {
+        return Ok(());
+    };
+    let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));
+    in_background(ticket, move |done| async move {
+        let text = match gateway.forget_user(user_id).await {
+            Ok(unrevoked) => wording::forgotten(&unrevoked),
+            Err(error) => {
+                tracing::error!(user = user_id, error = %chain(&error), "could not forget a user");
+                wording::STORAGE_TROUBLE.to_owned()
+            }
+        };
+        done.release();
+        send::edit_with_buttons(&bot, chat, id, &text, Vec::new()).await
+    })
+}
+
 /// A tap on a running call's Cancel button; only its caller may.
 pub async fn cancel_tap(
     bot: TgBot,

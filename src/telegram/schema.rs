@@ -36,9 +36,19 @@ pub fn schema() -> UpdateHandler<teloxide::RequestError> {
             .branch(dptree::filter_map(cancel_tap).endpoint(endpoints::cancel_tap))
             .branch(dptree::filter_map(dialogue_tap).endpoint(endpoints::dialogue_tap))
             .branch(dptree::filter_map(withdraw_tap).endpoint(endpoints::withdraw_tap))
+            .branch(dptree::filter_map(forget_tap).endpoint(endpoints::forget_tap))
             .branch(dptree::filter_map(new_link).endpoint(endpoints::new_link))
             .branch(dptree::filter_map(browse_tap).endpoint(endpoints::browse_tap)),
     )
+}
+
+/// A tap on /forget's buttons: confirmed or not.
+fn forget_tap(query: CallbackQuery) -> Option<bool> {
+    match query.data.as_deref()? {
+        commands::FORGET_CONFIRMED => Some(true),
+        commands::FORGET_KEPT => Some(false),
+        _ => None,
+    }
 }
 
 /// A tap on "Ask again" under /status.
@@ -83,6 +93,7 @@ fn messages() -> UpdateHandler<teloxide::RequestError> {
                 .branch(case![Request::Help].endpoint(endpoints::help))
                 .branch(case![Request::Cancel].endpoint(endpoints::cancel))
                 .branch(case![Request::Token(server)].endpoint(endpoints::token))
+                .branch(case![Request::Forget].endpoint(endpoints::forget))
                 // One command at a time per user; the rest run in tasks of
                 // their own, holding the ticket.
                 .map(endpoints::admit)

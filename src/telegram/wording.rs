@@ -61,6 +61,24 @@ pub fn still_working(busy: &Busy) -> String {
 
 pub const CANCEL_BUTTON: &str = "Cancel";
 
+pub const FORGET_QUESTION: &str = "This deletes everything I keep for you: your connections (revoked at each server that allows it), your personal tokens and the tools you allowed. Delete it all?";
+pub const FORGET_BUTTON: &str = "Delete everything";
+pub const FORGET_KEPT: &str = "Nothing was deleted.";
+
+pub fn forgotten(unrevoked: &[std::sync::Arc<ServerConfig>]) -> String {
+    if unrevoked.is_empty() {
+        return "Done: I keep nothing of yours any more.".to_owned();
+    }
+    format!(
+        "Done: I keep nothing of yours any more. {} did not confirm revoking the bot's access; you can remove it in their own settings.",
+        unrevoked
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The status message of a call that takes a while.
 pub fn running(label: &str, progress: Option<&crate::gateway::Progress>) -> String {
     let mut text = format!("⏳ Running {label}…");

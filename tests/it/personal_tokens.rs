@@ -122,3 +122,63 @@ async fn each_user_calls_with_their_own_token() {
     }
     telegram.assert_no_errors();
 }
+
+/// `/forget` asks first, then deletes everything of the user who tapped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_deletes_everything_after_a_confirmation() {
+    let server = OidcMcpServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &personal_server(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+    let token = server.personal_token("alice").await;
+    telegram.send_private(&alice, "/token pat");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.starts_with("Send me your token"))
+        .await;
+    telegram.send_private(&alice, &token);
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.starts_with("Your token for Tasks is saved")
+        })
+        .await;
+
+    telegram.send_private(&alice, "/forget");
+    let question = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("Delete it all?"))
+        .await;
+    let (_, keep) = question.callback_buttons().remove(1);
+    telegram.press_callback_button(&alice, 1, question.message_id, &keep);
+    telegram
+        .wait_for_message(1, WAIT, |m| m.edited && m.text == "Nothing was deleted.")
+        .await;
+    telegram.send_private(&alice, "/status");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("your token is kept"))
+        .await;
+
+    telegram.send_private(&alice, "/forget");
+    let question = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("Delete it all?"))
+        .await;
+    let (_, delete) = question.callback_buttons().remove(0);
+    telegram.press_callback_button(&alice, 1, question.message_id, &delete);
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.edited && m.text.starts_with("Done: I keep nothing of yours")
+        })
+        .await;
+    assert!(
+        !bot.vault_dir().join("user-1.age").exists(),
+        "the user's file is gone"
+    );
+    telegram.send_private(&alice, "/status");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("no token given"))
+        .await;
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
