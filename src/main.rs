@@ -61,7 +61,18 @@ enum Cmd {
     /// Run the bot (the default).
     Run,
     /// Validate the config file and exit: 0 when valid, 1 with the problems.
-    CheckConfig,
+    CheckConfig {
+        /// Also ask each server how it authorizes, with a verdict each.
+        #[arg(long)]
+        probe: bool,
+    },
+    /// Ask any server how it authorizes (protected resource metadata,
+    /// authorization server, client registration, scopes, PKCE,
+    /// revocation), with a verdict; nothing is registered.
+    Probe {
+        /// The server's MCP URL.
+        url: String,
+    },
     /// The vault, for the admin (stop the bot before rotate-key).
     Vault {
         #[command(subcommand)]
@@ -293,6 +304,28 @@ async fn healthcheck(config: &Config) -> ExitCode {
     }
 }
 
+/// `mcpgram probe <url>`: the URL as a server users would connect to.
+fn probe_url(config: &Config, url: &str) -> ExitCode {
+    let url = match url::Url::parse(url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => {
+            eprintln!("mcpgram: {url} is not an http(s) URL");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = std::sync::Arc::new(config::ServerConfig::from_url(
+        url,
+        config::ServerAuth::None,
+    ));
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(terminal::probe::servers(config, &[server])),
+        Err(error) => {
+            eprintln!("mcpgram: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = std::fs::read_to_string(&cli.config)
@@ -301,6 +334,16 @@ fn main() -> ExitCode {
     logging::init_with(format);
     mcpgram::tls::install();
     let command = cli.command.unwrap_or(Cmd::Run);
+    // A URL to probe needs no config file either.
+    if let Cmd::Probe { .. } = &command
+        && !cli.config.exists()
+    {
+        let config = Config::standalone(cli.vault_dir.clone());
+        let Cmd::Probe { url } = command else {
+            unreachable!("matched above")
+        };
+        return probe_url(&config, &url);
+    }
     let target = match &command {
         Cmd::Login { target, .. } | Cmd::Tools { target, .. } | Cmd::Call { target, .. } => {
             Some(Target::parse(target))
@@ -327,7 +370,7 @@ fn main() -> ExitCode {
         };
     }
     let config = match (config::load(&cli.config), &command, &target) {
-        (Ok(config), Cmd::CheckConfig, _) => {
+        (Ok(config), Cmd::CheckConfig { probe }, _) => {
             println!(
                 "{}: OK ({} server(s))",
                 cli.config.display(),
@@ -341,6 +384,17 @@ fn main() -> ExitCode {
                 Ok(lines) => {
                     for line in lines {
                         println!("{line}");
+                    }
+                    if *probe {
+                        return match tokio::runtime::Runtime::new() {
+                            Ok(runtime) => {
+                                runtime.block_on(terminal::probe::servers(&config, &config.servers))
+                            }
+                            Err(error) => {
+                                eprintln!("mcpgram: cannot start the async runtime: {error}");
+                                ExitCode::FAILURE
+                            }
+                        };
                     }
                     ExitCode::SUCCESS
                 }
@@ -383,7 +437,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::CheckConfig | Cmd::Vault { .. } => unreachable!("answered above"),
+        Cmd::CheckConfig { .. } | Cmd::Vault { .. } => unreachable!("answered above"),
+        Cmd::Probe { url } => probe_url(&config, &url),
         Cmd::Healthcheck => runtime.block_on(healthcheck(&config)),
         Cmd::Login { login, .. } | Cmd::Tools { login, .. } | Cmd::Call { login, .. }
             if login.clone().options().is_err() =>

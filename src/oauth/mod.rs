@@ -115,6 +115,91 @@ pub struct FlowReport {
     pub scopes: Vec<String>,
 }
 
+/// What an admin wants to know before users connect: whether the
+/// server asks for authorization at all, and what its authorization
+/// server offers. Registers nothing and starts no flow.
+pub async fn probe(config: &Config, server: &ServerConfig) -> Result<Probe, OAuthError> {
+    let http = Arc::new(OAuthHttp::for_server(server).map_err(OAuthError::Client)?);
+    let challenge = http.challenge(&server.url).await;
+    let discovered = match discovery::discover(server, http, challenge.as_deref(), false).await {
+        Ok(discovered) => discovered,
+        Err(OAuthError::NoMetadata) if challenge.is_none() => {
+            return Ok(Probe {
+                challenged: false,
+                ..Probe::default()
+            });
+        }
+        Err(error) => return Err(error),
+    };
+    let metadata = &discovered.metadata;
+    let preregistered = matches!(
+        &server.auth,
+        ServerAuth::OAuth(settings) if settings.client_id.is_some()
+    );
+    let registration = if preregistered {
+        Registration::Preregistered
+    } else if discovered.supports_metadata_documents() && config.is_hosted() {
+        Registration::MetadataDocument
+    } else if metadata.registration_endpoint.is_some() || discovered.assumed {
+        Registration::Dynamic
+    } else if discovered.supports_metadata_documents() {
+        Registration::MetadataDocumentNeedsHosting
+    } else {
+        Registration::None
+    };
+    Ok(Probe {
+        challenged: challenge.is_some(),
+        discovered: true,
+        assumed_endpoints: discovered.assumed,
+        issuer: discovered.issuer(),
+        authorization_endpoint: Some(metadata.authorization_endpoint.clone()),
+        token_endpoint: Some(metadata.token_endpoint.clone()),
+        registration: Some(registration),
+        scopes: discovered.advertised_scopes(),
+        pkce_methods: metadata
+            .code_challenge_methods_supported
+            .clone()
+            .unwrap_or_default(),
+        revocation_endpoint: metadata
+            .additional_fields
+            .get("revocation_endpoint")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+    })
+}
+
+/// How the bot would get a client at an authorization server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The config names a client id.
+    Preregistered,
+    /// The bot's own client ID metadata document (SEP-991; hosted only).
+    MetadataDocument,
+    /// The server takes metadata documents, but the bot is not hosted.
+    MetadataDocumentNeedsHosting,
+    /// Dynamic client registration (RFC 7591).
+    Dynamic,
+    /// No way: configure a client id.
+    None,
+}
+
+/// What `mcpgram probe` found.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// The server answered an unauthenticated request with 401.
+    pub challenged: bool,
+    /// Authorization metadata was found (or assumed).
+    pub discovered: bool,
+    pub assumed_endpoints: bool,
+    pub issuer: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub registration: Option<Registration>,
+    pub scopes: Vec<String>,
+    pub pkce_methods: Vec<String>,
+    pub revocation_endpoint: Option<String>,
+}
+
 /// How to start a flow beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {

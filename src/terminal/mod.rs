@@ -7,8 +7,10 @@
 //! - [`login`]: a loopback callback, and following the authorization URL
 //!   without a person (`--open-with-http`).
 //! - [`vault`]: `mcpgram vault …`, the admin's view of the vault.
+//! - [`probe`]: `mcpgram probe` and `check-config --probe`.
 
 pub mod login;
+pub mod probe;
 pub mod target;
 pub mod vault;
 

@@ -373,3 +373,62 @@ async fn the_vault_from_the_command_line() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("cannot decrypt"), "{stderr}");
 }
+
+/// `mcpgram probe <url>` says how a server authorizes before anyone
+/// connects, with a verdict; and an open server is said to be open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_describes_a_servers_authorization() {
+    let oauth = test_peers::TsDemoServer::start().await;
+    let open = test_peers::EverythingServer::start().await;
+    let probe = |url: String| async move {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+            .args(["probe", &url, "--config", "/nonexistent/mcpgram.toml"])
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = probe(oauth.mcp_url()).await;
+    for line in [
+        "asks for authorization (HTTP 401)",
+        "client: dynamic registration (RFC 7591)",
+        "PKCE methods: S256",
+        "verdict: it supports OAuth; add [mcp.servers.oauth]",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
+    assert_eq!(code, Some(0), "{stdout}");
+    let (code, stdout) = probe(open.mcp_url()).await;
+    assert!(stdout.contains("answers without authorization"), "{stdout}");
+    assert!(stdout.contains("verdict: usable as configured"), "{stdout}");
+    assert_eq!(code, Some(0));
+
+    // check-config --probe: each configured server, with its verdict.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mcpgram.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[telegram]\ntoken = \"1:x\"\n[vault]\ndir = \"{}\"\n[[mcp.servers]]\nid = \"demo\"\nurl = \"{}\"\ntrusted = true\n[mcp.servers.oauth]\nenabled = true\n",
+            dir.path().join("vault").display(),
+            oauth.mcp_url()
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+        .args(["check-config", "--probe", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("demo ("), "{stdout}");
+    assert!(
+        stdout.contains("verdict: ready: users can /connect"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+}
