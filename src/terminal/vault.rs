@@ -239,9 +239,11 @@ pub async fn check(config: &Path) -> Result<Vec<String>, String> {
         ));
         Vec::new()
     };
+    // Only the lines in use: commented examples do not count.
     let mut names: Vec<&str> = text
-        .split("${")
-        .skip(1)
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(|line| line.split("${").skip(1))
         .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
         .filter(|name| valid_name(name))
         .collect();
