@@ -123,10 +123,8 @@ async fn sigterm_lets_calls_under_way_finish_and_a_second_signal_does_not_wait()
     let telegram = FakeTelegram::start().await;
     let url = server.mcp_url();
     let config = |telegram: &FakeTelegram, dir: &std::path::Path| {
-        base_config(telegram, dir)
-            + &format!(
-                "\n[mcp]\nshutdown_grace = \"30s\"\n\n[[mcp.servers]]\nid = \"every\"\nurl = \"{url}\"\ntrusted = true\n"
-            )
+        base_config(telegram, dir).replace("shutdown_grace = \"3s\"", "shutdown_grace = \"30s\"")
+            + &format!("\n[[mcp.servers]]\nid = \"every\"\nurl = \"{url}\"\ntrusted = true\n")
     };
     let bot = BotProcess::start(&telegram, |dir| config(&telegram, dir)).await;
     let alice = telegram.user(1, "Alice");

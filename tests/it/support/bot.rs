@@ -34,6 +34,10 @@ listen = "127.0.0.1:0"
 
 [vault]
 dir = "{vault}"
+
+[mcp]
+# Tests stop bots whose servers hang on purpose: a short grace.
+shutdown_grace = "3s"
 "#,
         token = telegram.token(),
         api = telegram.api_url(),
