@@ -19,11 +19,19 @@
 #      /etc/mcpgram/mcpgram.toml, TELEGRAM_BOT_TOKEN and RUST_LOG in the
 #      environment, all capabilities dropped. By default the config is made
 #      here: a stand-in Telegram Bot API on loopback (getMe, setMyCommands,
-#      getUpdates long polls that time out empty) and no MCP servers. Then it
-#      runs the image's HEALTHCHECK command in the same container, waits for
-#      the bot to poll, reads its idle memory, sends SIGTERM to the
-#      container's init (tini, as `docker stop` does) and expects exit 0
-#      within 10 s;
+#      getUpdates long polls that deliver queued updates, the bot's messages
+#      recorded) and one MCP server, "demo": the MCP TypeScript SDK's example
+#      server with its demo OAuth provider (the one the tests use), run on
+#      loopback with node from tests/peers. Then it runs the image's
+#      HEALTHCHECK command in the same container, waits for the bot to poll,
+#      reads its idle memory, plays one user (Ada, id 1001): "/connect demo",
+#      opens the link's authorization server (it approves at once) and
+#      follows its redirect to the bot's /oauth/callback, expects
+#      "Connected to Demo", then `/call demo greet {"name": "Ada"}` and
+#      expects "Hello, Ada!". Last it sends SIGTERM to the container's init
+#      (tini, as `docker stop` does) and expects exit 0 within 10 s. Without
+#      tests/peers/node_modules (tests/setup.sh installs it) or Node.js >= 20
+#      the /connect and /call part is skipped, with a SKIP line;
 #   5. prints the image size, binary size, idle RSS and PASS/FAIL lines;
 #      exits non-zero on any failure.
 #
@@ -35,7 +43,9 @@
 # filesystem allow it), BUILDAH_ISOLATION (default chroot),
 # MCPGRAM_VERIFY_MIRROR / MCPGRAM_VERIFY_SECURITY_MIRROR (default:
 # the host's apt sources, else deb.debian.org), MCPGRAM_VERIFY_IDLE_SECS
-# (default 5: how long the bot idles before its RSS is read).
+# (default 5: how long the bot idles before its RSS is read),
+# MCPGRAM_VERIFY_NODE (the node to run the MCP server with; default the
+# caller's node on PATH, else tests/conformance's Node.js 22).
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -83,7 +93,10 @@ if [ "$(id -u)" != 0 ]; then
     [ -n "$config_file" ] && args+=(--config "$config_file")
     [ "$rebuild_base" = 1 ] && args+=(--rebuild-base)
     [ "$keep" = 1 ] && args+=(--keep)
-    exec sudo --preserve-env=MCPGRAM_VERIFY_STORAGE_DRIVER,BUILDAH_ISOLATION,MCPGRAM_VERIFY_MIRROR,MCPGRAM_VERIFY_SECURITY_MIRROR,MCPGRAM_VERIFY_IDLE_SECS,RUST_LOG,TELEGRAM_BOT_TOKEN,MCPGRAM_VAULT_KEY \
+    # The caller's node (sudo's PATH may not have it, nvm's for one).
+    MCPGRAM_VERIFY_NODE="${MCPGRAM_VERIFY_NODE:-$(type -P node || true)}"
+    export MCPGRAM_VERIFY_NODE
+    exec sudo --preserve-env=MCPGRAM_VERIFY_STORAGE_DRIVER,BUILDAH_ISOLATION,MCPGRAM_VERIFY_MIRROR,MCPGRAM_VERIFY_SECURITY_MIRROR,MCPGRAM_VERIFY_IDLE_SECS,MCPGRAM_VERIFY_NODE,RUST_LOG,TELEGRAM_BOT_TOKEN,MCPGRAM_VAULT_KEY \
         "$repo/docker/verify.sh" "${args[@]}"
 fi
 
@@ -110,7 +123,7 @@ time_tools=$(since "$t")
 # --- temporary state, removed on exit ----------------------------------------
 tmp="$(mktemp -d /tmp/mcpgram-verify.XXXXXX)"
 chmod 0755 "$tmp"
-stub_pid="" run_pid="" ctr="" base_ctr=""
+stub_pid="" node_pid="" run_pid="" ctr="" base_ctr=""
 cleanup() {
     local code=$?
     if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
@@ -127,6 +140,7 @@ cleanup() {
         wait "$run_pid" 2>/dev/null || true
     fi
     [ -n "$stub_pid" ] && { kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true; }
+    [ -n "$node_pid" ] && { kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true; }
     if [ -n "$base_ctr" ]; then buildah rm "$base_ctr" >/dev/null 2>&1 || true; fi
     if [ -n "$ctr" ]; then
         if [ "$keep" = 1 ]; then
@@ -349,21 +363,43 @@ run_env=(-e RUST_LOG="${RUST_LOG:-info}")
 if [ -z "$config_file" ]; then
     run_env+=(-e "TELEGRAM_BOT_TOKEN=$token")
     cat >"$tmp/stub.py" <<'PY'
-# A stand-in for the Telegram Bot API: enough for the bot to start and
-# poll. Unknown methods and wrong tokens are refused as Telegram does.
-import json, sys, threading
+# A stand-in for the Telegram Bot API: enough for the bot to start, poll
+# and talk to one user. Unknown methods and wrong tokens are refused as
+# Telegram does. getUpdates delivers what was queued on /_verify/update
+# and forgets what `offset` confirms; what the bot sends is recorded and
+# listed on /_verify/calls (both for docker/verify.sh's round trip).
+import json, os, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 port_file, log_file, token = sys.argv[1:4]
 log = open(log_file, "a", buffering=1)
-stop = threading.Event()
+cond = threading.Condition()
+updates = []            # delivered until an offset confirms them
+calls = []              # what the bot sent, in order
+ids = {"update": 0, "message": 0}
 ME = {"id": 123456, "is_bot": True, "first_name": "Verify", "username": "verify_bot",
       "can_join_groups": True, "can_read_all_group_messages": False,
       "supports_inline_queries": False, "can_connect_to_business": False,
       "has_main_web_app": False}
+BOT = {k: ME[k] for k in ("id", "is_bot", "first_name", "username")}
 TRUE = {"setmycommands", "deletemycommands", "deletewebhook", "setmydescription",
-        "setmyshortdescription", "setmyname", "setchatmenubutton", "close", "logout"}
+        "setmyshortdescription", "setmyname", "setchatmenubutton", "close", "logout",
+        "sendchataction", "answercallbackquery", "deletemessage", "deletemessages",
+        "setmessagereaction"}
+MESSAGE = {"sendmessage", "editmessagetext", "editmessagereplymarkup", "senddocument",
+           "sendphoto", "sendaudio", "sendvoice"}
+RECORD = MESSAGE | {"sendchataction", "answercallbackquery", "deletemessage", "deletemessages",
+                    "setmessagereaction"}
+
+def next_id(kind):
+    ids[kind] += 1
+    return ids[kind]
+
+def chat_of(chat_id):
+    if isinstance(chat_id, int) and chat_id > 0:
+        return {"id": chat_id, "type": "private", "first_name": "Ada"}
+    return {"id": chat_id, "type": "group", "title": "Verify"}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -382,38 +418,95 @@ class Handler(BaseHTTPRequestHandler):
     def params(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         kind = self.headers.get("Content-Type") or ""
+        params = {}
         try:
             if kind.startswith("application/json"):
-                return json.loads(body or b"{}")
-            if kind.startswith("application/x-www-form-urlencoded"):
-                return {k: v[0] for k, v in parse_qs(body.decode()).items()}
+                params = json.loads(body or b"{}")
+            elif kind.startswith("application/x-www-form-urlencoded"):
+                params = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            else:
+                params = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
         except ValueError:
             pass
-        query = parse_qs(urlparse(self.path).query)
-        return {k: v[0] for k, v in query.items()}
+        # Form bodies carry objects as JSON strings, and numbers as text.
+        for k, v in list(params.items()):
+            if isinstance(v, str) and v[:1] in "{[":
+                try:
+                    params[k] = json.loads(v)
+                except ValueError:
+                    pass
+            elif isinstance(v, str) and k in ("chat_id", "message_id", "offset", "limit") \
+                    and v.lstrip("-").isdigit():
+                params[k] = int(v)
+        return params
+
+    def control(self, what, params):
+        if what == "update":
+            with cond:
+                update = dict(params, update_id=next_id("update"))
+                if "message" in update:
+                    update["message"] = dict(update["message"], message_id=next_id("message"))
+                updates.append(update)
+                cond.notify_all()
+            return self.answer(200, {"ok": True, "result": update})
+        if what == "calls":
+            with cond:
+                return self.answer(200, {"ok": True, "result": list(calls)})
+        return self.answer(404, {"ok": False, "description": "Not Found"})
 
     def do_POST(self):
         params = self.params()
         parts = urlparse(self.path).path.split("/")
+        if len(parts) == 3 and parts[1] == "_verify":
+            return self.control(parts[2], params)
         if len(parts) != 3 or not parts[1].startswith("bot"):
             return self.answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         method = parts[2].lower()
         log.write(parts[2] + "\n")
         if parts[1][3:] != token:
             return self.answer(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+        result = None
         if method == "getme":
-            return self.answer(200, {"ok": True, "result": ME})
-        if method == "getmycommands":
-            return self.answer(200, {"ok": True, "result": []})
-        if method == "getwebhookinfo":
-            return self.answer(200, {"ok": True, "result": {"url": "", "has_custom_certificate": False, "pending_update_count": 0}})
-        if method in TRUE:
-            return self.answer(200, {"ok": True, "result": True})
-        if method == "getupdates":
-            # A long poll: nothing happens, so it ends empty at its timeout.
-            stop.wait(min(float(params.get("timeout") or 0), 50))
-            return self.answer(200, {"ok": True, "result": []})
-        return self.answer(404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"})
+            result = ME
+        elif method == "getmycommands":
+            result = []
+        elif method == "getwebhookinfo":
+            result = {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+        elif method in TRUE:
+            result = True
+        elif method in MESSAGE:
+            with cond:
+                edit = method.startswith("edit")
+                message_id = params.get("message_id") if edit else next_id("message")
+                result = {"message_id": message_id, "from": BOT,
+                          "chat": chat_of(params.get("chat_id")), "date": int(time.time())}
+                if edit:
+                    result["edit_date"] = int(time.time())
+                if isinstance(params.get("text"), str):
+                    result["text"] = params["text"]
+                if isinstance(params.get("reply_markup"), dict) and "inline_keyboard" in params["reply_markup"]:
+                    result["reply_markup"] = params["reply_markup"]
+        elif method == "getupdates":
+            # A long poll: it ends at its timeout, or when updates come.
+            offset = params.get("offset") or 0
+            offset = int(offset) if str(offset).lstrip("-").isdigit() else 0
+            limit = int(params.get("limit") or 100)
+            deadline = time.monotonic() + min(float(params.get("timeout") or 0), 50)
+            with cond:
+                if offset > 0:
+                    updates[:] = [u for u in updates if u["update_id"] >= offset]
+                elif offset < 0:
+                    updates[:] = updates[offset:]
+                while not updates and time.monotonic() < deadline:
+                    cond.wait(deadline - time.monotonic())
+                result = updates[:limit]
+        else:
+            return self.answer(404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"})
+        if method in RECORD:
+            with cond:
+                calls.append({"method": parts[2], "params": params,
+                              "message_id": result.get("message_id") if isinstance(result, dict) else None})
+        return self.answer(200, {"ok": True, "result": result})
 
     do_GET = do_POST
 
@@ -421,7 +514,7 @@ server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os; os.rename(port_file + ".tmp", port_file)
+os.rename(port_file + ".tmp", port_file)
 server.serve_forever()
 PY
     : >"$tmp/stub.log"
@@ -431,12 +524,70 @@ PY
     [ -s "$tmp/stub.port" ] || { cat "$tmp/stub.err"; die "the Telegram stand-in did not start"; }
     stub_port=$(cat "$tmp/stub.port")
     bot_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+    # The MCP server the tests use (crates/test-peers/src/ts_demo.rs): the
+    # TypeScript SDK's example server with its demo OAuth provider, kept on
+    # loopback by tests/peers/bind-loopback.cjs. Its authorization server
+    # registers any client and approves at once (a 302 to the redirect URI
+    # with a code); it runs as the caller when under sudo.
+    peers="$repo/tests/peers"
+    example="node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js"
+    node_bin="" peer_skip=""
+    if [ ! -f "$peers/$example" ]; then
+        peer_skip="tests/peers/node_modules is not installed: run tests/setup.sh (or npm ci --prefix tests/peers) first"
+    else
+        # tests/peers/package.json's engines: node >= 20.
+        for candidate in "${MCPGRAM_VERIFY_NODE:-}" "$(type -P node || true)" "$repo/tests/conformance/node_modules/.bin/node"; do
+            [ -x "$candidate" ] || continue
+            major=$("$candidate" -p 'process.versions.node.split(".")[0]' 2>/dev/null) || continue
+            if [ "$major" -ge 20 ] 2>/dev/null; then node_bin="$candidate"; break; fi
+        done
+        [ -n "$node_bin" ] || peer_skip="no Node.js >= 20 (not on PATH, nor tests/conformance's from tests/setup.sh)"
+    fi
+    as_caller=()
+    if [ -n "${SUDO_UID:-}" ] && [ "${SUDO_UID}" != 0 ] && type -P setpriv >/dev/null; then
+        as_caller=(setpriv --reuid="$SUDO_UID" --regid="${SUDO_GID:-$SUDO_UID}" --clear-groups)
+    fi
+    mcp_port="" auth_port=""
+    if [ -z "$peer_skip" ]; then
+        for _ in 1 2 3; do
+            read -r mcp_port auth_port < <(python3 -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])')
+            (cd "$peers" && exec env MCP_PORT="$mcp_port" MCP_AUTH_PORT="$auth_port" "${as_caller[@]}" \
+                "$node_bin" -r ./bind-loopback.cjs "$example" --oauth) </dev/null >"$tmp/peer.log" 2>&1 &
+            node_pid=$!
+            ready=0
+            for _ in $(seq 300); do
+                if grep -qxF "MCP Streamable HTTP Server listening on port $mcp_port" "$tmp/peer.log" \
+                    && grep -qxF "OAuth Authorization Server listening on port $auth_port" "$tmp/peer.log"; then
+                    ready=1; break
+                fi
+                kill -0 "$node_pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            [ "$ready" = 1 ] && break
+            kill "$node_pid" 2>/dev/null || true; wait "$node_pid" 2>/dev/null || true
+            node_pid=""
+            grep -q EADDRINUSE "$tmp/peer.log" || break    # else a port was taken meanwhile: again
+        done
+        if [ -n "$node_pid" ]; then
+            say "MCP server: node $("$node_bin" --version) $example --oauth: MCP on 127.0.0.1:$mcp_port, its authorization server on 127.0.0.1:$auth_port"
+        else
+            cat "$tmp/peer.log"
+            fail "the MCP test server (tests/peers, $node_bin) did not start (its output above)"
+        fi
+    fi
     config_file="$tmp/mcpgram.toml"
-    cat >"$config_file" <<EOF
-# Made by docker/verify.sh: a stand-in Telegram on loopback, no MCP servers.
+    {
+        cat <<EOF
+# Made by docker/verify.sh: a stand-in Telegram on loopback$([ -n "$node_pid" ] && echo " and the MCP test server" || echo ", no MCP servers").
 [telegram]
 token = "\${TELEGRAM_BOT_TOKEN}"
 api_url = "http://127.0.0.1:$stub_port"
+allowed_users = [1001]
 
 [http]
 listen = "127.0.0.1:$bot_port"
@@ -444,7 +595,21 @@ listen = "127.0.0.1:$bot_port"
 [vault]
 dir = "/data/vault"
 EOF
-    say "config: stand-in Telegram on 127.0.0.1:$stub_port, bot's HTTP on 127.0.0.1:$bot_port"
+        # localhost, as the server names itself in its protected resource
+        # metadata (the bot refuses metadata for another URL); trusted: the
+        # server is on loopback, which is refused otherwise.
+        [ -z "$node_pid" ] || cat <<EOF
+
+[[mcp.servers]]
+id = "demo"
+name = "Demo"
+url = "http://localhost:$mcp_port/mcp"
+trusted = true
+[mcp.servers.oauth]
+enabled = true
+EOF
+    } >"$config_file"
+    say "config: stand-in Telegram on 127.0.0.1:$stub_port, bot's HTTP on 127.0.0.1:$bot_port$([ -z "$node_pid" ] || echo ", MCP server demo")"
 else
     say "config: $config_file"
     # What compose passes, when set here.
@@ -524,6 +689,186 @@ hwm_kb=$(status_field "$bot_pid" VmHWM | awk '{ print $1 }')
 threads=$(status_field "$bot_pid" Threads)
 tini_rss_kb=$(status_field "$tini_pid" VmRSS | awk '{ print $1 }')
 
+# One user's /connect round trip and one /call, through the stand-in.
+time_roundtrip="" rt_rss_kb=""
+if [ -n "${peer_skip:-}" ]; then
+    printf 'SKIP /connect and /call: %s\n' "$peer_skip"
+elif [ -n "$node_pid" ]; then
+    cat >"$tmp/roundtrip.py" <<'PY'
+# Plays Telegram user Ada (id 1001) against the stand-in: /connect demo,
+# the authorization link opened hop by hop up to the bot's callback, then
+# /call demo greet. Prints PASS/FAIL lines (and details) for verify.sh.
+import json, re, sys, time
+import urllib.error, urllib.request
+from urllib.parse import urljoin, urlsplit
+
+stub_port, bot_port, wait = sys.argv[1], sys.argv[2], float(sys.argv[3])
+control = f"http://127.0.0.1:{stub_port}/_verify"
+callback = f"http://127.0.0.1:{bot_port}/oauth/callback"
+USER = {"id": 1001, "is_bot": False, "first_name": "Ada"}
+CHAT = {"id": 1001, "type": "private", "first_name": "Ada"}
+
+class Stop(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None     # every redirect is looked at, not followed
+
+browser = urllib.request.build_opener(urllib.request.ProxyHandler({}), Stop)
+
+def get(url, body=None):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+    try:
+        with browser.open(request, timeout=30) as r:
+            return r.status, r.headers, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode(errors="replace")
+
+def stub(what, payload=None):
+    status, _, body = get(f"{control}/{what}", json.dumps(payload).encode() if payload is not None else None)
+    assert status == 200, (what, status, body)
+    return json.loads(body)["result"]
+
+def say(*line):
+    print(*line, flush=True)
+
+def text_of(call):
+    p = call["params"]
+    return p.get("text") if isinstance(p.get("text"), str) else ""
+
+def buttons(call):
+    markup = call["params"].get("reply_markup")
+    rows = markup.get("inline_keyboard", []) if isinstance(markup, dict) else []
+    return [b for row in rows for b in row if isinstance(b, dict)]
+
+def to_ada(call):
+    return call["method"].lower() in ("sendmessage", "editmessagetext") \
+        and str(call["params"].get("chat_id")) == "1001"
+
+def recorded(since=0):
+    say("  what the bot sent:")
+    for c in stub("calls")[since:]:
+        p = c["params"]
+        shown = {k: p[k] for k in ("chat_id", "message_id", "text", "action", "callback_query_id") if k in p}
+        marks = [(b.get("text"), b.get("url") or b.get("callback_data")) for b in buttons(c)]
+        say("   ", c["method"], json.dumps(shown, ensure_ascii=False)[:400], *(["buttons", marks] if marks else []))
+
+def wait_for(since, found, seconds=wait):
+    """The first call after `since` for which found(call) is true."""
+    deadline = time.monotonic() + seconds
+    seen = since
+    while time.monotonic() < deadline:
+        calls = stub("calls")
+        for call in calls[seen:]:
+            if found(call):
+                return call
+        seen = len(calls)
+        time.sleep(0.2)
+    return None
+
+def message(text):
+    command = text.split()[0]
+    stub("update", {"message": {"date": int(time.time()), "chat": CHAT, "from": USER, "text": text,
+                                "entities": [{"type": "bot_command", "offset": 0, "length": len(command)}]}})
+
+def path_of(url):
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.netloc}{u.path}"
+
+failed = False
+def fail(what, since=0):
+    global failed
+    failed = True
+    say("FAIL", what)
+    recorded(since)
+
+def connect():
+    start = time.monotonic()
+    mark = len(stub("calls"))
+    message("/connect demo")
+    offer = wait_for(mark, to_ada)
+    if offer is None or not any(b.get("url") for b in buttons(offer)):
+        return fail(f"/connect demo: no answer with a URL button for user 1001 within {wait:.0f} s", mark)
+    link = next(b["url"] for b in buttons(offer) if b.get("url"))
+    hops, url = [], link
+    for _ in range(6):
+        if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+            return fail(f"/connect demo: the link led off loopback, to {path_of(url)} (after {' -> '.join(hops)})")
+        if url.startswith(callback + "?"):
+            break
+        status, headers, body = get(url)
+        hops.append(f"{path_of(url)} ({status})")
+        location = headers.get("Location")
+        if status not in (301, 302, 303, 307, 308) or not location:
+            return fail(f"/connect demo: {path_of(url)} answered {status}, not a redirect: {body[:300]!r}")
+        url = urljoin(url, location)
+    else:
+        return fail(f"/connect demo: no redirect to {callback} after {' -> '.join(hops)}")
+    mark = len(stub("calls"))
+    status, _, body = get(url)
+    hops.append(f"{path_of(url)} ({status})")
+    if status != 200:
+        page = re.sub(r"<[^>]+>|\s+", " ", body)
+        return fail(f"/connect demo: the bot's callback answered {status}: {page[:300]}")
+    done = wait_for(mark, lambda c: to_ada(c) and ("Connected" in text_of(c) or "failed" in text_of(c)))
+    if done is None or "Connected" not in text_of(done):
+        return fail(f"/connect demo: no \"Connected\" message for user 1001 within {wait:.0f} s"
+                    + (f" but {text_of(done)!r}" if done else ""), mark)
+    say("PASS", f"/connect demo: offer with a URL button, {' -> '.join(hops)}, "
+        f"then {done['method']} {text_of(done)!r} ({time.monotonic() - start:.1f} s)")
+
+def call():
+    start = time.monotonic()
+    mark = len(stub("calls"))
+    message('/call demo greet {"name": "Ada"}')
+    confirmed = False
+    def answered(c):
+        nonlocal confirmed
+        if not to_ada(c):
+            return False
+        if "Hello, Ada" in text_of(c):
+            return True
+        run = [b for b in buttons(c) if b.get("text") == "Run" and b.get("callback_data")]
+        if run and not confirmed:
+            # A confirmation: press its Run button.
+            confirmed = True
+            stub("update", {"callback_query": {
+                "id": "verify-1", "from": USER, "chat_instance": "ci1001", "data": run[0]["callback_data"],
+                "message": {"message_id": c["message_id"], "date": int(time.time()), "chat": CHAT,
+                            "from": {"id": 123456, "is_bot": True, "first_name": "Verify", "username": "verify_bot"},
+                            "text": text_of(c), "reply_markup": c["params"]["reply_markup"]}}})
+        return False
+    result = wait_for(mark, answered)
+    if result is None:
+        return fail(f"/call demo greet: no \"Hello, Ada\" for user 1001 within {wait:.0f} s", mark)
+    say("PASS", f"/call demo greet {{\"name\": \"Ada\"}}: {result['method']} {text_of(result)!r}"
+        f"{' after pressing Run' if confirmed else ''} ({time.monotonic() - start:.1f} s)")
+
+try:
+    connect()
+    if not failed:
+        call()
+    else:
+        say("FAIL /call demo greet: not tried, /connect failed")
+except Exception as e:      # the stand-in or the network failed: say so
+    say("FAIL", f"round trip: {type(e).__name__}: {e}")
+sys.exit(1 if failed else 0)
+PY
+    say "round trip: /connect demo and /call demo greet as Telegram user 1001"
+    t=$(date +%s.%N)
+    python3 "$tmp/roundtrip.py" "$stub_port" "$bot_port" 60 >"$tmp/roundtrip.log" 2>&1 || true
+    time_roundtrip=$(since "$t")
+    verdicts=0
+    while IFS= read -r line; do
+        case "$line" in
+            "PASS "*) pass "${line#PASS }"; verdicts=$((verdicts + 1)) ;;
+            "FAIL "*) fail "${line#FAIL }"; verdicts=$((verdicts + 1)) ;;
+            *) printf '%s\n' "$line" ;;
+        esac
+    done <"$tmp/roundtrip.log"
+    [ "$verdicts" -ge 2 ] || fail "the round trip ended without a verdict for /connect and /call (output above)"
+    rt_rss_kb=$(status_field "$bot_pid" VmRSS | awk '{ print $1 }')
+    [ -n "$rt_rss_kb" ] || fail "the bot exited during the round trip"
+fi
+
 say "stop: SIGTERM to the container's init (tini, pid $tini_pid; the bot is pid $bot_pid)"
 t=$(date +%s.%N)
 kill -TERM "$tini_pid"
@@ -551,8 +896,10 @@ else
     fail "wrote outside /data, which compose mounts read-only: $(echo "$written" | tr '\n' ' ')"
 fi
 buildah umount "$ctr" >/dev/null || true
-if grep -qiE '(^|[^a-z])(ERROR|panicked)' "$tmp/bot.log"; then
-    fail "the bot logged errors:"; grep -iE '(^|[^a-z])(ERROR|panicked)' "$tmp/bot.log" | head -n 20
+# ERROR lines (text or JSON logs) and panics; not WARN lines with an error field.
+log_errors='^[^ ]+ +ERROR |"level": *"ERROR"|panicked'
+if grep -qE "$log_errors" "$tmp/bot.log"; then
+    fail "the bot logged errors:"; grep -E "$log_errors" "$tmp/bot.log" | head -n 20
 else
     pass "no errors in the bot's log ($(wc -l <"$tmp/bot.log") lines)"
 fi
@@ -562,7 +909,8 @@ echo
 echo "image $image: $(human "$image_size") uncompressed, $(human "$compressed_size") gzip-compressed (base $base_image: $(human "$base_size"); the runtime stage adds $(human $((image_size - base_size))))"
 echo "binary: $(human "$binary_size")"
 echo "idle RSS of the bot after ${idle_secs} s: $((rss_kb / 1024)).$(( (rss_kb % 1024) * 10 / 1024 )) MiB ($rss_kb kB; peak $hwm_kb kB; $threads threads; tini $tini_rss_kb kB)"
-echo "times: tools ${time_tools} s, base ${time_base} s$([ "$base_made" = 1 ] && echo " (debootstrap)" || echo " (kept)"), binary ${time_binary}$([ "$time_binary" = given ] || echo " s"), image ${time_image} s, healthy ${time_healthy} s, stop ${time_stop} s; total $(since "$start_all") s"
+[ -z "$rt_rss_kb" ] || echo "RSS of the bot after /connect and /call: $((rt_rss_kb / 1024)).$(( (rt_rss_kb % 1024) * 10 / 1024 )) MiB ($rt_rss_kb kB)"
+echo "times: tools ${time_tools} s, base ${time_base} s$([ "$base_made" = 1 ] && echo " (debootstrap)" || echo " (kept)"), binary ${time_binary}$([ "$time_binary" = given ] || echo " s"), image ${time_image} s, healthy ${time_healthy} s,$([ -z "$time_roundtrip" ] || echo " /connect + /call ${time_roundtrip} s,") stop ${time_stop} s; total $(since "$start_all") s"
 if [ "$failures" = 0 ]; then
     echo "verify.sh: PASS"
 else
