@@ -60,7 +60,17 @@ impl Schema {
         let Some(validator) = self.validator() else {
             return Vec::new();
         };
-        let instance = Value::Object(arguments.cloned().unwrap_or_default());
+        // A null for an optional property means "not provided" (as MCP's
+        // own SEP-2243 treats it): checked as absent, sent as given.
+        let required: Vec<&str> = self
+            .raw
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut instance = arguments.cloned().unwrap_or_default();
+        instance.retain(|name, value| !value.is_null() || required.contains(&name.as_str()));
+        let instance = Value::Object(instance);
         validator
             .iter_errors(&instance)
             .take(MAX_PROBLEMS)
@@ -165,6 +175,22 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].at, "/a");
         assert_eq!(problems[0].to_string(), r#"a: "x" is not of type "number""#);
+    }
+
+    #[test]
+    fn a_null_optional_argument_counts_as_not_given() {
+        let checked = sum();
+        assert!(
+            checked
+                .problems(Some(&object(json!({"a": 1, "b": 2, "mode": null}))))
+                .is_empty()
+        );
+        let problems = checked.problems(Some(&object(json!({"a": null, "b": 2}))));
+        assert_eq!(
+            problems.len(),
+            1,
+            "a required null is still wrong: {problems:?}"
+        );
     }
 
     #[test]
