@@ -1,0 +1,467 @@
+//! What the bot adds to an MCP tool call: `get-sum {"a":1,"b":2}` on the
+//! official everything server (the test peer; `tests/setup.sh` installs it),
+//!
+//! - A, direct: one warm rmcp session, sequential calls;
+//! - B, through the bot: the real `mcpgram` binary on the fake Telegram, a
+//!   user sends `/call every get-sum {"a": 1, "b": 2}`, timed until the
+//!   reply with the sum is recorded by the fake;
+//! - C, the fake alone: the same round trip with a minimal echo bot (one
+//!   long poll, one `sendMessage`), i.e. what the fake and two HTTP
+//!   exchanges cost by themselves;
+//!
+//! interleaved in blocks (A, B, C, A, B, C, ...) since the machine is
+//! shared. B goes round robin over many users, each warmed first (sessions
+//! are per user and server), so Telegram's per-chat pace (one message per
+//! second, teloxide's `Throttle`) is never what a call waits for. Then the
+//! same A and B with an idle pause before each call ("paced"): teloxide's
+//! `Throttle` worker sleeps 250 ms after each batch it releases, so a reply
+//! that comes sooner after the previous one waits for that tick.
+//!
+//! `cargo bench --bench perf_calls` measures; `cargo test --bench
+//! perf_calls` (no `--bench` argument) runs a smoke pass with tiny counts.
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fake_telegram::{FakeTelegram, FakeUser};
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
+use test_peers::EverythingServer;
+use tokio::process::{Child, Command};
+
+const CALL: &str = r#"/call every get-sum {"a": 1, "b": 2}"#;
+const SUM: &str = "The sum of 1 and 2 is 3.";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Counts {
+    blocks: usize,
+    per_block: usize,
+    users: u64,
+    paced_blocks: usize,
+    paced_per_block: usize,
+    pause: Duration,
+}
+
+const FULL: Counts = Counts {
+    blocks: 10,
+    per_block: 50,
+    users: 200,
+    paced_blocks: 4,
+    paced_per_block: 25,
+    pause: Duration::from_millis(300),
+};
+
+const SMOKE: Counts = Counts {
+    blocks: 2,
+    per_block: 3,
+    users: 4,
+    paced_blocks: 1,
+    paced_per_block: 2,
+    pause: Duration::from_millis(300),
+};
+
+// ---------------------------------------------------------------------------
+// A: rmcp straight to the server
+// ---------------------------------------------------------------------------
+
+type Direct = RunningService<RoleClient, ()>;
+
+async fn direct_call(client: &Direct) -> Duration {
+    let arguments = serde_json::json!({"a": 1, "b": 2})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let start = Instant::now();
+    let result = client
+        .call_tool(CallToolRequestParams::new("get-sum").with_arguments(arguments))
+        .await
+        .expect("get-sum answers");
+    let took = start.elapsed();
+    let text = serde_json::to_string(&result).unwrap();
+    assert!(text.contains(SUM), "unexpected result: {text}");
+    took
+}
+
+// ---------------------------------------------------------------------------
+// B: the bot binary on the fake Telegram
+// ---------------------------------------------------------------------------
+
+struct Bot {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Bot {
+    async fn start(telegram: &FakeTelegram, mcp_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mcpgram.toml");
+        std::fs::write(&config, config_text(telegram, dir.path(), mcp_url)).unwrap();
+        let log = dir.path().join("bot.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+            .arg("--config")
+            .arg(&config)
+            // The bot's own default level (info), as deployed.
+            .env_remove("RUST_LOG")
+            .env_remove("MCPGRAM_VAULT_KEY")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mcpgram");
+        let bot = Self {
+            child,
+            _dir: dir,
+            log,
+        };
+        let polled = tokio::time::timeout(
+            WAIT,
+            telegram.wait_for_call_count("getupdates", 1, WAIT + Duration::from_secs(5)),
+        )
+        .await;
+        if polled.is_err() {
+            panic!("the bot did not start polling; its log:\n{}", bot.log());
+        }
+        bot
+    }
+
+    /// The end of the bot's log.
+    fn log(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let cut = log.len().saturating_sub(8000);
+        let cut = (cut..log.len())
+            .find(|&i| log.is_char_boundary(i))
+            .unwrap_or(log.len());
+        log[cut..].to_owned()
+    }
+
+    /// User plus system CPU time the bot process used so far.
+    fn cpu(&self, ticks_per_sec: f64) -> Duration {
+        let pid = self.child.id().expect("the bot runs");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name, which is in parentheses: state is
+        // field 3, utime 14, stime 15.
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// As `base_config` in tests/it/support/bot.rs, with the everything server.
+fn config_text(telegram: &FakeTelegram, dir: &Path, mcp_url: &str) -> String {
+    format!(
+        r#"[telegram]
+token = "{token}"
+api_url = "{api}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[vault]
+dir = "{vault}"
+
+[mcp]
+shutdown_grace = "3s"
+
+[[mcp.servers]]
+id = "every"
+url = "{mcp_url}"
+trusted = true
+"#,
+        token = telegram.token(),
+        api = telegram.api_url(),
+        vault = dir.join("vault").display(),
+    )
+}
+
+fn chat_of(params: &serde_json::Value) -> Option<i64> {
+    let id = &params["chat_id"];
+    id.as_i64().or_else(|| id.as_str()?.parse().ok())
+}
+
+/// One `/call` from `user`: (until the bot's "typing…" reaches the fake,
+/// i.e. the update was delivered and dispatched; until the reply).
+async fn bot_call(telegram: &FakeTelegram, bot: &Bot, user: &FakeUser) -> (Duration, Duration) {
+    let call = tokio::time::timeout(WAIT / 2, bot_call_unguarded(telegram, user)).await;
+    call.unwrap_or_else(|_| {
+        panic!(
+            "no reply to user {} within {:?}; {} updates pending at the fake; the bot's log:\n{}",
+            user.id,
+            WAIT / 2,
+            telegram.pending_update_count(),
+            bot.log()
+        )
+    })
+}
+
+async fn bot_call_unguarded(telegram: &FakeTelegram, user: &FakeUser) -> (Duration, Duration) {
+    let chat = user.id as i64;
+    let start = Instant::now();
+    telegram.send_private(user, CALL);
+    // `sendChatAction` bypasses the Throttle; older ones (another chat's
+    // renewal) are skipped.
+    loop {
+        let call = telegram.wait_for_call("sendchataction", WAIT).await;
+        if chat_of(&call.params) == Some(chat) {
+            break;
+        }
+    }
+    let typing = start.elapsed();
+    telegram
+        .wait_for_message(chat, WAIT, |m| m.text.contains(SUM))
+        .await;
+    (typing, start.elapsed())
+}
+
+// ---------------------------------------------------------------------------
+// C: the fake with a minimal echo bot
+// ---------------------------------------------------------------------------
+
+/// Long-polls `telegram` and answers every message with [`SUM`] at once.
+fn echo_bot(telegram: &FakeTelegram) -> tokio::task::JoinHandle<()> {
+    let base = format!("{}bot{}", telegram.api_url(), telegram.token());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut offset = 0i64;
+        loop {
+            let Ok(response) = http
+                .post(format!("{base}/getUpdates"))
+                .form(&[("offset", offset.to_string()), ("timeout", "10".to_owned())])
+                .send()
+                .await
+            else {
+                return;
+            };
+            let Ok(body) = response.bytes().await else {
+                return;
+            };
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for update in body["result"].as_array().into_iter().flatten() {
+                offset = update["update_id"].as_i64().unwrap() + 1;
+                let chat = update["message"]["chat"]["id"].as_i64().unwrap();
+                http.post(format!("{base}/sendMessage"))
+                    .form(&[("chat_id", chat.to_string()), ("text", SUM.to_owned())])
+                    .send()
+                    .await
+                    .expect("sendMessage")
+                    .bytes()
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+}
+
+async fn echo_call(telegram: &FakeTelegram, user: &FakeUser) -> Duration {
+    let start = Instant::now();
+    telegram.send_private(user, CALL);
+    telegram
+        .wait_for_message(user.id as i64, WAIT, |m| m.text.contains(SUM))
+        .await;
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------------------
+// Numbers
+// ---------------------------------------------------------------------------
+
+fn at(sorted: &[Duration], quantile: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * quantile).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Row {
+    name: &'static str,
+    p50: Duration,
+    p99: Duration,
+    n: usize,
+}
+
+fn row(name: &'static str, mut took: Vec<Duration>) -> Row {
+    assert!(!took.is_empty(), "no samples for {name}");
+    took.sort();
+    let row = Row {
+        name,
+        p50: at(&took, 0.5),
+        p99: at(&took, 0.99),
+        n: took.len(),
+    };
+    assert!(row.p50 > Duration::ZERO && row.p99 >= row.p50);
+    row
+}
+
+fn ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let counts = if full { &FULL } else { &SMOKE };
+    let ticks = ticks_per_sec();
+
+    let server = EverythingServer::start().await;
+    let url = server.mcp_url();
+
+    let direct: Direct =
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await
+            .expect("direct session");
+
+    let telegram = FakeTelegram::start().await;
+    let bot = Bot::start(&telegram, &url).await;
+    let users: Vec<FakeUser> = (0..counts.users)
+        .map(|i| telegram.user(1000 + i, &format!("User{i}")))
+        .collect();
+
+    let echo_telegram = FakeTelegram::start().await;
+    let echo = echo_bot(&echo_telegram);
+    let echo_user = echo_telegram.user(1, "Echo");
+
+    // Warm: the direct session, and every user's session through the bot
+    // (all at once; the Throttle releases 30 replies a second).
+    for _ in 0..20 {
+        direct_call(&direct).await;
+        echo_call(&echo_telegram, &echo_user).await;
+    }
+    for user in &users {
+        telegram.send_private(user, CALL);
+    }
+    for user in &users {
+        telegram
+            .wait_for_message(user.id as i64, WAIT, |m| m.text.contains(SUM))
+            .await;
+    }
+    // Let the Throttle's minute window and any "typing…" renewal pass.
+    tokio::time::sleep(if full {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(500)
+    })
+    .await;
+
+    let (mut a, mut b, mut b_typing, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut cpu = Duration::ZERO;
+    let mut next_user = 0usize;
+    let started = Instant::now();
+    for _ in 0..counts.blocks {
+        for _ in 0..counts.per_block {
+            a.push(direct_call(&direct).await);
+        }
+        let before = bot.cpu(ticks);
+        for _ in 0..counts.per_block {
+            let user = &users[next_user % users.len()];
+            next_user += 1;
+            let (typing, reply) = bot_call(&telegram, &bot, user).await;
+            b_typing.push(typing);
+            b.push(reply);
+        }
+        cpu += bot.cpu(ticks) - before;
+        for _ in 0..counts.per_block {
+            c.push(echo_call(&echo_telegram, &echo_user).await);
+        }
+    }
+    let b_calls = b.len();
+
+    let (mut a_paced, mut b_paced) = (Vec::new(), Vec::new());
+    for _ in 0..counts.paced_blocks {
+        for _ in 0..counts.paced_per_block {
+            tokio::time::sleep(counts.pause).await;
+            a_paced.push(direct_call(&direct).await);
+        }
+        for _ in 0..counts.paced_per_block {
+            tokio::time::sleep(counts.pause).await;
+            let user = &users[next_user % users.len()];
+            next_user += 1;
+            b_paced.push(bot_call(&telegram, &bot, user).await.1);
+        }
+    }
+    let elapsed = started.elapsed();
+
+    echo.abort();
+    bot.stop().await;
+    drop(direct);
+    assert!(
+        telegram.errors().is_empty(),
+        "the fake rejected calls: {:?}",
+        telegram.errors()
+    );
+
+    let a = row("A direct (rmcp, one warm session)", a);
+    let b = row("B through the bot (/call → reply)", b);
+    let typing = row("B, until \"typing…\" (update delivered)", b_typing);
+    let c = row("C fake + minimal echo bot", c);
+    let a_paced = row("A direct, paced", a_paced);
+    let b_paced = row("B through the bot, paced", b_paced);
+
+    println!(
+        "\n{} mode: {} blocks of {} calls per path, interleaved A/B/C; B round robin over \
+         {} users (each warmed; with 200 a chat's 1 msg/s pace never binds); paced rows: {} ms \
+         idle before each call, {} blocks of {}. {:.0} s measuring.\n",
+        if full { "full" } else { "smoke" },
+        counts.blocks,
+        counts.per_block,
+        counts.users,
+        counts.pause.as_millis(),
+        counts.paced_blocks,
+        counts.paced_per_block,
+        elapsed.as_secs_f64(),
+    );
+    println!("| path | calls | p50 | p99 | ×A p50 | ×A p99 | +ms p50 | +ms p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let line = |r: &Row, base: &Row| {
+        println!(
+            "| {} | {} | {:.2} ms | {:.2} ms | {:.2}× | {:.2}× | {:+.2} | {:+.2} |",
+            r.name,
+            r.n,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.p50) / ms(base.p50),
+            ms(r.p99) / ms(base.p99),
+            ms(r.p50) - ms(base.p50),
+            ms(r.p99) - ms(base.p99),
+        );
+    };
+    line(&a, &a);
+    line(&b, &a);
+    line(&typing, &a);
+    line(&c, &a);
+    line(&a_paced, &a_paced);
+    line(&b_paced, &a_paced);
+    let per_call = cpu.as_secs_f64() * 1000.0 / b_calls as f64;
+    println!(
+        "\nbot CPU (utime+stime, /proc, {ticks} ticks/s) over the {b_calls} unpaced B calls: \
+         {:.0} ms, {per_call:.2} ms per /call",
+        ms(cpu),
+    );
+    println!("goal: B/A ≤ 1.15× at p50, ≤ 1.3× at p99 (×A columns; paced rows against paced A)");
+    assert!(per_call.is_finite());
+}
