@@ -102,6 +102,11 @@ pub enum McpError {
         tool: String,
         problems: Vec<super::Problem>,
     },
+    /// The server needs the user to finish something in a browser first
+    /// (a JSON-RPC `-32042` error, URL-mode elicitation's error path); the
+    /// request may be sent again afterwards.
+    #[error("the server asks the user to open a page first")]
+    UrlRequired { pages: Vec<UrlPage> },
     /// The server takes each user's own token, and this user has given
     /// none (`/token`).
     #[error("the user has given no personal token for this server")]
@@ -123,6 +128,17 @@ pub enum McpError {
     },
 }
 
+/// A page the server asks the user to open; foreign text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlPage {
+    pub url: String,
+    pub message: String,
+    pub elicitation_id: String,
+}
+
+/// JSON-RPC's "URL elicitation required" (MCP 2025-11-25).
+pub const URL_ELICITATION_REQUIRED: i32 = -32042;
+
 /// JSON-RPC's "invalid params", which servers use for arguments that do
 /// not match a tool's schema (and, some, for an unknown tool).
 pub const INVALID_PARAMS: i32 = -32602;
@@ -140,6 +156,7 @@ impl McpError {
             McpError::Timeout(_) => "timeout",
             McpError::Status { .. } => "http_status",
             McpError::Rpc { .. } => "rpc_error",
+            McpError::UrlRequired { .. } => "url_required",
             McpError::Protocol { .. } => "protocol",
             McpError::ConnectionLost { .. } => "connection_lost",
             McpError::RefreshFailed { .. } => "refresh_failed",
@@ -182,6 +199,7 @@ impl McpError {
         matches!(
             self,
             McpError::Rpc { .. }
+                | McpError::UrlRequired { .. }
                 | McpError::UnknownTool { .. }
                 | McpError::InvalidArguments { .. }
                 | McpError::RefreshFailed { .. }

@@ -50,10 +50,19 @@ enum Kind {
 /// operation's timeout, reported when rmcp's own timer fired.
 pub fn from_service(error: ServiceError, limit: Duration) -> McpError {
     match error {
-        ServiceError::McpError(data) => McpError::Rpc {
-            code: data.code.0,
-            message: data.message.into_owned(),
-        },
+        ServiceError::McpError(data) => {
+            let pages = (data.code.0 == super::error::URL_ELICITATION_REQUIRED)
+                .then(|| url_pages(data.data.as_ref()))
+                .unwrap_or_default();
+            if pages.is_empty() {
+                McpError::Rpc {
+                    code: data.code.0,
+                    message: data.message.into_owned(),
+                }
+            } else {
+                McpError::UrlRequired { pages }
+            }
+        }
         ServiceError::Timeout { .. } => McpError::Timeout(limit),
         ServiceError::TransportClosed => McpError::ConnectionLost { source: None },
         error @ ServiceError::TransportSend(_) => {
@@ -64,6 +73,38 @@ pub fn from_service(error: ServiceError, limit: Duration) -> McpError {
             source: Box::new(other),
         },
     }
+}
+
+/// The pages of a `-32042` error's `data.elicitations` (URL mode only,
+/// web pages only).
+fn url_pages(data: Option<&serde_json::Value>) -> Vec<super::error::UrlPage> {
+    let Some(list) = data
+        .and_then(|d| d.get("elicitations"))
+        .and_then(|e| e.as_array())
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|e| e.get("mode").and_then(|m| m.as_str()).unwrap_or("url") == "url")
+        .filter_map(|e| {
+            let url = e.get("url")?.as_str()?;
+            let web = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some());
+            web.then(|| super::error::UrlPage {
+                url: url.to_owned(),
+                message: e
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                elicitation_id: e
+                    .get("elicitationId")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Classifies a failed `initialize` (opening a session).

@@ -33,7 +33,7 @@ use crate::config::ServerConfig;
 use crate::oauth::Connector;
 
 pub use arguments::{Problem, Schema};
-pub use error::{BoxError, INVALID_PARAMS, McpError};
+pub use error::{BoxError, INVALID_PARAMS, McpError, UrlPage};
 use transport::Session;
 pub use watch::{CallObserver, Progress, Watch};
 

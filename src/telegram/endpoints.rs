@@ -302,6 +302,62 @@ async fn finish_dialogue(
     })
 }
 
+/// The server wants a page opened before the call: the URL is put to the
+/// user as a URL question in the private chat; once they agree, the call
+/// is offered again with a Run button.
+async fn page_first(
+    bot: &TgBot,
+    chats: &Chats,
+    server: &Arc<ServerConfig>,
+    from: &Origin,
+    tool: &str,
+    arguments: Option<rmcp::model::JsonObject>,
+    pages: Vec<crate::mcp::UrlPage>,
+) -> HandlerResult {
+    let chat = ChatId(from.user_id as i64);
+    let Some(page) = pages.into_iter().next() else {
+        return Ok(());
+    };
+    let request = rmcp::model::ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: page.message,
+        url: page.url,
+        elicitation_id: page.elicitation_id,
+    };
+    let answer = ask::elicit(
+        bot.clone(),
+        chats.dialogues.clone(),
+        server.clone(),
+        from.user_id,
+        request,
+    )
+    .await;
+    if answer.action != rmcp::model::ElicitationAction::Accept {
+        return send::text(bot, chat, &wording::page_not_opened(server)).await;
+    }
+    send::text(bot, chat, &wording::retry_after_page(server, tool)).await?;
+    let empty = Arc::new(crate::mcp::Schema::new(Arc::new(Default::default())));
+    let d = Dialogue {
+        id: dialogue::new_id(),
+        chat,
+        intro: wording::retry_after_page(server, tool),
+        server: server.clone(),
+        body: Body::Form(crate::gateway::form::Form::filled(
+            empty,
+            arguments.unwrap_or_default(),
+        )),
+        purpose: Purpose::Call {
+            tool: tool.to_owned(),
+            consent: false,
+        },
+        question: None,
+    };
+    match chats.dialogues.begin(from.user_id, d).await {
+        Ok(open) => ask::show(bot, &mut *open.lock().await).await,
+        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN).await,
+    }
+}
+
 /// Asks the user to confirm a call of a tool that may change things,
 /// showing its arguments: Run, Always allow, or Cancel. The question goes
 /// to the private chat, whatever chat the call came from.
@@ -809,6 +865,23 @@ async fn run_op(
         requester: from.requester.clone(),
         step_ups,
     };
+    // A page to open first (URL elicitation's error path): asked like a
+    // server's URL question, then the call is offered again.
+    if let (CallError::UrlRequired { pages }, ResumeOp::CallTool { tool, arguments }) =
+        (&error, &op)
+    {
+        done.release();
+        return page_first(
+            bot,
+            chats,
+            server,
+            from,
+            tool,
+            arguments.clone(),
+            pages.clone(),
+        )
+        .await;
+    }
     if server.is_oauth() {
         match &error {
             CallError::NotAuthorized { challenge, .. } => {

@@ -570,6 +570,17 @@ pub fn call_failed(server: &ServerConfig, error: &CallError) -> String {
                 .join("\n"),
             server.id
         ),
+        CallError::UrlRequired { pages } => format!(
+            "{name} needs you to finish something on a web page first{}; then try again.",
+            pages
+                .first()
+                .map(|page| format!(
+                    " ({}): {}",
+                    foreign(&page.message, 200).trim_end_matches('.'),
+                    page.url
+                ))
+                .unwrap_or_default()
+        ),
         CallError::NoPersonalToken => format!(
             "{name} needs your own token; send /token {} to give it.",
             server.id
@@ -874,6 +885,17 @@ pub const QUESTION_EXPIRED: &str = "✖ This question expired.";
 pub const STALE_BUTTON: &str = "This is no longer open.";
 pub const QUESTION_OPEN: &str =
     "A server is waiting for your answer to its question first; answer it or send /cancel.";
+
+pub fn retry_after_page(server: &ServerConfig, tool: &str) -> String {
+    format!(
+        "When you have finished on that page, run {} again.",
+        call_label(server, tool)
+    )
+}
+
+pub fn page_not_opened(server: &ServerConfig) -> String {
+    format!("Not run: {} needs that page first.", server.name)
+}
 
 pub fn page_opened(host: &str) -> String {
     format!(

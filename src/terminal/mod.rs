@@ -395,6 +395,14 @@ fn failure(error: &CallError, oauth: bool) -> String {
             "the server wants a sign-in: run `mcpgram login` for it first, or add --login"
                 .to_owned()
         }
+        CallError::UrlRequired { pages } => format!(
+            "the server asks you to open a page first, then to try again: {}",
+            pages
+                .iter()
+                .map(|page| page.url.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         CallError::InvalidArguments { tool, problems } => format!(
             "the arguments do not fit the input schema of {tool}: {}",
             problems

@@ -714,3 +714,61 @@ async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// URL elicitation's error path: the server answers `-32042` with a page
+/// to open first; the bot asks as for any URL question, then offers the
+/// call again, and the server then goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_required_first_is_asked_and_the_call_offered_again() {
+    let server = EverythingServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let url = server.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &everything(&url)
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-url-elicitation {"url": "https://pay.example.com/approve", "message": "Approve the payment", "errorPath": true}"#,
+    );
+    let consent = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("may change things"))
+        .await;
+    telegram.press_callback_button(&alice, 1, consent.message_id, &button(&consent, "Run"));
+    let first = telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("Nothing opens until you tap"))
+        .await;
+    telegram.press_callback_button(
+        &alice,
+        1,
+        first.message_id,
+        &button(&first, "Open the page"),
+    );
+    let again = telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.starts_with("Run trigger-url-elicitation")
+        })
+        .await;
+    telegram.press_callback_button(&alice, 1, again.message_id, &button(&again, "Run"));
+    let second = telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.contains("Nothing opens until you tap") && m.text.contains("pay.example.com")
+        })
+        .await;
+    telegram.press_callback_button(
+        &alice,
+        1,
+        second.message_id,
+        &button(&second, "Open the page"),
+    );
+    telegram
+        .wait_for_message(1, WAIT, |m| {
+            m.text.contains("User completed the URL elicitation")
+        })
+        .await;
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}
