@@ -51,9 +51,11 @@ enum Kind {
 pub fn from_service(error: ServiceError, limit: Duration) -> McpError {
     match error {
         ServiceError::McpError(data) => {
-            let pages = (data.code.0 == super::error::URL_ELICITATION_REQUIRED)
-                .then(|| url_pages(data.data.as_ref()))
-                .unwrap_or_default();
+            let pages = if data.code.0 == super::error::URL_ELICITATION_REQUIRED {
+                url_pages(data.data.as_ref())
+            } else {
+                Vec::new()
+            };
             if pages.is_empty() {
                 McpError::Rpc {
                     code: data.code.0,
