@@ -209,6 +209,32 @@ pub async fn tools(
     .await
 }
 
+/// A call's progress on stderr (stdout keeps the result alone). The
+/// server's questions are answered by the client handler as the options
+/// say (defaults, or declined), never here.
+struct Stderr;
+
+impl crate::gateway::CallObserver for Stderr {
+    fn progress(&self, update: crate::gateway::Progress) {
+        let total = update
+            .total
+            .map(|total| format!(" of {total}"))
+            .unwrap_or_default();
+        let message = update
+            .message
+            .map(|m| format!(": {}", crate::text::foreign(&m, 200)))
+            .unwrap_or_default();
+        eprintln!("progress {}{total}{message}", update.progress);
+    }
+
+    fn elicit(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+    ) -> futures_util::future::BoxFuture<'static, rmcp::model::ElicitResult> {
+        Box::pin(async { rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Decline) })
+    }
+}
+
 /// `mcpgram call <target> <tool> [json]`: the result's content on stdout.
 pub async fn call(
     config: Config,
@@ -221,9 +247,16 @@ pub async fn call(
     run(config, target, options, move |session| {
         let (tool, arguments) = (tool.clone(), arguments.clone());
         async move {
+            let watch = crate::gateway::Watch::new(Arc::new(Stderr));
             let result = session
                 .gateway
-                .call_tool(TERMINAL_USER, session.current(), &tool, arguments, None)
+                .call_tool(
+                    TERMINAL_USER,
+                    session.current(),
+                    &tool,
+                    arguments,
+                    Some(watch),
+                )
                 .await?;
             match output {
                 Output::Text => print_result(&result),

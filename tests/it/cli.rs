@@ -432,3 +432,38 @@ async fn probe_describes_a_servers_authorization() {
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}");
 }
+
+/// `mcpgram call` shows the server's progress on stderr, the result alone
+/// on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_shows_progress_on_stderr() {
+    let server = test_peers::EverythingServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+        .args([
+            "call",
+            &server.mcp_url(),
+            "trigger-long-running-operation",
+            r#"{"duration": 1, "steps": 2}"#,
+            "--config",
+            "/nonexistent/mcpgram.toml",
+            "--vault-dir",
+        ])
+        .arg(dir.path().join("vault"))
+        .env_remove("MCPGRAM_VAULT_KEY")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("progress 1 of 2"), "{stderr}");
+    assert!(stderr.contains("progress 2 of 2"), "{stderr}");
+    assert!(
+        stdout.contains("Long running operation completed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("progress"), "{stdout}");
+}
