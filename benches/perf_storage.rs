@@ -4,6 +4,9 @@
 //!   users, one age file each, against a baseline that keeps every user
 //!   in one age-encrypted JSON map and rewrites it on each save;
 //! - the memory one pending connect flow holds in the in-memory table;
+//! - the memory one warm MCP session holds on the bot's side (against the
+//!   official everything server, a separate node process whose memory is
+//!   not counted), and what closing them gives back;
 //! - the time from spawning the release binary to its first `getUpdates`
 //!   (against the fake Telegram).
 //!
@@ -15,15 +18,20 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fake_telegram::FakeTelegram;
+use mcpgram::gateway::{Gateway, Silent};
 use mcpgram::secret::Secret;
 use mcpgram::store::flows::FlowTable;
-use mcpgram::store::{ChatMessage, ClientRecord, FlowOwner, FlowState, FlowStore, PendingFlow};
+use mcpgram::store::{
+    ChatMessage, ClientRecord, FlowOwner, FlowState, FlowStore, PendingFlow, Stores,
+};
 use mcpgram::vault::{KeySource, Namespace, Vault};
 use rand::Rng;
 use rmcp::transport::auth::StoredAuthorizationState;
+use test_peers::EverythingServer;
 
 const KEY: &str = "mcp.oauth.demo.credentials";
 
@@ -37,6 +45,8 @@ struct Plan {
     /// Timed saves and loads of the one-file baseline, per user count.
     baseline_ops: [usize; 2],
     flows: usize,
+    /// Warm MCP sessions opened at once (distinct users, one server).
+    sessions: usize,
     starts: usize,
 }
 
@@ -49,6 +59,7 @@ impl Plan {
                 vault_ops: 250,
                 baseline_ops: [200, 5],
                 flows: 10_000,
+                sessions: 500,
                 starts: 10,
             }
         } else {
@@ -58,6 +69,7 @@ impl Plan {
                 vault_ops: 4,
                 baseline_ops: [3, 2],
                 flows: 50,
+                sessions: 5,
                 starts: 1,
             }
         }
@@ -391,6 +403,92 @@ async fn measure_flows(n: usize) -> FlowRow {
     }
 }
 
+struct SessionRow {
+    n: usize,
+    /// RSS before opening the sessions, with them open, after closing them.
+    before: u64,
+    open: u64,
+    closed: u64,
+}
+
+impl SessionRow {
+    fn per_session(&self, rss: u64) -> f64 {
+        (rss as f64 - self.before as f64) / self.n as f64
+    }
+}
+
+/// Opens `n` warm sessions to the everything server, one per user (a
+/// session is per user and server), each by a `get-sum` call through the
+/// gateway, and reads the bot's RSS before, with them open, and after
+/// closing them all as idle.
+async fn measure_sessions(n: usize, settle: Duration) -> SessionRow {
+    let server = EverythingServer::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "[telegram]\ntoken = \"1:x\"\n[[mcp.servers]]\nid = \"every\"\nurl = \"{}\"\ntrusted = true\n",
+        server.mcp_url()
+    );
+    let config = Arc::new(mcpgram::config::parse(&text, dir.path(), &|_| None).expect("config"));
+    let vault = Vault::open(
+        &dir.path().join("vault"),
+        &KeySource::File(dir.path().join("identity.txt")),
+    )
+    .expect("open the vault");
+    let gateway = Gateway::new(
+        config,
+        Stores::with_flows_in_memory(Arc::new(vault)),
+        "http://127.0.0.1:1/oauth/callback".into(),
+        Arc::new(Silent),
+    );
+    let every = gateway.find_server("every").expect("the server");
+    let sum = |user: u64| {
+        let arguments = serde_json::json!({"a": 1, "b": 2}).as_object().cloned();
+        let (gateway, every) = (&gateway, every.clone());
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                gateway.call_tool(user, &every, "get-sum", arguments, None),
+            )
+            .await
+            .expect("get-sum in time")
+            .expect("get-sum answers")
+        }
+    };
+    let close_all = || {
+        let later = Instant::now() + Duration::from_secs(3600);
+        let closed = gateway.close_idle_sessions(later);
+        assert_eq!(gateway.warm_sessions(), 0, "every session closed");
+        closed
+    };
+
+    // A first session pays for what every later one shares (the HTTP
+    // client, lazily built statics): opened and closed before measuring.
+    sum(0).await;
+    assert_eq!(close_all(), 1);
+    tokio::time::sleep(settle).await;
+
+    let before = rss_bytes();
+    for user in 1..=n as u64 {
+        sum(user).await;
+    }
+    let open = rss_bytes();
+    assert_eq!(gateway.warm_sessions(), n, "one warm session per user");
+
+    assert_eq!(close_all(), n);
+    // Closing runs in spawned tasks.
+    tokio::time::sleep(settle).await;
+    let closed = rss_bytes();
+
+    gateway.shutdown().await;
+    drop(server);
+    SessionRow {
+        n,
+        before,
+        open,
+        closed,
+    }
+}
+
 fn bot_config(telegram: &FakeTelegram, dir: &Path) -> String {
     format!(
         r#"[telegram]
@@ -484,6 +582,12 @@ async fn main() {
         "perf_storage: {} mode",
         if plan.full { "full" } else { "smoke" }
     );
+
+    // First, while the heap holds nothing freed by the other measurements
+    // for the sessions to reuse.
+    eprintln!("warm MCP sessions: {}", plan.sessions);
+    let settle = Duration::from_millis(if plan.full { 3000 } else { 500 });
+    let sessions = measure_sessions(plan.sessions, settle).await;
 
     // The vault: one file per user.
     let vault_dir = tempfile::tempdir().expect("temp dir");
@@ -600,6 +704,18 @@ async fn main() {
         flows.json
     );
     println!(
+        "| Warm MCP session: RSS growth / session ({} open) | {:.1} KB | ≤ 64 KB |",
+        sessions.n,
+        sessions.per_session(sessions.open) / 1024.0
+    );
+    println!(
+        "| Warm MCP sessions, all {} closed: RSS still above before opening | {:.1} KB / session ({:.0}% of the growth returned) | |",
+        sessions.n,
+        sessions.per_session(sessions.closed) / 1024.0,
+        100.0 * sessions.open.saturating_sub(sessions.closed) as f64
+            / sessions.open.saturating_sub(sessions.before).max(1) as f64
+    );
+    println!(
         "| Start-up to first `getUpdates` (median of {}) | {} | ≤ 50 ms |",
         plan.starts,
         ms(startup)
@@ -619,4 +735,5 @@ async fn main() {
     }
     assert!(save_ratio.is_finite() && load_ratio.is_finite());
     assert!(flows.rss_per_flow.is_finite() && flows.size_of > 0 && flows.heap > 0);
+    assert!(sessions.before > 0 && sessions.open > 0 && sessions.closed > 0);
 }
