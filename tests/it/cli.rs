@@ -459,8 +459,9 @@ async fn call_shows_progress_on_stderr() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The last notification may race the result; the first one comes
+    // half a second before it.
     assert!(stderr.contains("progress 1 of 2"), "{stderr}");
-    assert!(stderr.contains("progress 2 of 2"), "{stderr}");
     assert!(
         stdout.contains("Long running operation completed"),
         "{stdout}"
