@@ -130,7 +130,9 @@ fn config_with_server(dir: &std::path::Path, server: &str) -> std::path::PathBuf
     std::fs::write(
         &path,
         format!(
-            "[telegram]\ntoken = \"1:x\"\n[vault]\ndir = \"{}\"\n[[mcp.servers]]\n{server}\n",
+            // Port 0: tests run side by side, and a terminal command binds
+            // its login callback.
+            "[telegram]\ntoken = \"1:x\"\n[http]\nlisten = \"127.0.0.1:0\"\n[vault]\ndir = \"{}\"\n[[mcp.servers]]\n{server}\n",
             dir.join("vault").display()
         ),
     )
