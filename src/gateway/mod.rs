@@ -569,9 +569,8 @@ impl Gateway {
         user_id: u64,
         server: &ServerConfig,
     ) -> Result<Vec<Resource>, CallError> {
-        self.sessions
-            .list_resources(server, user_id)
-            .await
+        let listed = self.sessions.list_resources(server, user_id).await;
+        without_the_method(listed)
             .inspect_err(|error| log_call_failure(user_id, server, "listing resources", error))
     }
 
@@ -593,9 +592,8 @@ impl Gateway {
         user_id: u64,
         server: &ServerConfig,
     ) -> Result<Vec<Prompt>, CallError> {
-        self.sessions
-            .list_prompts(server, user_id)
-            .await
+        let listed = self.sessions.list_prompts(server, user_id).await;
+        without_the_method(listed)
             .inspect_err(|error| log_call_failure(user_id, server, "listing prompts", error))
     }
 
@@ -801,6 +799,15 @@ pub fn step_up_scopes(granted: &[String], required: Option<&str>) -> Vec<String>
         }
     }
     scopes
+}
+
+/// A server without resources or prompts may answer their listing with
+/// JSON-RPC "method not found": it has none.
+fn without_the_method<T>(listed: Result<Vec<T>, CallError>) -> Result<Vec<T>, CallError> {
+    match listed {
+        Err(CallError::Rpc { code: -32601, .. }) => Ok(Vec::new()),
+        other => other,
+    }
 }
 
 fn log_call_failure(user_id: u64, server: &ServerConfig, what: &str, error: &CallError) {

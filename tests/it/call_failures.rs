@@ -225,3 +225,18 @@ async fn a_private_address_of_an_untrusted_server_is_refused_without_contact() {
         "refused at once"
     );
 }
+
+/// A server with tools only answers resources/list and prompts/list with
+/// "method not found": it simply has none.
+#[tokio::test]
+async fn a_server_without_resources_or_prompts_has_none() {
+    let server = ScriptedMcp::start(Script::CallError {
+        code: -32601,
+        message: "Method not found",
+    })
+    .await;
+    let h = harness(&open(&server.url(), 10));
+    let srv = h.gateway.find_server("srv").unwrap();
+    assert!(h.gateway.list_resources(1, &srv).await.unwrap().is_empty());
+    assert!(h.gateway.list_prompts(1, &srv).await.unwrap().is_empty());
+}
