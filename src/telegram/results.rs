@@ -21,6 +21,9 @@ const MAX_TEXT_MESSAGES: usize = 3;
 /// Telegram's limit for a photo sent by upload.
 const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
 
+/// Telegram's limit for any other file a bot uploads.
+const MAX_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
+
 /// Telegram's limit for a caption, in UTF-16 units after parsing.
 pub const MAX_CAPTION_UNITS: usize = 1024;
 
@@ -84,8 +87,31 @@ impl Block {
     }
 }
 
+/// Files Telegram would refuse for their size become a line saying so.
+fn within_limits(messages: Vec<Outgoing>) -> Vec<Outgoing> {
+    messages
+        .into_iter()
+        .map(|message| match &message {
+            Outgoing::Audio(upload) | Outgoing::Voice(upload) | Outgoing::Document(upload)
+                if upload.data.len() > MAX_UPLOAD_BYTES =>
+            {
+                Outgoing::Text(html::escape(&format!(
+                    "[{}: {} MB, more than Telegram takes from a bot]",
+                    upload.file_name,
+                    upload.data.len() / (1024 * 1024)
+                )))
+            }
+            _ => message,
+        })
+        .collect()
+}
+
 /// The messages for a tool's result.
 pub fn call_result(result: &CallToolResult) -> Vec<Outgoing> {
+    within_limits(call_result_unchecked(result))
+}
+
+fn call_result_unchecked(result: &CallToolResult) -> Vec<Outgoing> {
     let mut items: Vec<Item> = Vec::new();
     if result.is_error == Some(true) {
         items.push(Item::Text(Block::Plain(
@@ -155,6 +181,10 @@ pub fn resource(contents: &ResourceContents) -> Outgoing {
 /// a long one as a file), images as photos, audio as audio, anything
 /// else as a document.
 pub fn resource_contents(contents: &[ResourceContents]) -> Vec<Outgoing> {
+    within_limits(resource_contents_unchecked(contents))
+}
+
+fn resource_contents_unchecked(contents: &[ResourceContents]) -> Vec<Outgoing> {
     let mut items = Vec::new();
     let mut name = None;
     for content in contents {
@@ -233,7 +263,7 @@ pub fn prompt(result: &GetPromptResult) -> Vec<Outgoing> {
             "(the prompt has no messages)".to_owned(),
         )));
     }
-    lay_out(items, "prompt", None)
+    within_limits(lay_out(items, "prompt", None))
 }
 
 /// Either text to lay out or a file to send as it is.
@@ -656,6 +686,20 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_too_large_for_telegram_is_named_not_sent() {
+        let big = vec![0u8; MAX_UPLOAD_BYTES + 1];
+        let out = within_limits(vec![Outgoing::Document(Upload {
+            data: big,
+            file_name: "dump.bin".to_owned(),
+            caption: None,
+        })]);
+        assert!(
+            matches!(&out[0], Outgoing::Text(t) if t.contains("dump.bin: 50 MB")),
+            "{out:?}"
+        );
     }
 
     #[test]
