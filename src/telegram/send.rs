@@ -33,8 +33,9 @@ pub async fn text(bot: &TgBot, chat: ChatId, text: &str) -> Result<(), RequestEr
     Ok(())
 }
 
-/// A planned result, message by message. A photo Telegram refuses (its
-/// format or size) goes again as a document, so nothing is lost.
+/// A planned result, message by message. A photo or audio file Telegram
+/// refuses (its format or size) goes again as a document, so nothing is
+/// lost.
 pub async fn outgoing(
     bot: &TgBot,
     chat: ChatId,
@@ -64,21 +65,42 @@ pub async fn outgoing(
                 }
             }
             Outgoing::Audio(upload) => {
-                bot.send_audio(chat, file(&upload))
+                let sent = bot
+                    .send_audio(chat, file(&upload))
                     .parse_mode(ParseMode::Html)
-                    .caption(upload.caption.unwrap_or_default())
-                    .await?;
+                    .caption(upload.caption.clone().unwrap_or_default())
+                    .await;
+                as_document_if_refused(bot, chat, upload, sent.map(|_| ())).await?;
             }
             Outgoing::Voice(upload) => {
-                bot.send_voice(chat, file(&upload))
+                let sent = bot
+                    .send_voice(chat, file(&upload))
                     .parse_mode(ParseMode::Html)
-                    .caption(upload.caption.unwrap_or_default())
-                    .await?;
+                    .caption(upload.caption.clone().unwrap_or_default())
+                    .await;
+                as_document_if_refused(bot, chat, upload, sent.map(|_| ())).await?;
             }
             Outgoing::Document(upload) => document(bot, chat, upload).await?,
         }
     }
     Ok(())
+}
+
+/// Audio Telegram refuses (a format it does not play as such) goes again
+/// as a document.
+async fn as_document_if_refused(
+    bot: &TgBot,
+    chat: ChatId,
+    upload: Upload,
+    sent: Result<(), RequestError>,
+) -> Result<(), RequestError> {
+    match sent {
+        Err(RequestError::Api(error)) => {
+            tracing::info!(%error, "Telegram refused an audio file; sending it as a document");
+            document(bot, chat, upload).await
+        }
+        other => other,
+    }
 }
 
 async fn document(bot: &TgBot, chat: ChatId, upload: Upload) -> Result<(), RequestError> {
