@@ -360,13 +360,18 @@ pub fn log_format(text: &str) -> crate::logging::Format {
 /// `[vault]` table (`None` when the text does not parse).
 pub fn vault_location(text: &str) -> Option<(PathBuf, PathBuf)> {
     let raw: raw::File = toml::from_str(text).ok()?;
-    let dir = PathBuf::from(raw.vault.dir.as_deref().unwrap_or("./data/vault"));
-    let key_file = raw
-        .vault
+    Some(vault_paths(&raw.vault))
+}
+
+/// `[vault]`'s directory and key file, with their defaults.
+fn vault_paths(vault: &raw::Vault) -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(vault.dir.as_deref().unwrap_or("./data/vault"));
+    let key_file = vault
         .key_file
+        .as_deref()
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("identity.txt"));
-    Some((dir, key_file))
+    (dir, key_file)
 }
 
 /// The admin secrets in the vault the config names, when it exists and
@@ -651,12 +656,7 @@ fn validate(
         Some(url)
     });
 
-    let dir = PathBuf::from(raw.vault.dir.as_deref().unwrap_or("./data/vault"));
-    let key_file = raw
-        .vault
-        .key_file
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.join("identity.txt"));
+    let (dir, key_file) = vault_paths(&raw.vault);
 
     let delivery = match raw.telegram.mode.as_deref().unwrap_or("polling") {
         "polling" => {

@@ -51,6 +51,24 @@ pub async fn show(bot: &TgBot, d: &mut Dialogue) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// Opens `d` for `user_id` and asks its first question; a server's open
+/// question is never pushed aside, and the user is told so. Whether it
+/// opened.
+pub async fn start(
+    bot: &TgBot,
+    dialogues: &Dialogues,
+    user_id: u64,
+    d: Dialogue,
+) -> Result<bool, RequestError> {
+    let chat = d.chat;
+    match dialogues.begin(user_id, d).await {
+        Ok(open) => show(bot, &mut *open.lock().await).await.map(|()| true),
+        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN)
+            .await
+            .map(|()| false),
+    }
+}
+
 /// Takes the buttons off the open question and puts `note` under it.
 async fn close(bot: &TgBot, d: &mut Dialogue, note: &str) {
     let Some((id, text)) = d.question.take() else {
@@ -202,16 +220,14 @@ pub fn elicit(
             #[allow(unreachable_patterns)] // rmcp's enum is non-exhaustive
             _ => return decline(),
         };
-        let id = dialogue::new_id();
-        let d = Dialogue {
-            id: id.clone(),
-            chat: ChatId(user_id as i64),
-            intro: wording::elicit_intro(&server, &message),
-            server: server.clone(),
+        let d = Dialogue::new(
+            ChatId(user_id as i64),
+            server.clone(),
+            wording::elicit_intro(&server, &message),
             body,
-            purpose: Purpose::Elicit(Some(reply)),
-            question: None,
-        };
+            Purpose::Elicit(Some(reply)),
+        );
+        let id = d.id.clone();
         let Ok(d) = dialogues.begin(user_id, d).await else {
             // Another question of a server is open: one at a time.
             return ElicitResult::new(ElicitationAction::Cancel);

@@ -190,6 +190,25 @@ pub fn tap(data: &str) -> Option<(String, Verb)> {
 }
 
 impl Dialogue {
+    /// A dialogue in `chat` (the user's private chat), nothing asked yet.
+    pub fn new(
+        chat: ChatId,
+        server: Arc<ServerConfig>,
+        intro: String,
+        body: Body,
+        purpose: Purpose,
+    ) -> Self {
+        Self {
+            id: new_id(),
+            chat,
+            server,
+            intro,
+            body,
+            purpose,
+            question: None,
+        }
+    }
+
     /// Whether the open question is answered by a button press alone.
     pub fn is_finished(&self) -> bool {
         match &self.body {

@@ -16,7 +16,7 @@ use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me
 
 use super::ask;
 use super::commands::{self, BrowseTap, CallRequest, Problem, Request};
-use super::dialogue::{self, Body, Dialogue, Dialogues, Ending, Purpose, Verb};
+use super::dialogue::{Body, Dialogue, Dialogues, Ending, Purpose, Verb};
 use super::notifier::Resumption;
 use super::render;
 use super::render::{Entry, Listing};
@@ -177,19 +177,16 @@ pub async fn token(
         return send::text(&bot, msg.chat.id, &wording::no_personal_token(&server)).await;
     }
     let user_id = sender(&msg);
-    let d = Dialogue {
-        id: dialogue::new_id(),
-        chat: msg.chat.id,
-        intro: wording::token_question(&server),
-        server: server.clone(),
-        body: Body::Token,
-        purpose: Purpose::Token,
-        question: None,
-    };
-    match chats.dialogues.begin(user_id, d).await {
-        Ok(open) => ask::show(&bot, &mut *open.lock().await).await,
-        Err(_) => send::text(&bot, msg.chat.id, wording::QUESTION_OPEN).await,
-    }
+    let d = Dialogue::new(
+        msg.chat.id,
+        server.clone(),
+        wording::token_question(&server),
+        Body::Token,
+        Purpose::Token,
+    );
+    ask::start(&bot, &chats.dialogues, user_id, d)
+        .await
+        .map(|_| ())
 }
 
 /// Keeps a token the user sent (its message is deleted already).
@@ -337,25 +334,22 @@ async fn page_first(
     }
     send::text(bot, chat, &wording::retry_after_page(server, tool)).await?;
     let empty = Arc::new(crate::mcp::Schema::new(Arc::new(Default::default())));
-    let d = Dialogue {
-        id: dialogue::new_id(),
+    let d = Dialogue::new(
         chat,
-        intro: wording::retry_after_page(server, tool),
-        server: server.clone(),
-        body: Body::Form(crate::gateway::form::Form::filled(
+        server.clone(),
+        wording::retry_after_page(server, tool),
+        Body::Form(crate::gateway::form::Form::filled(
             empty,
             arguments.unwrap_or_default(),
         )),
-        purpose: Purpose::Call {
+        Purpose::Call {
             tool: tool.to_owned(),
             consent: false,
         },
-        question: None,
-    };
-    match chats.dialogues.begin(from.user_id, d).await {
-        Ok(open) => ask::show(bot, &mut *open.lock().await).await,
-        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN).await,
-    }
+    );
+    ask::start(bot, &chats.dialogues, from.user_id, d)
+        .await
+        .map(|_| ())
 }
 
 /// Asks the user to confirm a call of a tool that may change things,
@@ -371,26 +365,21 @@ async fn ask_consent(
 ) -> HandlerResult {
     let chat = ChatId(from.user_id as i64);
     let schema = Arc::new(crate::mcp::Schema::new(tool.input_schema.clone()));
-    let d = Dialogue {
-        id: dialogue::new_id(),
+    let d = Dialogue::new(
         chat,
-        intro: wording::consent_intro(server, &tool.name),
-        server: server.clone(),
-        body: Body::Form(crate::gateway::form::Form::filled(
+        server.clone(),
+        wording::consent_intro(server, &tool.name),
+        Body::Form(crate::gateway::form::Form::filled(
             schema,
             arguments.unwrap_or_default(),
         )),
-        purpose: Purpose::Call {
+        Purpose::Call {
             tool: tool.name.to_string(),
             consent: true,
         },
-        question: None,
-    };
-    match chats.dialogues.begin(from.user_id, d).await {
-        Ok(open) => ask::show(bot, &mut *open.lock().await).await?,
-        Err(_) => return send::text(bot, from.chat, wording::QUESTION_OPEN).await,
-    }
-    if !from.private {
+    );
+    let opened = ask::start(bot, &chats.dialogues, from.user_id, d).await?;
+    if opened && !from.private {
         send::text(bot, from.chat, wording::CONFIRM_PRIVATELY).await?;
     }
     Ok(())
@@ -455,22 +444,19 @@ async fn guide(
 ) -> HandlerResult {
     let chat = ChatId(user_id as i64);
     let schema = Arc::new(crate::mcp::Schema::new(tool.input_schema.clone()));
-    let d = Dialogue {
-        id: dialogue::new_id(),
+    let d = Dialogue::new(
         chat,
-        intro: wording::guided_intro(server, &tool.name),
-        server: server.clone(),
-        body: Body::Form(crate::gateway::form::Form::new(schema)),
-        purpose: Purpose::Call {
+        server.clone(),
+        wording::guided_intro(server, &tool.name),
+        Body::Form(crate::gateway::form::Form::new(schema)),
+        Purpose::Call {
             tool: tool.name.to_string(),
             consent: false,
         },
-        question: None,
-    };
-    match chats.dialogues.begin(user_id, d).await {
-        Ok(open) => ask::show(bot, &mut *open.lock().await).await,
-        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN).await,
-    }
+    );
+    ask::start(bot, &chats.dialogues, user_id, d)
+        .await
+        .map(|_| ())
 }
 
 pub async fn unknown(bot: TgBot, msg: Message, (command, _): (String, bool)) -> HandlerResult {
@@ -625,60 +611,19 @@ pub async fn disconnect(
     })
 }
 
-pub async fn tools(
+/// `/tools`, `/resources`, `/prompts`: the first page of a browser.
+pub async fn browse(
     bot: TgBot,
     msg: Message,
     me: Me,
     gateway: Arc<Gateway>,
     chats: Chats,
-    server: Arc<ServerConfig>,
+    (server, op): (Arc<ServerConfig>, ResumeOp),
     ticket: Ticket,
 ) -> HandlerResult {
     in_background(ticket, |done| async move {
         let from = Origin::of_message(&msg);
-        let op = ResumeOp::ListTools;
-        run_op(
-            &bot,
-            &from,
-            &me,
-            &gateway,
-            &chats,
-            &server,
-            Op::new(op),
-            done,
-        )
-        .await
-    })
-}
-
-pub async fn resources(
-    bot: TgBot,
-    msg: Message,
-    me: Me,
-    gateway: Arc<Gateway>,
-    chats: Chats,
-    server: Arc<ServerConfig>,
-    ticket: Ticket,
-) -> HandlerResult {
-    in_background(ticket, |done| async move {
-        let from = Origin::of_message(&msg);
-        let op = Op::new(ResumeOp::ListResources);
-        run_op(&bot, &from, &me, &gateway, &chats, &server, op, done).await
-    })
-}
-
-pub async fn prompts(
-    bot: TgBot,
-    msg: Message,
-    me: Me,
-    gateway: Arc<Gateway>,
-    chats: Chats,
-    server: Arc<ServerConfig>,
-    ticket: Ticket,
-) -> HandlerResult {
-    in_background(ticket, |done| async move {
-        let from = Origin::of_message(&msg);
-        let op = Op::new(ResumeOp::ListPrompts);
+        let op = Op::new(op);
         run_op(&bot, &from, &me, &gateway, &chats, &server, op, done).await
     })
 }
@@ -1124,21 +1069,18 @@ async fn fill_prompt(
         .await;
     }
     let schema = Arc::new(crate::mcp::Schema::new(Arc::new(prompt_schema(&arguments))));
-    let d = Dialogue {
-        id: dialogue::new_id(),
+    let d = Dialogue::new(
         chat,
-        intro: wording::prompt_intro(server, &prompt.name),
-        server: server.clone(),
-        body: Body::Form(crate::gateway::form::Form::new(schema)),
-        purpose: Purpose::Prompt {
+        server.clone(),
+        wording::prompt_intro(server, &prompt.name),
+        Body::Form(crate::gateway::form::Form::new(schema)),
+        Purpose::Prompt {
             name: prompt.name.clone(),
         },
-        question: None,
-    };
-    match chats.dialogues.begin(user_id, d).await {
-        Ok(open) => ask::show(bot, &mut *open.lock().await).await,
-        Err(_) => send::text(bot, chat, wording::QUESTION_OPEN).await,
-    }
+    );
+    ask::start(bot, &chats.dialogues, user_id, d)
+        .await
+        .map(|_| ())
 }
 
 /// A prompt's arguments as the schema of an object of strings.

@@ -103,13 +103,22 @@ fn messages() -> UpdateHandler<teloxide::RequestError> {
                         .branch(case![Request::Servers].endpoint(endpoints::servers))
                         .branch(case![Request::Status].endpoint(endpoints::status))
                         .branch(case![Request::Connect(server)].endpoint(endpoints::connect))
-                        .branch(case![Request::Tools(server)].endpoint(endpoints::tools))
-                        .branch(case![Request::Resources(server)].endpoint(endpoints::resources))
-                        .branch(case![Request::Prompts(server)].endpoint(endpoints::prompts))
+                        .branch(dptree::filter_map(browsing).endpoint(endpoints::browse))
                         .branch(case![Request::Call(call)].endpoint(endpoints::call))
                         .branch(case![Request::Disconnect(server)].endpoint(endpoints::disconnect)),
                 ),
         )
+}
+
+/// `/tools`, `/resources` or `/prompts`: the server and what to list.
+fn browsing(request: Request) -> Option<(Arc<ServerConfig>, crate::gateway::ResumeOp)> {
+    use crate::gateway::ResumeOp;
+    match request {
+        Request::Tools(server) => Some((server, ResumeOp::ListTools)),
+        Request::Resources(server) => Some((server, ResumeOp::ListResources)),
+        Request::Prompts(server) => Some((server, ResumeOp::ListPrompts)),
+        _ => None,
+    }
 }
 
 /// The server a "New link" button asks for.

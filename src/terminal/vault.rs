@@ -3,20 +3,27 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::secret::Secret;
 use crate::vault::admin::{rotate_key, secret_key};
 use crate::vault::{KeySource, Namespace, Vault};
 
-/// The vault named in the config file at `config`, opened (and created,
-/// with its key, if it does not exist yet).
-fn open(config: &Path) -> Result<(Vault, std::path::PathBuf, std::path::PathBuf), String> {
+/// The vault directory and key file the config file at `config` names,
+/// and the file's text.
+fn location(config: &Path) -> Result<(PathBuf, PathBuf, String), String> {
     let text = std::fs::read_to_string(config)
         .map_err(|error| format!("cannot read {}: {error}", config.display()))?;
     let (dir, key_file) = crate::config::vault_location(&text)
         .ok_or_else(|| format!("{} is not valid TOML", config.display()))?;
+    Ok((dir, key_file, text))
+}
+
+/// The vault named in the config file at `config`, opened (and created,
+/// with its key, if it does not exist yet).
+fn open(config: &Path) -> Result<(Vault, PathBuf, PathBuf), String> {
+    let (dir, key_file, _) = location(config)?;
     let key = KeySource::from_env_or_file(key_file.clone());
     let vault =
         Vault::open(&dir, &key).map_err(|error| crate::logging::chain(&error).to_string())?;
@@ -183,12 +190,9 @@ pub fn rotate(config: &Path) -> ExitCode {
             "the key comes from MCPGRAM_VAULT_KEY; rotate-key works on a key file (vault.key_file)",
         );
     }
-    let text = match std::fs::read_to_string(config) {
-        Ok(text) => text,
-        Err(error) => return fail(format!("cannot read {}: {error}", config.display())),
-    };
-    let Some((dir, key_file)) = crate::config::vault_location(&text) else {
-        return fail(format!("{} is not valid TOML", config.display()));
+    let (dir, key_file) = match location(config) {
+        Ok((dir, key_file, _)) => (dir, key_file),
+        Err(error) => return fail(error),
     };
     match rotate_key(&dir, &key_file) {
         Ok(rotation) => {
@@ -212,10 +216,7 @@ pub fn rotate(config: &Path) -> ExitCode {
 /// and where each `${NAME}` of the config is read from. `Err` when the
 /// vault exists but cannot be read with the configured key.
 pub async fn check(config: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|error| format!("cannot read {}: {error}", config.display()))?;
-    let (dir, key_file) = crate::config::vault_location(&text)
-        .ok_or_else(|| format!("{} is not valid TOML", config.display()))?;
+    let (dir, key_file, text) = location(config)?;
     let inline_key = std::env::var("MCPGRAM_VAULT_KEY").is_ok_and(|k| !k.trim().is_empty());
     let mut lines = Vec::new();
     let kept: Vec<String> = if dir.join("system.age").exists() && (inline_key || key_file.exists())

@@ -219,11 +219,7 @@ async fn tools_says_plainly_what_failed_and_exits_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_follows_the_running_bot() {
     let telegram = fake_telegram::FakeTelegram::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let bot = crate::support::bot::BotProcess::start(&telegram, |dir| {
         crate::support::bot::base_config(&telegram, dir)
             .replace("127.0.0.1:0", &format!("0.0.0.0:{port}"))

@@ -7,6 +7,7 @@ use fake_telegram::{FakeTelegram, SentMessage};
 use test_peers::{TsDemoServer, browser};
 
 use crate::support::bot::{BotProcess, base_config};
+use crate::support::free_port;
 use crate::support::text_contains;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -21,13 +22,6 @@ fn demo_server(url: &str) -> String {
 /// restart of the bot.
 fn fixed_port_config(telegram: &FakeTelegram, dir: &std::path::Path, port: u16) -> String {
     base_config(telegram, dir).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 fn link_of(message: &SentMessage) -> String {

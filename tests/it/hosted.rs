@@ -29,10 +29,7 @@ impl Hosted {
     async fn start(login_url: bool) -> Self {
         let demo = TsDemoServer::start().await;
         let telegram = FakeTelegram::start().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let tls = TlsFront::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
         let public = tls.url();
         let mcp_url = demo.mcp_url();

@@ -8,16 +8,9 @@ use fake_telegram::FakeTelegram;
 use test_peers::EverythingServer;
 
 use crate::support::bot::{BotProcess, base_config};
+use crate::support::free_port;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.expect("the bot answers");

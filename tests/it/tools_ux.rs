@@ -17,15 +17,20 @@ fn everything(url: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_are_buttons_with_pages_and_a_tap_shows_the_parameters() {
-    let server = EverythingServer::start().await;
+/// A bot on the fake Telegram with `server` as its one server, "every".
+async fn everything_bot(server: EverythingServer) -> (EverythingServer, FakeTelegram, BotProcess) {
     let telegram = FakeTelegram::start().await;
     let url = server.mcp_url();
     let bot = BotProcess::start(&telegram, |dir| {
         base_config(&telegram, dir) + &everything(&url)
     })
     .await;
+    (server, telegram, bot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_buttons_with_pages_and_a_tap_shows_the_parameters() {
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     // One server configured: a bare /tools means it.
@@ -106,15 +111,10 @@ async fn results_arrive_as_photos_code_blocks_and_documents() {
     // result of any size from the real server.
     let big = "z".repeat(100_000);
     let server = EverythingServer::start_with_env(vec![("MCPGRAM_BIG".to_owned(), big)]).await;
-    let telegram = FakeTelegram::start().await;
+    let (_server, telegram, bot) = everything_bot(server).await;
     // Telegram's flood control at one message a second per chat: a send
     // beyond it is answered 429, and one before retry_after is a violation.
     telegram.set_flood_limit(Some(1), 1);
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
     let alice = telegram.user(1, "Alice");
 
     telegram.send_private(&alice, "/call every get-tiny-image");
@@ -214,13 +214,7 @@ async fn results_arrive_as_photos_code_blocks_and_documents() {
 /// /cancel) stops a call and frees the user at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_calls_show_progress_and_can_be_cancelled() {
-    let server = EverythingServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     telegram.send_private(
@@ -344,13 +338,7 @@ async fn open_tool(
 /// numbers as replies checked by the schema), then Run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guided_call_asks_for_each_parameter_then_runs() {
-    let server = EverythingServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     // An enum: one tap.
@@ -427,13 +415,7 @@ async fn a_guided_call_asks_for_each_parameter_then_runs() {
 /// call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_question_is_answered_through_buttons() {
-    let server = EverythingServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     telegram.send_private(&alice, "/call every trigger-elicitation-request");
@@ -558,13 +540,7 @@ async fn tap_in_browser(
 /// arguments like a guided call and sends its messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_and_prompts_from_the_chat() {
-    let server = EverythingServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     telegram.send_private(&alice, "/resources");
@@ -644,13 +620,7 @@ async fn resources_and_prompts_from_the_chat() {
 /// button to the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
-    let server = EverythingServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     telegram.send_private(
@@ -720,13 +690,7 @@ async fn a_url_question_shows_the_whole_url_and_opens_only_on_a_tap() {
 /// call again, and the server then goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_required_first_is_asked_and_the_call_offered_again() {
-    let server = EverythingServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let url = server.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &everything(&url)
-    })
-    .await;
+    let (_server, telegram, bot) = everything_bot(EverythingServer::start().await).await;
     let alice = telegram.user(1, "Alice");
 
     telegram.send_private(

@@ -7,17 +7,10 @@ use std::time::Duration;
 use fake_telegram::FakeTelegram;
 
 use crate::support::bot::{BotProcess, base_config};
+use crate::support::free_port;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "s3cret_Webhook-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_arrive_by_webhook_with_the_secret_and_polling_takes_over_again() {

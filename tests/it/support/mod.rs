@@ -26,3 +26,13 @@ pub fn closed_port() -> ClosedPort {
         port,
     }
 }
+
+/// A loopback port free a moment ago, for a process that must be told its
+/// port before it starts (it may be taken meanwhile; rare enough here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
