@@ -417,6 +417,21 @@ impl SessionRow {
     }
 }
 
+fn print_sessions(sessions: &SessionRow) {
+    println!(
+        "| Warm MCP session: RSS growth / session ({} open) | {:.1} KB | ≤ 64 KB |",
+        sessions.n,
+        sessions.per_session(sessions.open) / 1024.0
+    );
+    println!(
+        "| Warm MCP sessions, all {} closed: RSS still above before opening | {:.1} KB / session ({:.0}% of the growth returned) | |",
+        sessions.n,
+        sessions.per_session(sessions.closed) / 1024.0,
+        100.0 * sessions.open.saturating_sub(sessions.closed) as f64
+            / sessions.open.saturating_sub(sessions.before).max(1) as f64
+    );
+}
+
 /// Opens `n` warm sessions to the everything server, one per user (a
 /// session is per user and server), each by a `get-sum` call through the
 /// gateway, and reads the bot's RSS before, with them open, and after
@@ -588,6 +603,12 @@ async fn main() {
     eprintln!("warm MCP sessions: {}", plan.sessions);
     let settle = Duration::from_millis(if plan.full { 3000 } else { 500 });
     let sessions = measure_sessions(plan.sessions, settle).await;
+    // `cargo bench --bench perf_storage -- sessions`: this measurement
+    // alone, e.g. under a heap profiler.
+    if std::env::args().any(|arg| arg == "sessions") {
+        print_sessions(&sessions);
+        return;
+    }
 
     // The vault: one file per user.
     let vault_dir = tempfile::tempdir().expect("temp dir");
@@ -703,18 +724,7 @@ async fn main() {
         flows.size_of + flows.heap,
         flows.json
     );
-    println!(
-        "| Warm MCP session: RSS growth / session ({} open) | {:.1} KB | ≤ 64 KB |",
-        sessions.n,
-        sessions.per_session(sessions.open) / 1024.0
-    );
-    println!(
-        "| Warm MCP sessions, all {} closed: RSS still above before opening | {:.1} KB / session ({:.0}% of the growth returned) | |",
-        sessions.n,
-        sessions.per_session(sessions.closed) / 1024.0,
-        100.0 * sessions.open.saturating_sub(sessions.closed) as f64
-            / sessions.open.saturating_sub(sessions.before).max(1) as f64
-    );
+    print_sessions(&sessions);
     println!(
         "| Start-up to first `getUpdates` (median of {}) | {} | ≤ 50 ms |",
         plan.starts,

@@ -1346,10 +1346,13 @@ async fn offer_connect(
                 wording::START_PRIVATE_CHAT_BUTTON,
                 url,
             )]]);
-            bot.send_message(from.chat, wording::START_PRIVATE_CHAT)
-                .reply_markup(markup)
-                .await
-                .map(|_| ())
+            bot.paced(
+                from.chat,
+                bot.send_message(from.chat, wording::START_PRIVATE_CHAT)
+                    .reply_markup(markup),
+            )
+            .await
+            .map(|_| ())
         }
         Err(error) => Err(error),
     }

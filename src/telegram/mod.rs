@@ -12,8 +12,8 @@
 //! - [`running`]: a call while it runs (status, progress, Cancel);
 //!   [`dialogue`] and [`ask`]: questions one at a time (guided calls,
 //!   servers' elicitation, consent, `/token`).
-//! - [`send`] and [`format`]: chunking, link buttons, no previews; all
-//!   through teloxide's `Throttle`.
+//! - [`send`] and [`format`]: chunking, link buttons, no previews;
+//!   [`pace`]: every message within Telegram's flood limits.
 //! - [`notifier`]: tells a chat how its authorization flow ended.
 
 pub mod ask;
@@ -22,6 +22,7 @@ pub mod dialogue;
 pub mod endpoints;
 pub mod format;
 pub mod notifier;
+pub mod pace;
 pub mod render;
 pub mod results;
 pub mod running;
@@ -57,11 +58,45 @@ pub enum TelegramError {
     Webhook(#[source] teloxide::RequestError),
 }
 
-/// The bot as every endpoint sends with it: through teloxide's `Throttle`,
-/// which keeps within Telegram's per-chat and global limits and, on a 429,
-/// waits the `retry_after` Telegram names and sends again, so no reply
-/// is lost to a burst.
-pub type TgBot = teloxide::adaptors::Throttle<Bot>;
+/// The bot as every endpoint has it. Messages go through [`TgBot::paced`]
+/// ([`pace`]: Telegram's flood limits, 429s waited out and sent again);
+/// other calls (edits, callback answers, chat actions) go straight to
+/// the Bot API through `Deref`.
+#[derive(Clone)]
+pub struct TgBot {
+    bot: Bot,
+    pace: Arc<pace::Pace>,
+}
+
+impl TgBot {
+    pub fn new(bot: Bot, limits: pace::Limits) -> Self {
+        Self {
+            bot,
+            pace: pace::Pace::new(limits),
+        }
+    }
+
+    /// Sends a message-creating `request` to `chat` within the flood
+    /// limits.
+    pub async fn paced<R>(
+        &self,
+        chat: ChatId,
+        request: R,
+    ) -> Result<teloxide::requests::Output<R>, teloxide::RequestError>
+    where
+        R: teloxide::requests::Request<Err = teloxide::RequestError>,
+    {
+        self.pace.send(chat, request).await
+    }
+}
+
+impl std::ops::Deref for TgBot {
+    type Target = Bot;
+
+    fn deref(&self) -> &Bot {
+        &self.bot
+    }
+}
 
 struct Probe(Bot);
 
@@ -110,7 +145,7 @@ impl Telegram {
             .await
             .map_err(TelegramError::Commands)?;
         tracing::info!(bot = %me.username(), "connected to Telegram");
-        let bot = bot.throttle(teloxide::adaptors::throttle::Limits::default());
+        let bot = TgBot::new(bot, pace::Limits::default());
         Ok(Self {
             bot,
             me,
@@ -123,7 +158,7 @@ impl Telegram {
 
     /// `/readyz`'s check of the Bot API: `getMe` answers.
     pub fn probe(&self) -> Arc<dyn crate::gateway::ready::Dependency> {
-        Arc::new(Probe(self.bot.inner().clone()))
+        Arc::new(Probe(self.bot.bot.clone()))
     }
 
     pub fn notifier(&self) -> Arc<dyn ChatNotifier> {
@@ -156,8 +191,17 @@ impl Telegram {
                 }
             });
         }
-        let mut dispatcher = Dispatcher::builder(self.bot.clone(), schema::schema())
+        let pace = self.bot.pace.clone();
+        let shrinker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                pace.shrink();
+            }
+        });
+        let mut dispatcher = Dispatcher::builder(self.bot.bot.clone(), schema::schema())
             .dependencies(dptree::deps![
+                self.bot.clone(),
                 gateway,
                 self.allowed,
                 endpoints::Chats {
@@ -189,7 +233,7 @@ impl Telegram {
         let result = match webhook {
             None => {
                 // Deletes any webhook first: switching back to polling works.
-                let listener = update_listeners::polling_default(self.bot.clone()).await;
+                let listener = update_listeners::polling_default(self.bot.bot.clone()).await;
                 dispatcher
                     .try_dispatch_with_listener(
                         listener,
@@ -243,6 +287,7 @@ impl Telegram {
             }
         };
         stopper.abort();
+        shrinker.abort();
         // No more updates: let the commands under way finish and answer.
         endpoints::IN_FLIGHT.close();
         let running = endpoints::IN_FLIGHT.len();

@@ -132,8 +132,12 @@ impl ChatNotifier for TelegramNotifier {
                     }
                     None => self
                         .bot
-                        .send_message(ChatId(owner.chat_id), text)
-                        .reply_markup(markup)
+                        .paced(
+                            ChatId(owner.chat_id),
+                            self.bot
+                                .send_message(ChatId(owner.chat_id), text)
+                                .reply_markup(markup),
+                        )
                         .await
                         .map(|_| ()),
                 }

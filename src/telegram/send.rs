@@ -26,9 +26,12 @@ fn no_preview() -> LinkPreviewOptions {
 /// Plain text (never parsed as markup: tool output is arbitrary).
 pub async fn text(bot: &TgBot, chat: ChatId, text: &str) -> Result<(), RequestError> {
     for piece in chunks(text, MAX_MESSAGE_UNITS) {
-        bot.send_message(chat, piece)
-            .link_preview_options(no_preview())
-            .await?;
+        bot.paced(
+            chat,
+            bot.send_message(chat, piece)
+                .link_preview_options(no_preview()),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -44,16 +47,22 @@ pub async fn outgoing(
     for message in messages {
         match message {
             Outgoing::Text(html) => {
-                bot.send_message(chat, html)
-                    .parse_mode(ParseMode::Html)
-                    .link_preview_options(no_preview())
-                    .await?;
+                bot.paced(
+                    chat,
+                    bot.send_message(chat, html)
+                        .parse_mode(ParseMode::Html)
+                        .link_preview_options(no_preview()),
+                )
+                .await?;
             }
             Outgoing::Photo(upload) => {
                 let sent = bot
-                    .send_photo(chat, file(&upload))
-                    .parse_mode(ParseMode::Html)
-                    .caption(upload.caption.clone().unwrap_or_default())
+                    .paced(
+                        chat,
+                        bot.send_photo(chat, file(&upload))
+                            .parse_mode(ParseMode::Html)
+                            .caption(upload.caption.clone().unwrap_or_default()),
+                    )
                     .await;
                 match sent {
                     Ok(_) => {}
@@ -66,17 +75,23 @@ pub async fn outgoing(
             }
             Outgoing::Audio(upload) => {
                 let sent = bot
-                    .send_audio(chat, file(&upload))
-                    .parse_mode(ParseMode::Html)
-                    .caption(upload.caption.clone().unwrap_or_default())
+                    .paced(
+                        chat,
+                        bot.send_audio(chat, file(&upload))
+                            .parse_mode(ParseMode::Html)
+                            .caption(upload.caption.clone().unwrap_or_default()),
+                    )
                     .await;
                 as_document_if_refused(bot, chat, upload, sent.map(|_| ())).await?;
             }
             Outgoing::Voice(upload) => {
                 let sent = bot
-                    .send_voice(chat, file(&upload))
-                    .parse_mode(ParseMode::Html)
-                    .caption(upload.caption.clone().unwrap_or_default())
+                    .paced(
+                        chat,
+                        bot.send_voice(chat, file(&upload))
+                            .parse_mode(ParseMode::Html)
+                            .caption(upload.caption.clone().unwrap_or_default()),
+                    )
                     .await;
                 as_document_if_refused(bot, chat, upload, sent.map(|_| ())).await?;
             }
@@ -104,11 +119,14 @@ async fn as_document_if_refused(
 }
 
 async fn document(bot: &TgBot, chat: ChatId, upload: Upload) -> Result<(), RequestError> {
-    bot.send_document(chat, file(&upload))
-        .parse_mode(ParseMode::Html)
-        .caption(upload.caption.unwrap_or_default())
-        .await
-        .map(|_| ())
+    bot.paced(
+        chat,
+        bot.send_document(chat, file(&upload))
+            .parse_mode(ParseMode::Html)
+            .caption(upload.caption.unwrap_or_default()),
+    )
+    .await
+    .map(|_| ())
 }
 
 fn file(upload: &Upload) -> InputFile {
@@ -123,10 +141,13 @@ pub async fn with_buttons(
     text: &str,
     rows: Vec<Vec<(String, String)>>,
 ) -> Result<Message, RequestError> {
-    bot.send_message(chat, text)
-        .link_preview_options(no_preview())
-        .reply_markup(keyboard(rows))
-        .await
+    bot.paced(
+        chat,
+        bot.send_message(chat, text)
+            .link_preview_options(no_preview())
+            .reply_markup(keyboard(rows)),
+    )
+    .await
 }
 
 /// HTML with inline buttons under it (no preview).
@@ -136,11 +157,14 @@ pub async fn html_with_buttons(
     html: &str,
     rows: Vec<Vec<(String, String)>>,
 ) -> Result<Message, RequestError> {
-    bot.send_message(chat, html)
-        .parse_mode(ParseMode::Html)
-        .link_preview_options(no_preview())
-        .reply_markup(keyboard(rows))
-        .await
+    bot.paced(
+        chat,
+        bot.send_message(chat, html)
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(no_preview())
+            .reply_markup(keyboard(rows)),
+    )
+    .await
 }
 
 /// Replaces a message's HTML and gives it one URL button. Telegram opens
@@ -237,10 +261,13 @@ pub async fn link(
     };
     if let Some(markup) = markup {
         match bot
-            .send_message(chat, text)
-            .link_preview_options(no_preview())
-            .protect_content(true)
-            .reply_markup(markup)
+            .paced(
+                chat,
+                bot.send_message(chat, text)
+                    .link_preview_options(no_preview())
+                    .protect_content(true)
+                    .reply_markup(markup),
+            )
             .await
         {
             Ok(message) => return Ok(message),
@@ -250,10 +277,13 @@ pub async fn link(
             Err(error) => return Err(error),
         }
     }
-    bot.send_message(chat, format!("{text}\n\n{url}"))
-        .link_preview_options(no_preview())
-        .protect_content(true)
-        .await
+    bot.paced(
+        chat,
+        bot.send_message(chat, format!("{text}\n\n{url}"))
+            .link_preview_options(no_preview())
+            .protect_content(true),
+    )
+    .await
 }
 
 /// Replaces a message's text and buttons; when that fails (the message is
@@ -274,11 +304,14 @@ pub async fn replace(
         Ok(_) => Ok(()),
         Err(error) => {
             tracing::debug!(%error, "could not edit the message; sending a new one");
-            bot.send_message(chat, text)
-                .link_preview_options(no_preview())
-                .reply_markup(markup)
-                .await
-                .map(|_| ())
+            bot.paced(
+                chat,
+                bot.send_message(chat, text)
+                    .link_preview_options(no_preview())
+                    .reply_markup(markup),
+            )
+            .await
+            .map(|_| ())
         }
     }
 }

@@ -426,3 +426,37 @@ async fn a_429_is_waited_out_and_the_reply_still_arrives() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// A 429 freezes only its own chat: another user's reply goes out at
+/// once instead of queueing behind the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_in_one_chat_holds_up_no_other_chat() {
+    let telegram = FakeTelegram::start().await;
+    let bot = BotProcess::start(&telegram, |dir| base_config(&telegram, dir)).await;
+    let (alice, bob) = (telegram.user(1, "Alice"), telegram.user(2, "Bob"));
+
+    telegram.fail_next_sends_with_429(1, 5);
+    telegram.send_private(&alice, "/help");
+    // Alice's reply was answered 429: her chat is frozen for 5 s.
+    let refused = telegram.wait_for_call("sendMessage", WAIT).await;
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("Too Many Requests")),
+        "{refused:?}"
+    );
+    telegram.send_private(&bob, "/help");
+    let bobs = telegram.wait_for_message(2, WAIT, |_| true).await;
+    assert_eq!(
+        telegram.message_count(1),
+        0,
+        "Bob's reply came first, while Alice's chat waits"
+    );
+    let alices = telegram.wait_for_message(1, WAIT, |_| true).await;
+    assert!(alices.text.contains("/connect") && bobs.text.contains("/connect"));
+    assert_eq!(telegram.rate_limited_count(), 1);
+
+    bot.stop().await;
+    telegram.assert_no_errors();
+}

@@ -200,7 +200,7 @@ async fn results_arrive_as_photos_code_blocks_and_documents() {
     assert!(file.data.starts_with(&[0x1f, 0x8b]), "the gzip file itself");
 
     bot.stop().await;
-    // Throttle paces sends below Telegram's per-chat limit before any 429.
+    // Sends are paced below Telegram's per-chat limit before any 429.
     assert_eq!(
         telegram.rate_limited_count(),
         0,
