@@ -12,15 +12,15 @@
 //! interleaved in blocks (A, B, C, A, B, C, ...) since the machine is
 //! shared. B goes round robin over many users, each warmed first (sessions
 //! are per user and server), so Telegram's per-chat pace (one message per
-//! second, teloxide's `Throttle`) is never what a call waits for. Then the
-//! same A and B with an idle pause before each call ("paced"): teloxide's
-//! `Throttle` worker sleeps 250 ms after each batch it releases, so a reply
-//! that comes sooner after the previous one waits for that tick.
+//! second per chat, `src/telegram/pace.rs`) is never what a call waits
+//! for. Then the same A and B with an idle pause before each call
+//! ("paced"), as a user's calls come.
 //!
 //! `cargo bench --bench perf_calls` measures; `cargo test --bench
 //! perf_calls` (no `--bench` argument) runs a smoke pass with tiny counts.
+mod support;
+
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fake_telegram::{FakeTelegram, FakeUser};
@@ -28,8 +28,8 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{RoleClient, ServiceExt};
+use support::{Bot, Row, ms, row, ticks_per_sec};
 use test_peers::EverythingServer;
-use tokio::process::{Child, Command};
 
 const CALL: &str = r#"/call every get-sum {"a": 1, "b": 2}"#;
 const SUM: &str = "The sum of 1 and 2 is 3.";
@@ -88,85 +88,6 @@ async fn direct_call(client: &Direct) -> Duration {
 // B: the bot binary on the fake Telegram
 // ---------------------------------------------------------------------------
 
-struct Bot {
-    child: Child,
-    _dir: tempfile::TempDir,
-    log: std::path::PathBuf,
-}
-
-impl Bot {
-    async fn start(telegram: &FakeTelegram, mcp_url: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("mcpgram.toml");
-        std::fs::write(&config, config_text(telegram, dir.path(), mcp_url)).unwrap();
-        let log = dir.path().join("bot.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
-            .arg("--config")
-            .arg(&config)
-            // The bot's own default level (info), as deployed.
-            .env_remove("RUST_LOG")
-            .env_remove("MCPGRAM_VAULT_KEY")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start mcpgram");
-        let bot = Self {
-            child,
-            _dir: dir,
-            log,
-        };
-        let polled = tokio::time::timeout(
-            WAIT,
-            telegram.wait_for_call_count("getupdates", 1, WAIT + Duration::from_secs(5)),
-        )
-        .await;
-        if polled.is_err() {
-            panic!("the bot did not start polling; its log:\n{}", bot.log());
-        }
-        bot
-    }
-
-    /// The end of the bot's log.
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let cut = log.len().saturating_sub(8000);
-        let cut = (cut..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(log.len());
-        log[cut..].to_owned()
-    }
-
-    /// User plus system CPU time the bot process used so far.
-    fn cpu(&self, ticks_per_sec: f64) -> Duration {
-        let pid = self.child.id().expect("the bot runs");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // Fields after the command name, which is in parentheses: state is
-        // field 3, utime 14, stime 15.
-        let after = &stat[stat.rfind(')').unwrap() + 1..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
-    }
-
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
 /// As `base_config` in tests/it/support/bot.rs, with the everything server.
 fn config_text(telegram: &FakeTelegram, dir: &Path, mcp_url: &str) -> String {
     format!(
@@ -218,7 +139,7 @@ async fn bot_call_unguarded(telegram: &FakeTelegram, user: &FakeUser) -> (Durati
     let chat = user.id as i64;
     let start = Instant::now();
     telegram.send_private(user, CALL);
-    // `sendChatAction` bypasses the Throttle; older ones (another chat's
+    // `sendChatAction` is not paced; older ones (another chat's
     // renewal) are skipped.
     loop {
         let call = telegram.wait_for_call("sendchataction", WAIT).await;
@@ -285,43 +206,6 @@ async fn echo_call(telegram: &FakeTelegram, user: &FakeUser) -> Duration {
 // Numbers
 // ---------------------------------------------------------------------------
 
-fn at(sorted: &[Duration], quantile: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * quantile).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-struct Row {
-    name: &'static str,
-    p50: Duration,
-    p99: Duration,
-    n: usize,
-}
-
-fn row(name: &'static str, mut took: Vec<Duration>) -> Row {
-    assert!(!took.is_empty(), "no samples for {name}");
-    took.sort();
-    let row = Row {
-        name,
-        p50: at(&took, 0.5),
-        p99: at(&took, 0.99),
-        n: took.len(),
-    };
-    assert!(row.p50 > Duration::ZERO && row.p99 >= row.p50);
-    row
-}
-
-fn ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -337,7 +221,7 @@ async fn main() {
             .expect("direct session");
 
     let telegram = FakeTelegram::start().await;
-    let bot = Bot::start(&telegram, &url).await;
+    let bot = Bot::start(&telegram, |dir| config_text(&telegram, dir, &url)).await;
     let users: Vec<FakeUser> = (0..counts.users)
         .map(|i| telegram.user(1000 + i, &format!("User{i}")))
         .collect();
@@ -347,7 +231,7 @@ async fn main() {
     let echo_user = echo_telegram.user(1, "Echo");
 
     // Warm: the direct session, and every user's session through the bot
-    // (all at once; the Throttle releases 30 replies a second).
+    // (all at once; the bot sends at most 30 replies a second).
     for _ in 0..20 {
         direct_call(&direct).await;
         echo_call(&echo_telegram, &echo_user).await;
@@ -360,7 +244,7 @@ async fn main() {
             .wait_for_message(user.id as i64, WAIT, |m| m.text.contains(SUM))
             .await;
     }
-    // Let the Throttle's minute window and any "typing…" renewal pass.
+    // Let the pacing's windows and any "typing…" renewal pass.
     tokio::time::sleep(if full {
         Duration::from_secs(5)
     } else {

@@ -50,6 +50,9 @@ pub struct TelegramConfig {
     pub login_url: bool,
     /// How updates arrive.
     pub delivery: Delivery,
+    /// Messages the bot may send per second in all: Telegram's 30 for
+    /// ordinary bots; more for bots with paid broadcasts.
+    pub messages_per_second: u32,
 }
 
 /// How the bot receives updates from Telegram.
@@ -282,6 +285,7 @@ impl Config {
                 allowed_users: Vec::new(),
                 login_url: false,
                 delivery: Delivery::Polling,
+                messages_per_second: 30,
             },
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -471,6 +475,7 @@ mod raw {
         pub login_url: bool,
         pub mode: Option<String>,
         pub webhook_secret: Option<String>,
+        pub messages_per_second: Option<u32>,
     }
 
     #[derive(Deserialize, Default)]
@@ -714,6 +719,20 @@ fn validate(
         }
     };
 
+    let messages_per_second = match raw.telegram.messages_per_second {
+        None => 30,
+        Some(n @ 1..=1000) => n,
+        Some(n) => {
+            problems.add(
+                "telegram.messages_per_second",
+                format!(
+                    "{n} is out of range; Telegram allows 30 (up to 1000 with paid broadcasts)"
+                ),
+            );
+            30
+        }
+    };
+
     if raw.telegram.login_url {
         match &public_url {
             Some(url) if url.scheme() == "https" => {}
@@ -808,6 +827,7 @@ fn validate(
                 allowed_users: raw.telegram.allowed_users,
                 login_url: raw.telegram.login_url,
                 delivery,
+                messages_per_second,
             },
             http: HttpConfig {
                 listen,
@@ -1294,6 +1314,22 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
             config.vault.key_file,
             PathBuf::from("/tmp/vault/identity.txt")
         );
+    }
+
+    #[test]
+    fn messages_per_second_defaults_to_telegrams_limit_and_is_bounded() {
+        let config = parse(GOOD, Path::new("test.toml"), &env).unwrap();
+        assert_eq!(config.telegram.messages_per_second, 30);
+        let paid = GOOD.replace("[telegram]", "[telegram]\nmessages_per_second = 1000");
+        let config = parse(&paid, Path::new("test.toml"), &env).unwrap();
+        assert_eq!(config.telegram.messages_per_second, 1000);
+        for wrong in ["0", "1001"] {
+            let text = GOOD.replace(
+                "[telegram]",
+                &format!("[telegram]\nmessages_per_second = {wrong}"),
+            );
+            assert_eq!(keys_of(&text), ["telegram.messages_per_second"]);
+        }
     }
 
     #[test]

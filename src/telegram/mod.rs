@@ -145,7 +145,13 @@ impl Telegram {
             .await
             .map_err(TelegramError::Commands)?;
         tracing::info!(bot = %me.username(), "connected to Telegram");
-        let bot = TgBot::new(bot, pace::Limits::default());
+        let bot = TgBot::new(
+            bot,
+            pace::Limits {
+                overall_per_second: config.messages_per_second,
+                ..pace::Limits::default()
+            },
+        );
         Ok(Self {
             bot,
             me,

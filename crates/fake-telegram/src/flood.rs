@@ -21,6 +21,10 @@ pub(crate) struct FloodControl {
     /// Sends still to be answered 429 by `fail_next_sends_with_429`.
     forced: usize,
     forced_retry_after: u32,
+    /// Every how many sends one is answered 429 (`answer_429_every`), and
+    /// the sends counted towards it.
+    every: Option<(u64, u32)>,
+    counted: u64,
     /// When each chat got its recent messages (the last second's only).
     recent: HashMap<i64, VecDeque<Instant>>,
     frozen_until: HashMap<i64, Instant>,
@@ -35,6 +39,11 @@ impl FloodControl {
     pub(crate) fn force(&mut self, count: usize, retry_after_secs: u32) {
         self.forced = count;
         self.forced_retry_after = retry_after_secs.max(1);
+    }
+
+    pub(crate) fn every(&mut self, nth: Option<u64>, retry_after_secs: u32) {
+        self.every = nth.map(|nth| (nth.max(1), retry_after_secs.max(1)));
+        self.counted = 0;
     }
 
     /// Checked first for every send: a chat still frozen by an earlier 429
@@ -58,9 +67,15 @@ impl FloodControl {
     /// Checked after validation, just before a message is stored: a forced
     /// 429, or the per-chat limit, freezes the chat.
     pub(crate) fn admit(&mut self, chat_id: i64, now: Instant) -> Result<(), Fail> {
+        let periodic = self.every.and_then(|(nth, after)| {
+            self.counted += 1;
+            self.counted.is_multiple_of(nth).then_some(after)
+        });
         let retry_after = if self.forced > 0 {
             self.forced -= 1;
             self.forced_retry_after
+        } else if let Some(after) = periodic {
+            after
         } else {
             let Some(limit) = self.per_chat_per_sec else {
                 return Ok(());

@@ -885,6 +885,14 @@ impl FakeTelegram {
         self.lock().flood.force(count, retry_after_secs);
     }
 
+    /// Answers every `nth` send (of those [`Self::set_flood_limit`] covers,
+    /// any chat) that would otherwise succeed with 429 "retry after
+    /// `retry_after_secs`", freezing its chat the same way: Telegram's
+    /// flood control at a set rate, for load tests. `None` turns it off.
+    pub fn answer_429_every(&self, nth: Option<u64>, retry_after_secs: u32) {
+        self.lock().flood.every(nth, retry_after_secs);
+    }
+
     /// How many calls were answered 429 (violations included).
     pub fn rate_limited_count(&self) -> usize {
         self.lock().rate_limited

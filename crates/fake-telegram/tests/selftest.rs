@@ -1508,3 +1508,25 @@ async fn forced_429s_freeze_the_chat_they_hit() {
     assert!(fake.retry_after_violations().is_empty());
     fake.assert_no_errors();
 }
+
+#[tokio::test]
+async fn every_nth_send_is_answered_429() {
+    let fake = FakeTelegram::start().await;
+    fake.answer_429_every(Some(3), 1);
+    let mut statuses = Vec::new();
+    for chat in 1..=6 {
+        let user = fake.user(chat, "U");
+        fake.send_private(&user, "hi");
+        let (status, _) = raw(
+            &fake,
+            "sendMessage",
+            Some("application/json"),
+            json!({"chat_id": chat, "text": "x"}).to_string(),
+        )
+        .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 200, 200, 429]);
+    assert_eq!(fake.rate_limited_count(), 2);
+    assert!(fake.retry_after_violations().is_empty());
+}

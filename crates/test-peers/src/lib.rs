@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod chromium;
 mod everything;
+mod fast;
 mod mrtr;
 mod node_peer;
 mod oidc;
@@ -16,6 +17,7 @@ mod ts_demo;
 
 pub use chromium::{Browser, Chromedriver};
 pub use everything::EverythingServer;
+pub use fast::FastServer;
 pub use mrtr::MrtrServer;
 pub use oidc::OidcMcpServer;
 pub use tls_front::TlsFront;
