@@ -55,6 +55,8 @@ pub struct Sessions {
     slots: DashMap<(u64, String), Slot>,
     /// One HTTP client per server id, made on first use.
     clients: DashMap<String, reqwest::Client>,
+    /// Per server id: the tool listing its sessions share.
+    catalogs: DashMap<String, Arc<SharedCatalog>>,
 }
 
 /// An open session as operations get it: the session itself, not a clone
@@ -74,17 +76,57 @@ pub struct Open {
     listed: std::sync::Mutex<Option<Catalog>>,
     /// When an operation last took the session: idle ones are closed.
     used: std::sync::Mutex<std::time::Instant>,
+    /// The server's last listing, shared by its sessions.
+    shared: Arc<SharedCatalog>,
 }
 
 type Catalog = Arc<HashMap<String, Arc<arguments::Checked>>>;
 
+/// One server's last tool listing, shared by every session that lists the
+/// same tools: a listing with its schemas (and their compiled validators)
+/// is tens of kilobytes, and most users of a server see the same one, so
+/// a thousand warm sessions need not hold a thousand copies. A session
+/// whose listing differs (say, other scopes) keeps its own.
+#[derive(Default)]
+struct SharedCatalog(std::sync::Mutex<Option<Catalog>>);
+
+impl SharedCatalog {
+    /// The shared catalog when it lists exactly `tools`; otherwise a new
+    /// one, which becomes the shared one.
+    fn catalog_of(&self, tools: &[Tool]) -> Catalog {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(catalog) = last.as_ref()
+            && catalog.len() == tools.len()
+            && tools.iter().all(|tool| {
+                catalog
+                    .get(tool.name.as_ref())
+                    .is_some_and(|known| known.tool == *tool)
+            })
+        {
+            return catalog.clone();
+        }
+        let catalog: Catalog = Arc::new(
+            tools
+                .iter()
+                .map(|tool| {
+                    let checked = arguments::Checked::new(tool.clone());
+                    (tool.name.to_string(), Arc::new(checked))
+                })
+                .collect(),
+        );
+        *last = Some(catalog.clone());
+        catalog
+    }
+}
+
 impl Open {
-    fn new(session: Session, hooks: Arc<watch::Hooks>) -> Self {
+    fn new(session: Session, hooks: Arc<watch::Hooks>, shared: Arc<SharedCatalog>) -> Self {
         Self {
             session,
             hooks,
             listed: std::sync::Mutex::new(None),
             used: std::sync::Mutex::new(std::time::Instant::now()),
+            shared,
         }
     }
 
@@ -98,14 +140,8 @@ impl Open {
 
     async fn list_tools(&self) -> Result<Vec<Tool>, ServiceError> {
         let tools = self.session.peer().list_all_tools().await?;
-        let catalog = tools
-            .iter()
-            .map(|tool| {
-                let checked = arguments::Checked::new(tool.clone());
-                (tool.name.to_string(), Arc::new(checked))
-            })
-            .collect();
-        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(catalog));
+        let catalog = self.shared.catalog_of(&tools);
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = Some(catalog);
         Ok(tools)
     }
 
@@ -193,6 +229,7 @@ impl Sessions {
             client,
             slots: DashMap::new(),
             clients: DashMap::new(),
+            catalogs: DashMap::new(),
         }
     }
 
@@ -466,9 +503,10 @@ impl Sessions {
                         Some(_) => self.personal_tokens.load(user_id, &server.id).await?,
                         None => None,
                     };
+                    let shared = self.catalogs.entry(server.id.clone()).or_default().clone();
                     transport::connect(server, http, user_id, &self.connector, client, personal)
                         .await
-                        .map(|session| Arc::new(Open::new(session, hooks)))
+                        .map(|session| Arc::new(Open::new(session, hooks, shared)))
                         .map_err(|error| error.for_server(server))
                 })
                 .await;
@@ -505,5 +543,30 @@ impl Sessions {
             .remove_if(&(user_id, server_id.to_owned()), |_, current| {
                 Arc::ptr_eq(current, slot)
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &'static str, description: &'static str) -> Tool {
+        let schema = serde_json::json!({"type": "object"});
+        Tool::new(name, description, Arc::new(schema.as_object().cloned().unwrap()))
+    }
+
+    #[test]
+    fn sessions_listing_the_same_tools_share_one_catalog() {
+        let shared = SharedCatalog::default();
+        let tools = vec![tool("a", "first"), tool("b", "second")];
+        let first = shared.catalog_of(&tools);
+        let again = shared.catalog_of(&tools.iter().rev().cloned().collect::<Vec<_>>());
+        assert!(Arc::ptr_eq(&first, &again), "the same tools, one catalog");
+
+        let other = shared.catalog_of(&[tool("a", "first"), tool("b", "changed")]);
+        assert!(!Arc::ptr_eq(&first, &other), "a different listing has its own");
+        assert_eq!(other["b"].tool.description.as_deref(), Some("changed"));
+        let fewer = shared.catalog_of(&[tool("a", "first")]);
+        assert_eq!(fewer.len(), 1);
     }
 }
