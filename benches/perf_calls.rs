@@ -20,7 +20,6 @@
 //! perf_calls` (no `--bench` argument) runs a smoke pass with tiny counts.
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fake_telegram::{FakeTelegram, FakeUser};
@@ -87,33 +86,6 @@ async fn direct_call(client: &Direct) -> Duration {
 // ---------------------------------------------------------------------------
 // B: the bot binary on the fake Telegram
 // ---------------------------------------------------------------------------
-
-/// As `base_config` in tests/it/support/bot.rs, with the everything server.
-fn config_text(telegram: &FakeTelegram, dir: &Path, mcp_url: &str) -> String {
-    format!(
-        r#"[telegram]
-token = "{token}"
-api_url = "{api}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[vault]
-dir = "{vault}"
-
-[mcp]
-shutdown_grace = "3s"
-
-[[mcp.servers]]
-id = "every"
-url = "{mcp_url}"
-trusted = true
-"#,
-        token = telegram.token(),
-        api = telegram.api_url(),
-        vault = dir.join("vault").display(),
-    )
-}
 
 fn chat_of(params: &serde_json::Value) -> Option<i64> {
     let id = &params["chat_id"];
@@ -221,7 +193,10 @@ async fn main() {
             .expect("direct session");
 
     let telegram = FakeTelegram::start().await;
-    let bot = Bot::start(&telegram, |dir| config_text(&telegram, dir, &url)).await;
+    let bot = Bot::start(&telegram, |dir| {
+        support::config(&telegram, dir, "every", &url, "")
+    })
+    .await;
     let users: Vec<FakeUser> = (0..counts.users)
         .map(|i| telegram.user(1000 + i, &format!("User{i}")))
         .collect();

@@ -22,11 +22,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fake_telegram::{FakeTelegram, FakeUser};
-use support::{Bot, ticks_per_sec};
+use support::{Bot, cpu_of, ticks_per_sec};
 use test_peers::FastServer;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -56,42 +55,6 @@ const SMOKE: Plan = Plan {
     seconds: 2,
     flood_every: 5,
 };
-
-fn config_text(telegram: &FakeTelegram, dir: &Path, mcp_url: &str) -> String {
-    format!(
-        r#"[telegram]
-token = "{token}"
-api_url = "{api}"
-messages_per_second = 1000
-
-[http]
-listen = "127.0.0.1:0"
-
-[vault]
-dir = "{vault}"
-
-[mcp]
-shutdown_grace = "3s"
-
-[[mcp.servers]]
-id = "fast"
-url = "{mcp_url}"
-trusted = true
-"#,
-        token = telegram.token(),
-        api = telegram.api_url(),
-        vault = dir.join("vault").display(),
-    )
-}
-
-/// This process's user plus system CPU time so far.
-fn own_cpu(ticks_per_sec: f64) -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
-}
 
 /// Waits until every user's chat holds `each` messages.
 async fn replies(telegram: &FakeTelegram, users: &[FakeUser], each: usize) {
@@ -126,7 +89,10 @@ async fn main() {
     let server = FastServer::start().await;
     let url = server.mcp_url();
     let telegram = FakeTelegram::start().await;
-    let bot = Bot::start(&telegram, |dir| config_text(&telegram, dir, &url)).await;
+    let bot = Bot::start(&telegram, |dir| {
+        support::config(&telegram, dir, "fast", &url, "messages_per_second = 1000")
+    })
+    .await;
     let users: Vec<FakeUser> = (0..plan.users)
         .map(|i| telegram.user(10_000 + i, &format!("User{i}")))
         .collect();
@@ -146,7 +112,7 @@ async fn main() {
         "sending {total} updates at {}/s to {} users",
         plan.rate, plan.users
     );
-    let (bot_before, own_before) = (bot.cpu(ticks), own_cpu(ticks));
+    let (bot_before, own_before) = (bot.cpu(ticks), cpu_of("self", ticks));
     let started = Instant::now();
     at_rate(plan.rate, total, |i| {
         // Each user alternates: rounds of the whole user list.
@@ -156,7 +122,7 @@ async fn main() {
     })
     .await;
     let sending = started.elapsed();
-    let (bot_sent, own_sent) = (bot.cpu(ticks), own_cpu(ticks));
+    let (bot_sent, own_sent) = (bot.cpu(ticks), cpu_of("self", ticks));
     // Every user: the warm-up reply plus one per update of theirs.
     let expected: Vec<usize> = (0..users.len())
         .map(|i| 1 + total / users.len() + usize::from(i < total % users.len()))
@@ -165,7 +131,7 @@ async fn main() {
         replies(&telegram, std::slice::from_ref(user), *each).await;
     }
     let answered = started.elapsed();
-    let (bot_after, own_after) = (bot.cpu(ticks), own_cpu(ticks));
+    let (bot_after, own_after) = (bot.cpu(ticks), cpu_of("self", ticks));
     let peak = bot.peak_rss();
 
     let received: usize = users
@@ -215,9 +181,7 @@ async fn main() {
         (answered - sending).as_secs_f64()
     );
     println!("| 429s answered / sends before retry_after | {limited} / {violations} |");
-    println!(
-        "| bot CPU per update (the drain included) | {per_update:.3} ms |"
-    );
+    println!("| bot CPU per update (the drain included) | {per_update:.3} ms |");
     println!("| bot CPU while updates arrived | {cores_under_load:.2} cores |");
     println!(
         "| this process (fake Telegram, MCP server, load) while updates arrived | {:.2} cores |",

@@ -69,13 +69,7 @@ impl Bot {
     /// User plus system CPU time the bot process used so far.
     pub fn cpu(&self, ticks_per_sec: f64) -> Duration {
         let pid = self.child.id().expect("the bot runs");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // Fields after the command name, which is in parentheses: state is
-        // field 3, utime 14, stime 15.
-        let after = &stat[stat.rfind(')').unwrap() + 1..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+        cpu_of(&pid.to_string(), ticks_per_sec)
     }
 
     /// The bot's peak resident memory so far (VmHWM).
@@ -140,4 +134,52 @@ pub fn ticks_per_sec() -> f64 {
         .ok()
         .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// User plus system CPU time process `pid` ("self" for this one) used so
+/// far.
+pub fn cpu_of(pid: &str, ticks_per_sec: f64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: state is
+    // field 3, utime 14, stime 15.
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+}
+
+/// As `base_config` in tests/it/support/bot.rs: the bot on `telegram`
+/// with one trusted server `server_id` at `mcp_url`; `telegram_extra`
+/// adds lines to `[telegram]`.
+pub fn config(
+    telegram: &FakeTelegram,
+    dir: &Path,
+    server_id: &str,
+    mcp_url: &str,
+    telegram_extra: &str,
+) -> String {
+    format!(
+        r#"[telegram]
+token = "{token}"
+api_url = "{api}"
+{telegram_extra}
+
+[http]
+listen = "127.0.0.1:0"
+
+[vault]
+dir = "{vault}"
+
+[mcp]
+shutdown_grace = "3s"
+
+[[mcp.servers]]
+id = "{server_id}"
+url = "{mcp_url}"
+trusted = true
+"#,
+        token = telegram.token(),
+        api = telegram.api_url(),
+        vault = dir.join("vault").display(),
+    )
 }

@@ -552,7 +552,11 @@ mod tests {
 
     fn tool(name: &'static str, description: &'static str) -> Tool {
         let schema = serde_json::json!({"type": "object"});
-        Tool::new(name, description, Arc::new(schema.as_object().cloned().unwrap()))
+        Tool::new(
+            name,
+            description,
+            Arc::new(schema.as_object().cloned().unwrap()),
+        )
     }
 
     #[test]
@@ -564,7 +568,10 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again), "the same tools, one catalog");
 
         let other = shared.catalog_of(&[tool("a", "first"), tool("b", "changed")]);
-        assert!(!Arc::ptr_eq(&first, &other), "a different listing has its own");
+        assert!(
+            !Arc::ptr_eq(&first, &other),
+            "a different listing has its own"
+        );
         assert_eq!(other["b"].tool.description.as_deref(), Some("changed"));
         let fewer = shared.catalog_of(&[tool("a", "first")]);
         assert_eq!(fewer.len(), 1);
