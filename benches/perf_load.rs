@@ -117,7 +117,7 @@ async fn main() {
     at_rate(plan.rate, total, |i| {
         // Each user alternates: rounds of the whole user list.
         let round = i / users.len();
-        let text = if round % 2 == 0 { TOOLS } else { CALL };
+        let text = if round.is_multiple_of(2) { TOOLS } else { CALL };
         telegram.send_private(&users[i % users.len()], text);
     })
     .await;
