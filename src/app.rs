@@ -8,11 +8,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::config::Delivery;
+use crate::config::{Delivery, StoreConfig};
 use crate::gateway::Gateway;
 use crate::http::{self, HttpState};
 use crate::secret::Secret;
-use crate::store::Stores;
+use crate::store::postgres::{self, Database};
+use crate::store::{StoreError, Stores};
 use crate::telegram::{self, Telegram, TelegramError, Webhook};
 use crate::vault::{KeySource, Namespace, Vault, VaultError};
 
@@ -22,6 +23,13 @@ pub enum AppError {
     Vault(#[from] VaultError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Named by host and database, never by URL (it may hold a password).
+    #[error("cannot use the PostgreSQL store, {location}")]
+    Database {
+        location: String,
+        #[source]
+        source: StoreError,
+    },
     #[error("cannot listen on {addr} (is another mcpgram running? change http.listen)")]
     Listen {
         addr: SocketAddr,
@@ -73,6 +81,29 @@ pub async fn open_vault(config: &Config) -> Result<Arc<Vault>, VaultError> {
     Ok(vault)
 }
 
+/// The stores the config asks for, and the database behind them if any.
+/// With PostgreSQL: connect, bring the schema up to date, and say where
+/// (host and database only: the URL may hold a password).
+pub async fn open_stores(
+    config: &Config,
+    vault: Arc<Vault>,
+) -> Result<(Stores, Option<Database>), AppError> {
+    match &config.store {
+        StoreConfig::Files => Ok((Stores::embedded(vault).await?, None)),
+        StoreConfig::Postgres { url } => {
+            let location = postgres::describe(url);
+            let failed = |source| AppError::Database {
+                location: location.clone(),
+                source,
+            };
+            let database = Database::connect(url).await.map_err(failed)?;
+            database.migrate().await.map_err(failed)?;
+            tracing::info!(store = %location, "keeping state in PostgreSQL");
+            Ok((Stores::postgres(database.clone(), vault), Some(database)))
+        }
+    }
+}
+
 /// Runs the bot until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -92,7 +123,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<(), AppError> {
     let config = Arc::new(config);
     let vault = open_vault(&config).await?;
-    let stores = Stores::embedded(vault.clone()).await?;
+    let (stores, database) = open_stores(&config, vault.clone()).await?;
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -128,10 +159,18 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
         webhook: webhook
             .as_ref()
             .map(|webhook| (telegram::WEBHOOK_PATH, webhook.slot.clone())),
-        dependencies: vec![
-            telegram.probe(),
-            Arc::new(crate::gateway::ready::VaultReadable(vault)),
-        ],
+        dependencies: {
+            let mut dependencies: Vec<Arc<dyn crate::gateway::ready::Dependency>> = vec![
+                telegram.probe(),
+                Arc::new(crate::gateway::ready::VaultReadable(vault)),
+            ];
+            if let Some(database) = &database {
+                dependencies.push(Arc::new(crate::gateway::ready::DatabaseReachable(
+                    database.clone(),
+                )));
+            }
+            dependencies
+        },
     };
     // /metrics on its own address when one is set, off the public one.
     let metrics_server = match config.http.metrics_listen {
@@ -169,6 +208,9 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
     sweeper.abort();
     closer.abort();
     gateway.shutdown().await;
+    if let Some(database) = database {
+        database.close().await;
+    }
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
     }

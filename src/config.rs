@@ -31,6 +31,7 @@ pub struct Config {
     pub telegram: TelegramConfig,
     pub http: HttpConfig,
     pub vault: VaultConfig,
+    pub store: StoreConfig,
     pub oauth: OAuthConfig,
     pub limits: Limits,
     pub mcp: McpConfig,
@@ -110,6 +111,19 @@ pub struct VaultConfig {
     pub dir: PathBuf,
     /// Where the age identity lives; defaults to `<dir>/identity.txt`.
     pub key_file: PathBuf,
+}
+
+/// Where the bot keeps tokens, registrations, pending flows and locks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    /// The embedded default: the age vault's files, locks in memory. One
+    /// bot process.
+    Files,
+    /// One PostgreSQL database shared by several replicas. Secrets are
+    /// sealed with the vault's key before they are sent (every replica
+    /// needs the same key). The URL may hold a password: it is a secret
+    /// and never logged.
+    Postgres { url: Secret },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -296,6 +310,7 @@ impl Config {
                 key_file: vault_dir.join("identity.txt"),
                 dir: vault_dir,
             },
+            store: StoreConfig::Files,
             oauth: OAuthConfig {
                 flow_ttl: DEFAULT_FLOW_TTL,
             },
@@ -442,6 +457,8 @@ mod raw {
         #[serde(default)]
         pub vault: Vault,
         #[serde(default)]
+        pub store: Store,
+        #[serde(default)]
         pub mcp: Mcp,
         #[serde(default)]
         pub oauth: OAuth,
@@ -491,6 +508,13 @@ mod raw {
     pub struct Vault {
         pub dir: Option<String>,
         pub key_file: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Store {
+        pub kind: Option<String>,
+        pub url: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -662,6 +686,7 @@ fn validate(
     });
 
     let (dir, key_file) = vault_paths(&raw.vault);
+    let store = store(&raw.store, env, &mut problems);
 
     let delivery = match raw.telegram.mode.as_deref().unwrap_or("polling") {
         "polling" => {
@@ -835,6 +860,7 @@ fn validate(
                 metrics_listen,
             },
             vault: VaultConfig { dir, key_file },
+            store,
             oauth: OAuthConfig { flow_ttl },
             limits,
             mcp: McpConfig {
@@ -844,6 +870,56 @@ fn validate(
             servers,
         }),
         _ => Err(problems.0),
+    }
+}
+
+/// `[store]`: the files by default, or PostgreSQL at `url`.
+fn store(
+    raw: &raw::Store,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    problems: &mut Problems,
+) -> StoreConfig {
+    match raw.kind.as_deref().unwrap_or("files") {
+        "files" => {
+            if raw.url.is_some() {
+                problems.add("store.url", "is used only with store.kind = \"postgres\"");
+            }
+            StoreConfig::Files
+        }
+        "postgres" => {
+            let Some(url) = raw.url.as_deref() else {
+                problems.add(
+                    "store.url",
+                    "is required with store.kind = \"postgres\"; e.g. \"${DATABASE_URL}\"",
+                );
+                return StoreConfig::Files;
+            };
+            let Some(url) = expand(url, "store.url", env, problems) else {
+                return StoreConfig::Files;
+            };
+            // The URL itself is never repeated: it may hold a password.
+            let scheme_ok = Url::parse(url.expose())
+                .is_ok_and(|parsed| matches!(parsed.scheme(), "postgres" | "postgresql"));
+            if !scheme_ok
+                || url
+                    .expose()
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .is_err()
+            {
+                problems.add(
+                    "store.url",
+                    "is not a PostgreSQL URL; write e.g. \"postgres://user:password@host:5432/mcpgram\"",
+                );
+            }
+            StoreConfig::Postgres { url }
+        }
+        other => {
+            problems.add(
+                "store.kind",
+                format!("\"{other}\" is not a store; write \"files\" or \"postgres\""),
+            );
+            StoreConfig::Files
+        }
     }
 }
 
@@ -1275,6 +1351,7 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
         match name {
             "TELEGRAM_BOT_TOKEN" => Some("123:abc".into()),
             "TODOIST_API_TOKEN" => Some("todo-secret".into()),
+            "DATABASE_URL" => Some("postgres://bot:hunter2@db.internal/mcpgram".into()),
             "REPORTS_CLIENT_SECRET" | "CORP_ID_TOKEN" | "WIKI_CLIENT_SECRET" => {
                 Some("example-secret".into())
             }
@@ -1330,6 +1407,49 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
             );
             assert_eq!(keys_of(&text), ["telegram.messages_per_second"]);
         }
+    }
+
+    #[test]
+    fn the_store_is_the_files_unless_postgres_is_asked_for() {
+        let config = parse(GOOD, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(config.store, StoreConfig::Files);
+        let files = format!("{GOOD}\n[store]\nkind = \"files\"\n");
+        assert_eq!(
+            parse(&files, Path::new("t.toml"), &env).unwrap().store,
+            StoreConfig::Files
+        );
+        let postgres =
+            format!("{GOOD}\n[store]\nkind = \"postgres\"\nurl = \"${{DATABASE_URL}}\"\n");
+        let StoreConfig::Postgres { url } =
+            parse(&postgres, Path::new("t.toml"), &env).unwrap().store
+        else {
+            panic!("expected postgres");
+        };
+        assert_eq!(url.expose(), "postgres://bot:hunter2@db.internal/mcpgram");
+    }
+
+    #[test]
+    fn a_postgres_store_needs_a_url_and_the_problems_never_show_it() {
+        let missing = format!("{GOOD}\n[store]\nkind = \"postgres\"\n");
+        let problems = problems_of(&missing);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "store.url");
+        assert!(problems[0].message.contains("store.kind = \"postgres\""));
+        assert!(problems[0].message.contains("${DATABASE_URL}"));
+
+        let unset = format!("{GOOD}\n[store]\nkind = \"postgres\"\nurl = \"${{NO_DATABASE}}\"\n");
+        assert_eq!(keys_of(&unset), vec!["store.url"]);
+
+        let garbage =
+            format!("{GOOD}\n[store]\nkind = \"postgres\"\nurl = \"mysql://u:pw-SECRET@h/db\"\n");
+        let problems = problems_of(&garbage);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(!problems[0].message.contains("pw-SECRET"), "{problems:?}");
+
+        let stray = format!("{GOOD}\n[store]\nurl = \"${{DATABASE_URL}}\"\n");
+        assert_eq!(keys_of(&stray), vec!["store.url"]);
+        let unknown = format!("{GOOD}\n[store]\nkind = \"redis\"\n");
+        assert_eq!(keys_of(&unknown), vec!["store.kind"]);
     }
 
     #[test]
@@ -1506,6 +1626,15 @@ client_secret = "s3"
             config.server("corp-wiki").unwrap().auth,
             ServerAuth::Enterprise(_)
         ));
+    }
+
+    #[test]
+    fn the_shipped_example_switches_to_postgres_as_it_says() {
+        let example = include_str!("../config/mcpgram.example.toml")
+            .replace("kind = \"files\"", "kind = \"postgres\"")
+            .replace("# url = \"${DATABASE_URL}\"", "url = \"${DATABASE_URL}\"");
+        let config = parse(&example, Path::new("example"), &env).unwrap();
+        assert!(matches!(config.store, StoreConfig::Postgres { .. }));
     }
 
     #[test]

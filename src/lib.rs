@@ -24,7 +24,8 @@
 //!   the classification of rmcp's errors into [`mcp::McpError`].
 //! - [`store`]: the storage ports (pending flows, credentials, client
 //!   registrations, refresh locks, command guards, consents, personal
-//!   tokens) and their embedded implementations.
+//!   tokens), their embedded implementations, and PostgreSQL for several
+//!   replicas.
 //! - [`vault`]: age-encrypted files, one per Telegram user, written
 //!   atomically.
 //! - [`telegram`]: the chat adapter: the dptree schema, commands, endpoints,

@@ -1,6 +1,7 @@
 //! Whether the bot can do its work now, for `/readyz`: each dependency it
 //! cannot work without says whether it answers. Adapters provide their own
-//! check (Telegram's answers `getMe`); the vault's is a read past its cache.
+//! check (Telegram's answers `getMe`); the vault's is a read past its cache;
+//! a shared database's is one round trip.
 
 use futures_util::future::BoxFuture;
 
@@ -29,6 +30,25 @@ pub struct VaultReadable(pub std::sync::Arc<crate::vault::Vault>);
 impl Dependency for VaultReadable {
     fn name(&self) -> &'static str {
         "vault"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .check()
+                .await
+                .map_err(|error| crate::logging::chain(&error).to_string())
+        })
+    }
+}
+
+/// The shared PostgreSQL store: a replica that cannot reach it can do
+/// nothing for anyone, and should be taken out of rotation.
+pub struct DatabaseReachable(pub crate::store::postgres::Database);
+
+impl Dependency for DatabaseReachable {
+    fn name(&self) -> &'static str {
+        "database"
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {

@@ -28,7 +28,16 @@ impl RefreshLocks for LocalRefreshLocks {
     }
 }
 
-/// The running command of each user.
+/// The running command of each user, in this process.
+///
+/// With the PostgreSQL store too, for now: the guard is about fairness
+/// (one user's flood cannot hold up others), not about data. Tokens are
+/// kept safe across replicas by the refresh locks, flows by their
+/// single-use take. Behind a load balancer a user whose updates land on
+/// two replicas can have one command running on each; a cluster-wide
+/// guard would need `try_begin` to become async (a database round trip
+/// before every command) and a lease renewed while a long call runs, so
+/// that a replica that dies does not leave its users locked out.
 #[derive(Default)]
 pub struct LocalCommandGuards {
     running: Arc<DashMap<u64, Running>>,

@@ -10,9 +10,12 @@
 //! - [`flows`]: pending flows in a table, kept on disk encrypted.
 //! - [`memory`]: process-local refresh locks and command guards.
 //! - [`sealed`]: credentials and registrations in the age vault.
+//! - [`postgres`]: every port in PostgreSQL, shared by several replicas;
+//!   secrets sealed with the vault's key before they leave the process.
 
 pub mod flows;
 pub mod memory;
+pub mod postgres;
 pub mod records;
 pub mod sealed;
 
@@ -32,6 +35,17 @@ pub use records::{
 pub enum StoreError {
     #[error("the encrypted vault failed")]
     Vault(#[from] VaultError),
+    /// PostgreSQL refused or could not be reached; the cause (never the
+    /// connection URL) is in the source chain for the log.
+    #[error("the database failed")]
+    Database(#[source] sqlx::Error),
+    #[error("the database schema could not be brought up to date")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A sealed value opened, but it was sealed for another row: someone
+    /// with write access to the database moved it (another user's tokens
+    /// pasted into this user's row, say). Refused rather than used.
+    #[error("a stored record was sealed for another place")]
+    Misplaced,
 }
 
 /// Why a `state` or start id found no flow.
@@ -248,5 +262,26 @@ impl Stores {
             personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
             user_data: Arc::new(sealed::VaultUserData::new(vault)),
         })
+    }
+
+    /// Several replicas on one PostgreSQL database: every port shared
+    /// there, secrets sealed with the vault's key (every replica needs the
+    /// same key). Command guards stay per process: see
+    /// [`memory::LocalCommandGuards`].
+    pub fn postgres(db: postgres::Database, vault: Arc<Vault>) -> Self {
+        use postgres::{credentials, flows, locks, registrations, users};
+        Self {
+            flows: Arc::new(flows::PgFlows::new(db.clone(), vault.clone())),
+            credentials: Arc::new(credentials::PgCredentials::new(db.clone(), vault.clone())),
+            registrations: Arc::new(registrations::PgRegistrations::new(
+                db.clone(),
+                vault.clone(),
+            )),
+            refresh_locks: Arc::new(locks::PgRefreshLocks::new(db.clone())),
+            commands: Arc::new(memory::LocalCommandGuards::default()),
+            consents: Arc::new(users::PgConsents::new(db.clone())),
+            personal_tokens: Arc::new(users::PgPersonalTokens::new(db.clone(), vault)),
+            user_data: Arc::new(users::PgUserData::new(db)),
+        }
     }
 }

@@ -93,6 +93,22 @@ pub enum VaultError {
         #[source]
         source: serde_json::Error,
     },
+    /// A value sealed for another store (a database row) that the
+    /// configured key cannot open.
+    #[error(
+        "vault: cannot decrypt {what} with the configured key; was the identity replaced? Restore the old key"
+    )]
+    Unseal {
+        what: String,
+        #[source]
+        source: Box<age::DecryptError>,
+    },
+    #[error("vault: {what} decrypted but does not parse")]
+    Unreadable {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("vault: cannot serialize record {key}")]
     Serialize {
         key: String,
@@ -277,6 +293,45 @@ impl Vault {
         }
     }
 
+    /// `value` as JSON encrypted to the vault's identity, for a store that
+    /// keeps it elsewhere (a record file, a database row): whoever holds
+    /// the bytes without the key learns nothing. `what` names it in errors.
+    pub fn seal_value<T: serde::Serialize>(
+        &self,
+        what: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, VaultError> {
+        let plaintext =
+            Zeroizing::new(
+                serde_json::to_vec(value).map_err(|source| VaultError::Serialize {
+                    key: what.to_owned(),
+                    source,
+                })?,
+            );
+        age::encrypt(&self.recipient, &plaintext).map_err(|source| VaultError::Encrypt {
+            namespace: what.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The value [`Vault::seal_value`] sealed.
+    pub fn open_value<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<T, VaultError> {
+        let plaintext = Zeroizing::new(age::decrypt(&self.identity, bytes).map_err(|source| {
+            VaultError::Unseal {
+                what: what.to_owned(),
+                source: Box::new(source),
+            }
+        })?);
+        serde_json::from_slice(&plaintext).map_err(|source| VaultError::Unreadable {
+            what: what.to_owned(),
+            source,
+        })
+    }
+
     /// Writes `value` as its own encrypted file `<dir>/<folder>/<name>.age`,
     /// atomically: records that come and go on their own (pending flows)
     /// cost one small file each instead of a rewrite of a namespace.
@@ -286,18 +341,7 @@ impl Vault {
         name: &str,
         value: &T,
     ) -> Result<(), VaultError> {
-        let plaintext =
-            Zeroizing::new(
-                serde_json::to_vec(value).map_err(|source| VaultError::Serialize {
-                    key: format!("{folder}/{name}"),
-                    source,
-                })?,
-            );
-        let ciphertext =
-            age::encrypt(&self.recipient, &plaintext).map_err(|source| VaultError::Encrypt {
-                namespace: format!("{folder}/{name}"),
-                source: Box::new(source),
-            })?;
+        let ciphertext = self.seal_value(&format!("{folder}/{name}"), value)?;
         let dir = self.dir.join(folder);
         let path = dir.join(format!("{name}.age"));
         blocking(path.clone(), move || {

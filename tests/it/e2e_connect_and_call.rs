@@ -1,10 +1,11 @@
 //! The whole journey on loopback: a Telegram user connects the MCP
 //! TypeScript SDK's OAuth-protected example server through the bot, lists
-//! and calls its tools; another user gets nothing of hers.
+//! and calls its tools; another user gets nothing of hers. Once with the
+//! embedded store, once with PostgreSQL.
 
 use std::time::Duration;
 
-use crate::support::bot::{BotProcess, base_config};
+use crate::support::bot::{BotProcess, base_config, postgres_store};
 use crate::support::text_contains;
 use fake_telegram::{FakeTelegram, SentMessage};
 use mcpgram::vault::{KeySource, Namespace, Vault};
@@ -50,20 +51,15 @@ fn connect_button(message: &SentMessage) -> String {
     buttons[0].1.clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
-    let demo = TsDemoServer::start().await;
-    let telegram = FakeTelegram::start().await;
-    let mcp_url = demo.mcp_url();
-    let bot = BotProcess::start(&telegram, |dir| {
-        base_config(&telegram, dir) + &demo_server(&mcp_url)
-    })
-    .await;
-    let alice = telegram.user(1001, "Alice");
-    let bob = telegram.user(2002, "Bob");
-
+/// Steps 2 to 4 of the journey: Alice connects through the button, a
+/// replayed callback is refused, she lists the tools and calls one.
+/// Returns the link and the authorization code.
+async fn connect_and_call(
+    telegram: &FakeTelegram,
+    alice: &fake_telegram::FakeUser,
+) -> (String, String) {
     // 2. /connect answers with a native message and one URL button.
-    telegram.send_private(&alice, "/connect demo");
+    telegram.send_private(alice, "/connect demo");
     let offer = telegram
         .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
         .await;
@@ -100,7 +96,7 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
     assert!(replay.body.contains("already used"), "{}", replay.body);
 
     // 4. Tools and a call, with Alice's token.
-    telegram.send_private(&alice, "/tools demo");
+    telegram.send_private(alice, "/tools demo");
     let tools = telegram
         .wait_for_message(1001, WAIT, text_contains("greet"))
         .await;
@@ -109,10 +105,26 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
         "{}",
         tools.text
     );
-    telegram.send_private(&alice, "/call demo greet {\"name\": \"Alice\"}");
+    telegram.send_private(alice, "/call demo greet {\"name\": \"Alice\"}");
     telegram
         .wait_for_message(1001, WAIT, text_contains("Hello, Alice!"))
         .await;
+    (link, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start(&telegram, |dir| {
+        base_config(&telegram, dir) + &demo_server(&mcp_url)
+    })
+    .await;
+    let alice = telegram.user(1001, "Alice");
+    let bob = telegram.user(2002, "Bob");
+
+    let (link, code) = connect_and_call(&telegram, &alice).await;
     telegram.send_private(&alice, "/servers");
     let servers = telegram
         .wait_for_message(1001, WAIT, text_contains("Servers:"))
@@ -234,6 +246,80 @@ async fn alice_connects_lists_and_calls_while_bob_gets_nothing() {
                 .any(|c| c.trim_start_matches('/') == expected),
             "{commands:?}"
         );
+    }
+    let rejected = telegram.errors();
+    assert!(rejected.is_empty(), "Telegram rejected calls: {rejected:?}");
+}
+
+/// The same journey with `[store] kind = "postgres"`: the flow, the
+/// tokens and the client live in the database, sealed; the vault directory
+/// keeps only the key and the system namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journey_works_with_the_postgres_store_and_the_database_sees_no_token() {
+    let cluster = test_peers::postgres::cluster();
+    let db = cluster.database();
+    // Trust authentication ignores the password; it is there to show it
+    // is never logged.
+    let url = db.url.replacen("mcpgram@", "mcpgram:pw-NEVER-LOGGED@", 1);
+    let demo = TsDemoServer::start().await;
+    let telegram = FakeTelegram::start().await;
+    let mcp_url = demo.mcp_url();
+    let bot = BotProcess::start_with_env(&telegram, &[("DATABASE_URL", &url)], |dir| {
+        base_config(&telegram, dir) + &demo_server(&mcp_url) + &postgres_store()
+    })
+    .await;
+    bot.wait_for_log("keeping state in PostgreSQL", WAIT).await;
+    let alice = telegram.user(1001, "Alice");
+
+    let (_link, code) = connect_and_call(&telegram, &alice).await;
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let flows: i64 = sqlx::query_scalar("SELECT count(*) FROM pending_flows")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(flows, 0, "the completed flow was taken from the database");
+    let (credentials, row): (Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT credentials, convert_to(c::text, 'UTF8') FROM connections c
+         WHERE user_id = 1001 AND server_id = 'demo'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("Alice's connection is in the database");
+    // The bot's key opens it; the database alone shows no token.
+    let vault = Vault::open(
+        &bot.vault_dir(),
+        &KeySource::File(bot.vault_dir().join("identity.txt")),
+    )
+    .unwrap();
+    let opened: serde_json::Value = vault.open_value("credentials", &credentials).unwrap();
+    let token = opened["value"]["token_response"]["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    assert!(
+        !row.windows(token.len()).any(|w| w == token.as_bytes()),
+        "the database holds the token in clear"
+    );
+    assert!(
+        !bot.vault_dir().join("user-1001.age").exists(),
+        "nothing of Alice's is kept in the vault's files"
+    );
+
+    telegram.send_private(&alice, "/disconnect demo");
+    telegram
+        .wait_for_message(1001, WAIT, text_contains("Disconnected from Demo"))
+        .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM connections")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the disconnect deleted the row");
+    pool.close().await;
+
+    let logs = bot.stop().await;
+    for secret in [token.as_str(), code.as_str(), "pw-NEVER-LOGGED"] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
     let rejected = telegram.errors();
     assert!(rejected.is_empty(), "Telegram rejected calls: {rejected:?}");

@@ -1,7 +1,8 @@
 //! The outside world of mcpgram's integration tests, apart from Telegram:
 //! third-party MCP and OAuth servers started on loopback from the npm
 //! packages pinned in `tests/peers`, a minimal HTTP "browser", a real one
-//! (Chromium over WebDriver), and an https front for hosted mode.
+//! (Chromium over WebDriver), an https front for hosted mode, and a
+//! throwaway PostgreSQL cluster.
 //!
 //! A crate of its own so it is compiled once, not once per test binary.
 
@@ -12,6 +13,7 @@ mod fast;
 mod mrtr;
 mod node_peer;
 mod oidc;
+pub mod postgres;
 pub mod tls_front;
 mod ts_demo;
 

@@ -45,6 +45,13 @@ shutdown_grace = "3s"
     )
 }
 
+/// A `[store]` table keeping the bot's state in PostgreSQL, its URL read
+/// from `${DATABASE_URL}` (start the bot with that variable set); append
+/// it to [`base_config`]'s text.
+pub fn postgres_store() -> String {
+    "\n[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n".to_owned()
+}
+
 impl BotProcess {
     /// Writes `config` into a fresh directory and starts the bot with
     /// debug logging; returns once it polls Telegram for updates.
