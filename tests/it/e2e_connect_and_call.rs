@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::bot::{BotProcess, base_config, postgres_store};
+use crate::support::bot::{BotProcess, base_config, demo_server, postgres_store};
 use crate::support::text_contains;
 use fake_telegram::{FakeTelegram, SentMessage};
 use mcpgram::vault::{KeySource, Namespace, Vault};
@@ -13,21 +13,6 @@ use test_peers::TsDemoServer;
 use test_peers::browser;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn demo_server(url: &str) -> String {
-    format!(
-        r#"
-[[mcp.servers]]
-id = "demo"
-name = "Demo"
-url = "{url}"
-trusted = true
-timeout_secs = 20
-[mcp.servers.oauth]
-enabled = true
-"#
-    )
-}
 
 /// Every file below `dir`.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -6,17 +6,11 @@ use std::time::Duration;
 use fake_telegram::{FakeTelegram, SentMessage};
 use test_peers::{TsDemoServer, browser};
 
-use crate::support::bot::{BotProcess, base_config};
+use crate::support::bot::{BotProcess, base_config, demo_server};
 use crate::support::free_port;
 use crate::support::text_contains;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn demo_server(url: &str) -> String {
-    format!(
-        "\n[[mcp.servers]]\nid = \"demo\"\nname = \"Demo\"\nurl = \"{url}\"\ntrusted = true\ntimeout_secs = 20\n[mcp.servers.oauth]\nenabled = true\n"
-    )
-}
 
 /// A config whose callback port is fixed, so links stay valid across a
 /// restart of the bot.

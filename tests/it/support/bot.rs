@@ -48,6 +48,13 @@ shutdown_grace = "3s"
 /// A `[store]` table keeping the bot's state in PostgreSQL, its URL read
 /// from `${DATABASE_URL}` (start the bot with that variable set); append
 /// it to [`base_config`]'s text.
+/// The TypeScript SDK's OAuth demo server as server "demo" (OAuth on).
+pub fn demo_server(url: &str) -> String {
+    format!(
+        "\n[[mcp.servers]]\nid = \"demo\"\nname = \"Demo\"\nurl = \"{url}\"\ntrusted = true\ntimeout_secs = 20\n[mcp.servers.oauth]\nenabled = true\n"
+    )
+}
+
 pub fn postgres_store() -> String {
     "\n[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n".to_owned()
 }
