@@ -376,6 +376,9 @@ fn main() -> ExitCode {
                 cli.config.display(),
                 config.servers.len()
             );
+            if let Some(note) = replicas_note(&config) {
+                println!("{note}");
+            }
             let report = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .map_err(|error| error.to_string())
@@ -493,5 +496,20 @@ fn main() -> ExitCode {
                 terminal::Output::from_flag(json),
             ))
         }
+    }
+}
+
+/// What `check-config` says about running several replicas: the shared
+/// store makes them possible, but long polling cannot be shared (Telegram
+/// hands each update to one `getUpdates` and refuses a second poller).
+fn replicas_note(config: &config::Config) -> Option<&'static str> {
+    match (&config.store, &config.telegram.delivery) {
+        (config::StoreConfig::Postgres { .. }, config::Delivery::Polling) => Some(
+            "replicas: telegram.mode is \"polling\", so run one replica only; several replicas on the shared store need telegram.mode = \"webhook\"",
+        ),
+        (config::StoreConfig::Postgres { .. }, config::Delivery::Webhook { .. }) => Some(
+            "replicas: any number may share this store behind one http.public_url, all with the same vault key",
+        ),
+        (config::StoreConfig::Files, _) => None,
     }
 }

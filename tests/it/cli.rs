@@ -53,6 +53,25 @@ fn check_config_exits_zero_for_a_valid_file() {
 }
 
 #[test]
+fn check_config_says_several_replicas_need_the_webhook() {
+    let shared = format!(
+        "{VALID}\n[store]\nkind = \"postgres\"\nurl = \"postgres://bot@127.0.0.1:1/mcpgram\"\n"
+    );
+    let out = check_config(&shared, Some("1:x"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("run one replica only"), "{said}");
+    assert!(said.contains("telegram.mode = \"webhook\""), "{said}");
+
+    let files = check_config(VALID, Some("1:x"));
+    assert!(!String::from_utf8_lossy(&files.stdout).contains("replica"));
+}
+
+#[test]
 fn check_config_exits_one_naming_each_bad_key() {
     let bad =
         VALID.replace("id = \"demo\"", "id = \"Demo!\"") + "[mcp.servers.headers]\nX = \"y\"\n";
