@@ -348,3 +348,79 @@ async fn a_failing_token_endpoint_keeps_the_connection() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// Two replicas (two gateways, each with its own sessions) on one
+/// PostgreSQL store: 25 calls on each, all across one expiry, renew the
+/// token once between them. A rotating refresh token is spent once, and
+/// the replica that waited uses the token the other one got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_two_replicas_across_an_expiry_refresh_once() {
+    let cluster = test_peers::postgres::cluster();
+    let db = cluster.database();
+    let ttl = Duration::from_secs(2);
+    let oidc = OidcMcpServer::start_with_access_ttl(ttl.as_secs()).await;
+    let vault = tempfile::tempdir().unwrap();
+    let mut config = Config::standalone(vault.path().to_path_buf());
+    let target = Target::parse(&oidc.mcp_url());
+    let server = target.server(&config, &AuthOptions::default()).unwrap();
+    config.servers.push(server.clone());
+    config.store = mcpgram::config::StoreConfig::Postgres {
+        url: mcpgram::secret::Secret::new(db.url.clone()),
+    };
+    let config = Arc::new(config);
+    let vault = mcpgram::app::open_vault(&config).await.unwrap();
+    let (callback, mut outcomes) = Callback::bind(&config).await.unwrap();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let (stores, _database) = mcpgram::app::open_stores(&config, vault.clone())
+            .await
+            .unwrap();
+        replicas.push(Arc::new(Gateway::new(
+            config.clone(),
+            stores,
+            callback.redirect_uri(),
+            callback.notifier(),
+        )));
+    }
+    callback.serve(replicas[0].clone());
+    let owner = FlowOwner {
+        user_id: 7,
+        chat_id: 7,
+    };
+    let offer = replicas[1]
+        .start_connect(owner, "alice", &server)
+        .await
+        .unwrap();
+    let FlowLink::Direct(link) = &offer.link else {
+        panic!("loopback links go straight to the server");
+    };
+    let chrome = Chromedriver::start().await;
+    let browser = chrome.browser().await;
+    approve(&browser, link.expose(), "alice@example.org").await;
+    browser.close().await;
+    assert!(matches!(outcomes.recv().await, Some(Outcome::Connected)));
+
+    // A session open on each replica, its token expired when the calls come.
+    for replica in &replicas {
+        replica
+            .call_tool(7, &server, "whoami", None, None)
+            .await
+            .expect("the first call");
+    }
+    outlive(ttl).await;
+    let before = oidc.stats().await["refreshes"].as_u64().unwrap();
+    let calls = (0..50).map(|n| replicas[n % 2].call_tool(7, &server, "whoami", None, None));
+    let results = futures_util::future::join_all(calls).await;
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let stats = oidc.stats().await;
+    assert_eq!(
+        stats["refreshes"].as_u64().unwrap() - before,
+        1,
+        "one refresh for both replicas: {stats}"
+    );
+    assert_eq!(stats["grantsRevoked"], 0, "{stats}");
+    for replica in replicas {
+        replica.shutdown().await;
+    }
+}
