@@ -195,10 +195,11 @@ impl Gateway {
 
     /// Starts one of the user's commands, labelled for "still working on
     /// …": at most one runs per user; the ticket ends it when dropped.
-    pub fn begin_command(&self, user_id: u64, label: &str) -> Result<CommandTicket, Busy> {
+    pub async fn begin_command(&self, user_id: u64, label: &str) -> Result<CommandTicket, Busy> {
         self.stores
             .commands
             .try_begin(user_id, label)
+            .await
             .map_err(|running| Busy {
                 running: running.label,
                 told: running.told,

@@ -28,16 +28,8 @@ impl RefreshLocks for LocalRefreshLocks {
     }
 }
 
-/// The running command of each user, in this process.
-///
-/// With the PostgreSQL store too, for now: the guard is about fairness
-/// (one user's flood cannot hold up others), not about data. Tokens are
-/// kept safe across replicas by the refresh locks, flows by their
-/// single-use take. Behind a load balancer a user whose updates land on
-/// two replicas can have one command running on each; a cluster-wide
-/// guard would need `try_begin` to become async (a database round trip
-/// before every command) and a lease renewed while a long call runs, so
-/// that a replica that dies does not leave its users locked out.
+/// The running command of each user, in this process (the embedded
+/// store; with PostgreSQL, `postgres::commands` holds it for the cluster).
 #[derive(Default)]
 pub struct LocalCommandGuards {
     running: Arc<DashMap<u64, Running>>,
@@ -54,8 +46,9 @@ impl Drop for LocalTicket {
     }
 }
 
+#[async_trait::async_trait]
 impl CommandGuards for LocalCommandGuards {
-    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running> {
+    async fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running> {
         match self.running.entry(user_id) {
             dashmap::Entry::Occupied(mut running) => {
                 let seen = running.get().clone();
@@ -97,19 +90,19 @@ mod tests {
         assert!(same.await.is_ok());
     }
 
-    #[test]
-    fn one_command_at_a_time_per_user() {
+    #[tokio::test]
+    async fn one_command_at_a_time_per_user() {
         let guards = LocalCommandGuards::default();
-        let ticket = guards.try_begin(1, "/call demo x").unwrap();
-        let first = guards.try_begin(1, "/tools demo").err().unwrap();
+        let ticket = guards.try_begin(1, "/call demo x").await.unwrap();
+        let first = guards.try_begin(1, "/tools demo").await.err().unwrap();
         assert_eq!((first.label.as_str(), first.told), ("/call demo x", false));
-        assert!(guards.try_begin(1, "/tools demo").err().unwrap().told);
+        assert!(guards.try_begin(1, "/tools demo").await.err().unwrap().told);
         assert!(
-            guards.try_begin(2, "/tools demo").is_ok(),
+            guards.try_begin(2, "/tools demo").await.is_ok(),
             "others are not held up"
         );
         drop(ticket);
-        assert!(guards.try_begin(1, "/tools demo").is_ok());
+        assert!(guards.try_begin(1, "/tools demo").await.is_ok());
     }
 
     /// Polls a future once; `None` if it is still pending.

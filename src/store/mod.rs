@@ -205,9 +205,10 @@ pub type CommandTicket = Box<dyn Send + Sync>;
 
 /// One command at a time per user: while one runs, the next is answered
 /// at once instead of queueing behind it, so no user can hold up others.
+#[async_trait::async_trait]
 pub trait CommandGuards: Send + Sync {
     /// A ticket for `label`, or what is still running.
-    fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running>;
+    async fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running>;
 }
 
 /// The command a user is still waiting for.
@@ -266,10 +267,9 @@ impl Stores {
 
     /// Several replicas on one PostgreSQL database: every port shared
     /// there, secrets sealed with the vault's key (every replica needs the
-    /// same key). Command guards stay per process: see
-    /// [`memory::LocalCommandGuards`].
+    /// same key).
     pub fn postgres(db: postgres::Database, vault: Arc<Vault>) -> Self {
-        use postgres::{credentials, flows, locks, registrations, users};
+        use postgres::{commands, credentials, flows, locks, registrations, users};
         Self {
             flows: Arc::new(flows::PgFlows::new(db.clone(), vault.clone())),
             credentials: Arc::new(credentials::PgCredentials::new(db.clone(), vault.clone())),
@@ -278,7 +278,7 @@ impl Stores {
                 vault.clone(),
             )),
             refresh_locks: Arc::new(locks::PgRefreshLocks::new(db.clone())),
-            commands: Arc::new(memory::LocalCommandGuards::default()),
+            commands: Arc::new(commands::PgCommandGuards::new(db.clone())),
             consents: Arc::new(users::PgConsents::new(db.clone())),
             personal_tokens: Arc::new(users::PgPersonalTokens::new(db.clone(), vault)),
             user_data: Arc::new(users::PgUserData::new(db)),

@@ -61,8 +61,11 @@ impl Ticket {
 }
 
 /// Admits a request of `msg`'s sender, or says what is still running.
-pub fn admit(msg: Message, request: Request, gateway: Arc<Gateway>) -> Admission {
-    match gateway.begin_command(sender(&msg), &commands::label(&request)) {
+pub async fn admit(msg: Message, request: Request, gateway: Arc<Gateway>) -> Admission {
+    match gateway
+        .begin_command(sender(&msg), &commands::label(&request))
+        .await
+    {
         Ok(ticket) => Admission::Go(Ticket(Arc::new(Mutex::new(Some(ticket))))),
         Err(busy) => Admission::Busy(busy),
     }
@@ -267,14 +270,14 @@ async fn finish_dialogue(
             server,
             name,
             arguments,
-        }) => return get_prompt(bot, gateway, chats, user_id, server, name, arguments),
+        }) => return get_prompt(bot, gateway, chats, user_id, server, name, arguments).await,
         _ => return Ok(()),
     };
     if always && let Err(error) = gateway.allow_tool(user_id, &server, &tool).await {
         tracing::warn!(user = user_id, error = %chain(&error), "could not keep a consent");
     }
     let label = format!("/call {} {tool}", server.id);
-    let ticket = match gateway.begin_command(user_id, &label) {
+    let ticket = match gateway.begin_command(user_id, &label).await {
         Ok(ticket) => ticket,
         Err(busy) => return send::text(&bot, chat, &wording::still_working(&busy)).await,
     };
@@ -386,7 +389,7 @@ async fn ask_consent(
 }
 
 /// Gets a filled-in prompt and sends its messages to the private chat.
-fn get_prompt(
+async fn get_prompt(
     bot: TgBot,
     gateway: Arc<Gateway>,
     chats: Chats,
@@ -397,7 +400,7 @@ fn get_prompt(
 ) -> HandlerResult {
     let chat = ChatId(user_id as i64);
     let label = format!("/prompts {}", server.id);
-    let ticket = match gateway.begin_command(user_id, &label) {
+    let ticket = match gateway.begin_command(user_id, &label).await {
         Ok(ticket) => Ticket(Arc::new(Mutex::new(Some(ticket)))),
         Err(busy) => {
             let text = wording::still_working(&busy);
@@ -661,7 +664,13 @@ pub async fn call(
 
 /// A command whose authorization just completed, run again in the chat
 /// that sent it.
-pub fn resume(bot: TgBot, me: Me, gateway: Arc<Gateway>, chats: Chats, resumption: Resumption) {
+pub async fn resume(
+    bot: TgBot,
+    me: Me,
+    gateway: Arc<Gateway>,
+    chats: Chats,
+    resumption: Resumption,
+) {
     let Some(server) = gateway.find_server(&resumption.server_id) else {
         return;
     };
@@ -682,6 +691,7 @@ pub fn resume(bot: TgBot, me: Me, gateway: Arc<Gateway>, chats: Chats, resumptio
     let ticket = Ticket(Arc::new(Mutex::new(
         gateway
             .begin_command(from.user_id, &label_of(&server, &op))
+            .await
             .ok(),
     )));
     let _ = in_background(ticket, move |done| async move {
@@ -964,7 +974,7 @@ pub async fn browse_tap(
     let server = tap.server().clone();
     let listing = tap.listing();
     let label = format!("/{} {}", wording::listing_command(listing), server.id);
-    let ticket = match gateway.begin_command(user_id, &label) {
+    let ticket = match gateway.begin_command(user_id, &label).await {
         Ok(ticket) => ticket,
         Err(busy) if busy.told => return Ok(()),
         Err(busy) => return send::text(&bot, chat, &wording::still_working(&busy)).await,
@@ -1158,7 +1168,7 @@ pub async fn forget_tap(
         return send::edit_with_buttons(&bot, chat, id, wording::FORGET_KEPT, Vec::new()).await;
     }
     let user_id = query.from.id.0;
-    let Ok(ticket) = gateway.begin_command(user_id, "/forget") else {
+    let Ok(ticket) = gateway.begin_command(user_id, "/forget").await else {
         return Ok(());
     };
     let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));
@@ -1204,7 +1214,10 @@ pub async fn new_link(
         return Ok(());
     };
     let from = Origin::of_user(&query.from, chat.id, chat.is_private());
-    let Ok(ticket) = gateway.begin_command(from.user_id, &format!("/connect {}", server.id)) else {
+    let Ok(ticket) = gateway
+        .begin_command(from.user_id, &format!("/connect {}", server.id))
+        .await
+    else {
         return Ok(());
     };
     let ticket = Ticket(Arc::new(Mutex::new(Some(ticket))));

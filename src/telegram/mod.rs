@@ -193,7 +193,7 @@ impl Telegram {
             tokio::spawn(async move {
                 while let Some(resumption) = waiting.recv().await {
                     let (bot, me, gateway) = (bot.clone(), me.clone(), gateway.clone());
-                    endpoints::resume(bot, me, gateway, chats.clone(), resumption);
+                    endpoints::resume(bot, me, gateway, chats.clone(), resumption).await;
                 }
             });
         }

@@ -96,7 +96,7 @@ fn messages() -> UpdateHandler<teloxide::RequestError> {
                 .branch(case![Request::Forget].endpoint(endpoints::forget))
                 // One command at a time per user; the rest run in tasks of
                 // their own, holding the ticket.
-                .map(endpoints::admit)
+                .map_async(endpoints::admit)
                 .branch(case![Admission::Busy(busy)].endpoint(endpoints::still_working))
                 .branch(
                     case![Admission::Go(ticket)]

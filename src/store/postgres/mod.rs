@@ -13,10 +13,12 @@
 //!   RETURNING`, so two replicas never complete the same flow.
 //! - [`locks`]: refresh locks as PostgreSQL advisory locks.
 //! - [`users`]: consents, personal tokens, and forgetting a user.
+//! - [`commands`]: one command at a time per user, cluster-wide.
 //!
 //! The schema lives in `migrations/` and is applied at start
 //! ([`Database::migrate`]).
 
+pub mod commands;
 pub mod credentials;
 pub mod flows;
 pub mod locks;
