@@ -204,6 +204,19 @@ async fn main() {
     let users: Vec<FakeUser> = (0..counts.users)
         .map(|i| telegram.user(1000 + i, &format!("User{i}")))
         .collect();
+    // The same bot on the PostgreSQL store (a throwaway cluster), on a
+    // fake Telegram of its own.
+    let cluster = test_peers::postgres::cluster();
+    let database = cluster.database();
+    let pg_telegram = FakeTelegram::start().await;
+    let pg_bot = Bot::start_with_env(&pg_telegram, &[("DATABASE_URL", &database.url)], |dir| {
+        support::config(&pg_telegram, dir, "every", &url, PACE)
+            + "\n[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n"
+    })
+    .await;
+    let pg_users: Vec<FakeUser> = (0..counts.users)
+        .map(|i| pg_telegram.user(1000 + i, &format!("User{i}")))
+        .collect();
 
     let echo_telegram = FakeTelegram::start().await;
     let echo = echo_bot(&echo_telegram);
@@ -215,13 +228,15 @@ async fn main() {
         direct_call(&direct).await;
         echo_call(&echo_telegram, &echo_user).await;
     }
-    for user in &users {
-        telegram.send_private(user, CALL);
-    }
-    for user in &users {
-        telegram
-            .wait_for_message(user.id as i64, WAIT, |m| m.text.contains(SUM))
-            .await;
+    for (telegram, users) in [(&telegram, &users), (&pg_telegram, &pg_users)] {
+        for user in users {
+            telegram.send_private(user, CALL);
+        }
+        for user in users {
+            telegram
+                .wait_for_message(user.id as i64, WAIT, |m| m.text.contains(SUM))
+                .await;
+        }
     }
     // Let the pacing's windows and any "typing…" renewal pass.
     tokio::time::sleep(if full {
@@ -232,6 +247,7 @@ async fn main() {
     .await;
 
     let (mut a, mut b, mut b_typing, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut d = Vec::new();
     let mut cpu = Duration::ZERO;
     let mut next_user = 0usize;
     let started = Instant::now();
@@ -248,6 +264,10 @@ async fn main() {
             b.push(reply);
         }
         cpu += bot.cpu(ticks) - before;
+        for n in 0..counts.per_block {
+            let user = &pg_users[(next_user - counts.per_block + n) % pg_users.len()];
+            d.push(bot_call(&pg_telegram, &pg_bot, user).await.1);
+        }
         for _ in 0..counts.per_block {
             c.push(echo_call(&echo_telegram, &echo_user).await);
         }
@@ -271,6 +291,7 @@ async fn main() {
 
     echo.abort();
     bot.stop().await;
+    pg_bot.stop().await;
     drop(direct);
     assert!(
         telegram.errors().is_empty(),
@@ -281,12 +302,13 @@ async fn main() {
     let a = row("A direct (rmcp, one warm session)", a);
     let b = row("B through the bot (/call → reply)", b);
     let typing = row("B, until \"typing…\" (update delivered)", b_typing);
+    let d = row("D through the bot on PostgreSQL (/call → reply)", d);
     let c = row("C fake + minimal echo bot", c);
     let a_paced = row("A direct, paced", a_paced);
     let b_paced = row("B through the bot, paced", b_paced);
 
     println!(
-        "\n{} mode: {} blocks of {} calls per path, interleaved A/B/C; B round robin over \
+        "\n{} mode: {} blocks of {} calls per path, interleaved A/B/D/C; B and D round robin over \
          {} users (each warmed; with 200 a chat's 1 msg/s pace never binds); paced rows: {} ms \
          idle before each call, {} blocks of {}. {:.0} s measuring.\n",
         if full { "full" } else { "smoke" },
@@ -315,6 +337,7 @@ async fn main() {
     };
     line(&a, &a);
     line(&b, &a);
+    line(&d, &a);
     line(&typing, &a);
     line(&c, &a);
     line(&a_paced, &a_paced);

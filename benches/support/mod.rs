@@ -22,6 +22,15 @@ impl Bot {
     /// Starts the bot with the config `config` writes for its directory,
     /// and waits until it polls.
     pub async fn start(telegram: &FakeTelegram, config: impl FnOnce(&Path) -> String) -> Self {
+        Self::start_with_env(telegram, &[], config).await
+    }
+
+    /// Like [`Bot::start`], with extra environment variables.
+    pub async fn start_with_env(
+        telegram: &FakeTelegram,
+        env: &[(&str, &str)],
+        config: impl FnOnce(&Path) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = config(dir.path());
         let config = dir.path().join("mcpgram.toml");
@@ -34,6 +43,7 @@ impl Bot {
             // The bot's own default level (info), as deployed.
             .env_remove("RUST_LOG")
             .env_remove("MCPGRAM_VAULT_KEY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
