@@ -405,12 +405,13 @@ async fn connect(
 /// `/call oidc whoami`: whether the answer names this user's own login
 /// (`true`) or another subject (`false`, cross-wired). Any other answer
 /// (the call failed) panics with its text; it is the chat's first message
-/// after the confirmation, so a failure is counted when it comes instead
-/// of waiting out `wait` for a subject that will not come.
+/// after the confirmation but for the "⏳ Running…" note a slow call gets
+/// first, so a failure is counted when it comes instead of waiting out
+/// `wait` for a subject that will not come.
 async fn whoami(telegram: &FakeTelegram, user: &FakeUser, wait: Duration) -> bool {
     telegram.send_private(user, "/call oidc whoami");
     let answer = telegram
-        .wait_for_message(user.id as i64, wait, |_| true)
+        .wait_for_message(user.id as i64, wait, |m| !m.text.starts_with("⏳"))
         .await;
     assert!(answer.text.contains("sub="), "answered: {}", answer.text);
     answer.text.contains(&format!("sub={} ", login_of(user)))
