@@ -64,6 +64,12 @@ pub struct Pace {
     gap: Duration,
     groups: DefaultKeyedRateLimiter<ChatId>,
     overall: DefaultDirectRateLimiter,
+    /// Sends wait for the overall limit here one at a time, in the order
+    /// they came (tokio's mutex is fair). governor's `until_ready` has
+    /// every waiter poll again at the limiter's next free slot, so with
+    /// a thousand chats waiting each slot woke all thousand for one to
+    /// pass: CPU growing with the square of the queue, in no set order.
+    overall_turn: Mutex<()>,
 }
 
 impl Pace {
@@ -76,6 +82,7 @@ impl Pace {
             gap: Duration::from_secs(1) / limits.per_chat_per_second.max(1),
             groups: RateLimiter::keyed(quota(limits.per_group_per_minute, Quota::per_minute)),
             overall: RateLimiter::direct(quota(limits.overall_per_second, Quota::per_second)),
+            overall_turn: Mutex::new(()),
         })
     }
 
@@ -97,7 +104,10 @@ impl Pace {
             if chat.is_group() || chat.is_channel_or_supergroup() {
                 self.groups.until_key_ready(&chat).await;
             }
-            self.overall.until_ready().await;
+            {
+                let _turn = self.overall_turn.lock().await;
+                self.overall.until_ready().await;
+            }
             let sent = request.send_ref().await;
             // Counted from the answer, not from the request: Telegram saw
             // the message somewhere in between, so the next one reaches it
@@ -139,5 +149,61 @@ impl Pace {
         self.chats.shrink_to_fit();
         self.groups.retain_recent();
         self.groups.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use teloxide::Bot;
+    use teloxide::prelude::Requester;
+
+    use super::*;
+
+    /// Chats held back by the overall limit get their turns in the order
+    /// they asked for them, each woken once, rather than all woken at
+    /// every free slot to race for it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn chats_waiting_for_the_overall_limit_go_in_the_order_they_asked() {
+        crate::tls::install();
+        let telegram = fake_telegram::FakeTelegram::start().await;
+        let bot = Bot::new(telegram.token()).set_api_url(telegram.api_url().parse().unwrap());
+        const BURST: i64 = 10;
+        const CHATS: i64 = 40;
+        for id in 1..=CHATS {
+            let user = telegram.user(id as u64, "User");
+            telegram.send_private(&user, "/start");
+        }
+        let pace = Pace::new(Limits {
+            overall_per_second: BURST as u32,
+            ..Limits::default()
+        });
+        // On one thread the tasks first run in the order spawned, each up
+        // to where it waits: so they reach the limit in the order of ids.
+        let sends: Vec<_> = (1..=CHATS)
+            .map(|id| {
+                let (pace, bot) = (pace.clone(), bot.clone());
+                tokio::spawn(async move {
+                    let request = bot.send_message(ChatId(id), "hi");
+                    pace.send(ChatId(id), request).await.expect("sent");
+                })
+            })
+            .collect();
+        for send in sends {
+            send.await.unwrap();
+        }
+        // The first burst leaves at once, in whatever order its requests
+        // land; the rest, a slot apart, in the order they asked.
+        let held: Vec<i64> = telegram
+            .calls()
+            .iter()
+            .filter(|call| call.method == "sendmessage")
+            .filter_map(|call| {
+                let id = &call.params["chat_id"];
+                id.as_i64().or_else(|| id.as_str()?.parse().ok())
+            })
+            .filter(|&id| id > BURST)
+            .collect();
+        assert_eq!(held, (BURST + 1..=CHATS).collect::<Vec<_>>());
+        telegram.assert_no_errors();
     }
 }

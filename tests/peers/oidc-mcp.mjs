@@ -2,7 +2,8 @@
 // small MCP resource server that trusts it: what mcpgram meets in the wild.
 //
 //   node -r ./bind-loopback.cjs oidc-mcp.mjs
-//   env: AS_PORT, MCP_PORT, ACCESS_TTL (seconds, default 3600)
+//   env: AS_PORT, MCP_PORT, ACCESS_TTL (seconds, default 3600),
+//        STORE_ENTRIES (default: oidc-provider's own in-memory store)
 //
 // The authorization server is `oidc-provider` (a certified OpenID
 // provider) with its own login and consent forms (any login, any
@@ -25,14 +26,21 @@
 // GET /stats on the MCP port counts what tests assert about the
 // authorization server: refresh grants, grants revoked (by reuse
 // detection or revocation), revocation requests, token requests failed on
-// purpose. POST /control/revoke-grants and /control/fail-token-requests
-// play an admin revoking every grant and a token endpoint failing.
+// purpose, client registrations, and requests by path (for benches).
+// POST /control/revoke-grants and /control/fail-token-requests play an
+// admin revoking every grant and a token endpoint failing.
+//
+// oidc-provider's in-memory store, meant for development, keeps about the
+// 1,000 most recent entries; a load of many sign-ins under way at once
+// needs several per sign-in, so STORE_ENTRIES gives it a larger one.
 //
 // Each server prints "... listening on port N" once it listens.
 
 import express from 'express';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import Provider, { errors } from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import LRU from 'oidc-provider/lib/helpers/lru.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { z } from 'zod';
@@ -40,14 +48,28 @@ import { z } from 'zod';
 const AS_PORT = Number(process.env.AS_PORT);
 const MCP_PORT = Number(process.env.MCP_PORT);
 const ACCESS_TTL = Number(process.env.ACCESS_TTL || 3600);
+const STORE_ENTRIES = Number(process.env.STORE_ENTRIES || 0);
 
 const issuer = `http://localhost:${AS_PORT}`;
 const mcpUrl = `http://localhost:${MCP_PORT}/mcp`;
 const metadataUrl = `http://localhost:${MCP_PORT}/.well-known/oauth-protected-resource/mcp`;
 
-const stats = { refreshes: 0, grantsRevoked: 0, revocations: 0, codes: 0, tokenFailures: 0 };
+const stats = {
+  refreshes: 0, grantsRevoked: 0, revocations: 0, codes: 0, tokenFailures: 0, registrations: 0,
+  // Requests by method and path (ids shown as :id), on both ports.
+  requests: {},
+};
+function countRequest(method, path) {
+  const opaque = /\/(?=[\w-]*[0-9A-Z])[\w-]{16,}/g;
+  const key = `${method} ${path.replace(opaque, '/:id')}`;
+  stats.requests[key] = (stats.requests[key] || 0) + 1;
+}
+
+// One store for every model, as oidc-provider's default adapter has.
+const store = STORE_ENTRIES > 0 ? new LRU({ maxSize: STORE_ENTRIES }) : undefined;
 
 const provider = new Provider(issuer, {
+  ...(store && { adapter: (model) => new MemoryAdapter(model, store) }),
   features: {
     devInteractions: { enabled: true },
     registration: { enabled: true },
@@ -85,6 +107,9 @@ provider.on('grant.success', (ctx) => {
   if (grantType === 'refresh_token') stats.refreshes += 1;
   if (grantType === 'authorization_code') stats.codes += 1;
 });
+provider.on('registration_create.success', () => {
+  stats.registrations += 1;
+});
 provider.on('grant.revoked', () => {
   stats.grantsRevoked += 1;
 });
@@ -95,6 +120,7 @@ const grantIds = new Set();
 let failTokenRequests = 0;
 provider.on('refresh_token.saved', (token) => grantIds.add(token.grantId));
 provider.use(async (ctx, next) => {
+  countRequest(ctx.method, ctx.path);
   if (ctx.path === '/token' && ctx.method === 'POST' && failTokenRequests > 0) {
     failTokenRequests -= 1;
     stats.tokenFailures += 1;
@@ -197,6 +223,10 @@ function mcpServer(auth) {
 }
 
 const app = express();
+app.use((req, _res, next) => {
+  if (req.path !== '/stats') countRequest(req.method, req.path);
+  next();
+});
 app.use(express.json());
 
 const resourceMetadata = (_req, res) =>

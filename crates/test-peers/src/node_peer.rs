@@ -43,6 +43,8 @@ pub struct PeerSpec {
 /// A running peer; dropping it kills the process and reaps it.
 pub struct NodePeer {
     ports: (u16, u16),
+    /// The node process's id, for benches reading its CPU time in /proc.
+    pid: Option<u32>,
     /// The child's stdout and stderr lines (stderr ones prefixed), kept up to date in the background.
     output: Arc<Mutex<String>>,
     /// Asks the supervisor task to kill the child; taken by `Drop`.
@@ -118,6 +120,11 @@ impl NodePeer {
     /// (MCP port, authorization server port).
     pub fn ports(&self) -> (u16, u16) {
         self.ports
+    }
+
+    /// The node process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
     }
 
     fn checked_dir(spec: &PeerSpec) -> PathBuf {
@@ -211,6 +218,7 @@ impl NodePeer {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (kill_tx, kill_rx) = oneshot::channel();
         let (reaped_tx, reaped_rx) = std_mpsc::sync_channel(1);
+        let pid;
         {
             let _runtime = Self::runtime().enter();
             let mut child = command.spawn().map_err(|e| {
@@ -219,6 +227,7 @@ impl NodePeer {
                     spec.name
                 ))
             })?;
+            pid = child.id();
             let stdout = child.stdout.take().expect("piped stdout");
             let stderr = child.stderr.take().expect("piped stderr");
             let readers = [
@@ -253,6 +262,7 @@ impl NodePeer {
         }
         let server = NodePeer {
             ports,
+            pid,
             output,
             kill: Some(kill_tx),
             reaped: Mutex::new(reaped_rx),

@@ -16,7 +16,11 @@ pub struct OidcMcpServer {
     peer: NodePeer,
 }
 
-fn spec(access_ttl_secs: u64) -> PeerSpec {
+fn spec(access_ttl_secs: u64, store_entries: Option<u64>) -> PeerSpec {
+    let mut extra_env = vec![("ACCESS_TTL".to_owned(), access_ttl_secs.to_string())];
+    if let Some(entries) = store_entries {
+        extra_env.push(("STORE_ENTRIES".to_owned(), entries.to_string()));
+    }
     PeerSpec {
         name: "the oidc-provider MCP server",
         script: "oidc-mcp.mjs",
@@ -33,7 +37,7 @@ fn spec(access_ttl_secs: u64) -> PeerSpec {
                 format!("OIDC Authorization Server listening on port {auth}"),
             ]
         },
-        extra_env: vec![("ACCESS_TTL".to_owned(), access_ttl_secs.to_string())],
+        extra_env,
     }
 }
 
@@ -46,8 +50,23 @@ impl OidcMcpServer {
     /// Access tokens live `secs` seconds (refresh tests).
     pub async fn start_with_access_ttl(secs: u64) -> Self {
         Self {
-            peer: NodePeer::start(&spec(secs)).await,
+            peer: NodePeer::start(&spec(secs, None)).await,
         }
+    }
+
+    /// For many sign-ins at once: oidc-provider's development store keeps
+    /// only about the 1,000 most recent entries (interactions, sessions,
+    /// grants, codes, tokens), so a thousand flows under way together
+    /// would lose their oldest entries mid-flow. This one keeps `entries`.
+    pub async fn start_for_load(entries: u64) -> Self {
+        Self {
+            peer: NodePeer::start(&spec(3600, Some(entries))).await,
+        }
+    }
+
+    /// The node process's id, to read its CPU time.
+    pub fn pid(&self) -> Option<u32> {
+        self.peer.pid()
     }
 
     /// `http://localhost:PORT/mcp`, as the server names itself.
@@ -61,7 +80,7 @@ impl OidcMcpServer {
     }
 
     /// Counts kept by the server: `refreshes`, `grantsRevoked`,
-    /// `revocations`, `codes`, `tokenFailures`.
+    /// `revocations`, `codes`, `tokenFailures`, `registrations`.
     pub async fn stats(&self) -> Value {
         reqwest::get(format!("http://127.0.0.1:{}/stats", self.peer.ports().0))
             .await

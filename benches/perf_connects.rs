@@ -1,0 +1,694 @@
+//! Many users connecting at once: N Telegram users each send
+//! `/connect oidc` at the same moment, a scripted browser per user signs
+//! in at the authorization server (oidc-provider's own login and consent
+//! forms; the login becomes the token's subject) and lands on the bot's
+//! callback, the bot confirms in the chat; then every user sends
+//! `/call oidc whoami` and the answer must name that user's own login,
+//! never another's.
+//!
+//! The real `mcpgram` release binary runs on the fake Telegram, with the
+//! oidc-provider peer (`tests/peers/oidc-mcp.mjs`; `tests/setup.sh`
+//! installs it) given a store large enough for N sign-ins under way at
+//! once. Its MCP server's `whoami` answers the access token's subject, so
+//! a token delivered to the wrong user shows.
+//!
+//! The connects and the calls are two phases (all connects, then all
+//! calls), so the bot's CPU time per connect flow is measured alone.
+//! One flow first, not counted, registers the bot's OAuth client and opens
+//! its connections, as on a bot that has been running.
+//!
+//! `cargo bench --bench perf_connects` measures 1,000 flows; `cargo test
+//! --bench perf_connects` (no `--bench` argument) runs 5, asserting only
+//! that every flow completed and none was cross-wired.
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_telegram::{FakeTelegram, FakeUser};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use test_peers::OidcMcpServer;
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+use url::Url;
+
+struct Plan {
+    full: bool,
+    users: u64,
+    /// Flows under way at once (a semaphore), `users` for all at once.
+    in_flight: usize,
+    /// For each wait on the bot: every reply goes through Telegram's
+    /// 30 messages a second for the whole bot, so with 1,000 users the
+    /// last of a phase's replies leaves some 35 s after the first.
+    wait: Duration,
+}
+
+impl Plan {
+    fn new(full: bool) -> Self {
+        let users = if full { 1000 } else { 5 };
+        Self {
+            full,
+            users,
+            in_flight: users as usize,
+            wait: if full {
+                Duration::from_secs(600)
+            } else {
+                Duration::from_secs(60)
+            },
+        }
+    }
+}
+
+const CONNECTED: &str = "Connected to Oidc";
+/// From the link's message to the user opening it.
+const THINK: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------
+// The bot binary
+// ---------------------------------------------------------------------------
+
+struct Bot {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Bot {
+    async fn start(telegram: &FakeTelegram, mcp_url: &str, wait: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mcpgram.toml");
+        std::fs::write(&config, config_text(telegram, dir.path(), mcp_url)).unwrap();
+        let log = dir.path().join("bot.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+            .arg("--config")
+            .arg(&config)
+            // The bot's own default level (info), as deployed.
+            .env_remove("RUST_LOG")
+            .env_remove("MCPGRAM_VAULT_KEY")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start mcpgram");
+        let bot = Self {
+            child,
+            _dir: dir,
+            log,
+        };
+        let polled = tokio::time::timeout(
+            wait,
+            telegram.wait_for_call_count("getupdates", 1, wait + Duration::from_secs(5)),
+        )
+        .await;
+        if polled.is_err() {
+            panic!("the bot did not start polling; its log:\n{}", bot.log());
+        }
+        bot
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("the bot runs")
+    }
+
+    /// The end of the bot's log.
+    fn log(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let cut = log.len().saturating_sub(8000);
+        let cut = (cut..log.len())
+            .find(|&i| log.is_char_boundary(i))
+            .unwrap_or(log.len());
+        log[cut..].to_owned()
+    }
+
+    /// Log lines at WARN or ERROR, counted.
+    fn warnings(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .count()
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// As `base_config` in tests/it/support/bot.rs with the server of
+/// tests/it/oidc.rs; the per-user limits at their defaults, spelled out
+/// (each user connects once, so they never bind).
+fn config_text(telegram: &FakeTelegram, dir: &Path, mcp_url: &str) -> String {
+    format!(
+        r#"[telegram]
+token = "{token}"
+api_url = "{api}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[vault]
+dir = "{vault}"
+
+[mcp]
+shutdown_grace = "3s"
+
+[limits]
+pending_flows_per_user = 3
+connects_per_minute = 6
+
+[[mcp.servers]]
+id = "oidc"
+name = "Oidc"
+url = "{mcp_url}"
+trusted = true
+timeout_secs = 60
+[mcp.servers.oauth]
+enabled = true
+"#,
+        token = telegram.token(),
+        api = telegram.api_url(),
+        vault = dir.join("vault").display(),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------
+
+/// User plus system CPU time process `pid` used so far.
+fn cpu(pid: u32, ticks_per_sec: f64) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: state is
+    // field 3, utime 14, stime 15.
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
+}
+
+/// A `kB` line of /proc/<pid>/status (`VmHWM`, the peak resident set;
+/// `VmRSS`, the current one), in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb / 1024.0
+}
+
+fn ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn kernel() -> String {
+    std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------
+// The scripted browser
+// ---------------------------------------------------------------------------
+
+/// One user's browser: follows redirects by hand, keeps cookies per
+/// origin (oidc-provider ties the login and consent steps to its
+/// interaction cookies) and submits the server's forms as a user would.
+/// Cookie paths and expiry are left out: a later cookie of the same name
+/// replaces the earlier, which is what these forms need.
+struct Browser {
+    http: reqwest::Client,
+    jar: HashMap<String, HashMap<String, String>>,
+    /// The bot's callback was requested at this instant.
+    callback_at: Option<Instant>,
+}
+
+struct Page {
+    url: Url,
+    status: u16,
+    body: String,
+}
+
+impl Browser {
+    fn new(http: reqwest::Client) -> Self {
+        Self {
+            http,
+            jar: HashMap::new(),
+            callback_at: None,
+        }
+    }
+
+    /// Sends `form` (a POST) or a GET to `url`, then follows redirects
+    /// with GETs to the page at the end.
+    async fn visit(&mut self, mut url: Url, mut form: Option<Vec<(&str, String)>>) -> Page {
+        for _ in 0..10 {
+            if url.path() == "/oauth/callback" {
+                self.callback_at = Some(Instant::now());
+            }
+            let origin = url.origin().ascii_serialization();
+            let mut request = match form.take() {
+                Some(form) => self.http.post(url.clone()).form(&form),
+                None => self.http.get(url.clone()),
+            };
+            if let Some(cookies) = self.jar.get(&origin).filter(|c| !c.is_empty()) {
+                let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                request = request.header(COOKIE, header.join("; "));
+            }
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("browser: {url} failed: {e}"));
+            let cookies = self.jar.entry(origin).or_default();
+            for set in response.headers().get_all(SET_COOKIE) {
+                let pair = set.to_str().unwrap_or("").split(';').next().unwrap_or("");
+                if let Some((name, value)) = pair.split_once('=') {
+                    if value.is_empty() {
+                        cookies.remove(name.trim());
+                    } else {
+                        cookies.insert(name.trim().to_owned(), value.to_owned());
+                    }
+                }
+            }
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .expect("a redirect has a Location");
+                url = url.join(location).expect("Location is a URL");
+                continue;
+            }
+            let body = response.text().await.unwrap_or_default();
+            return Page {
+                url,
+                status: status.as_u16(),
+                body,
+            };
+        }
+        panic!("browser: more than ten redirects, at {url}");
+    }
+
+    /// Opens the connect link, signs in as `login`, consents, and returns
+    /// the page the bot's callback answered with.
+    async fn connect(&mut self, link: &str, login: &str) -> Page {
+        let mut page = self.visit(Url::parse(link).unwrap(), None).await;
+        for _ in 0..3 {
+            let form = if page.body.contains(r#"name="prompt" value="login""#) {
+                vec![
+                    ("prompt", "login".to_owned()),
+                    ("login", login.to_owned()),
+                    ("password", "anything".to_owned()),
+                ]
+            } else if page.body.contains(r#"name="prompt" value="consent""#) {
+                vec![("prompt", "consent".to_owned())]
+            } else {
+                return page;
+            };
+            let action = form_action(&page.body)
+                .unwrap_or_else(|| panic!("a form without an action at {}", page.url));
+            let target = page.url.join(&action).expect("the action is a URL");
+            page = self.visit(target, Some(form)).await;
+        }
+        page
+    }
+}
+
+/// The first `<form action="…">` of `html`, unescaped as far as these
+/// pages escape it.
+fn form_action(html: &str) -> Option<String> {
+    let start = html.find("<form")?;
+    let rest = &html[start..];
+    let value = rest.split("action=\"").nth(1)?.split('"').next()?;
+    Some(value.replace("&amp;", "&"))
+}
+
+// ---------------------------------------------------------------------------
+// One user's flow
+// ---------------------------------------------------------------------------
+
+struct Connected {
+    /// `/connect` sent → the message with the link recorded by the fake.
+    link: Duration,
+    /// The browser requested the bot's callback → "Connected to Oidc"
+    /// recorded by the fake.
+    confirmed: Duration,
+}
+
+fn login_of(user: &FakeUser) -> String {
+    format!("user{:05}@example.org", user.id)
+}
+
+async fn connect(
+    telegram: &FakeTelegram,
+    http: reqwest::Client,
+    user: &FakeUser,
+    wait: Duration,
+) -> Connected {
+    let chat = user.id as i64;
+    let sent = Instant::now();
+    telegram.send_private(user, "/connect oidc");
+    let offer = telegram
+        .wait_for_message(chat, wait, |m| !m.url_buttons().is_empty())
+        .await;
+    let link_took = sent.elapsed();
+    let link = offer.url_buttons()[0].1.clone();
+    // A user reads the message before tapping its button. A second is
+    // also the chat's gap between two messages (Telegram's limit, kept by
+    // the bot), so the confirmation is not held back by the link message
+    // and the callback → confirmation time is the bot's own.
+    tokio::time::sleep(THINK).await;
+    let mut browser = Browser::new(http);
+    let login = login_of(user);
+    // Waiting for the confirmation alongside the browser, so its arrival
+    // is timed even when it comes before the callback page does.
+    let (page, confirmed_at) = tokio::join!(browser.connect(&link, &login), async {
+        telegram
+            .wait_for_message(chat, wait, |m| m.text.contains(CONNECTED))
+            .await;
+        Instant::now()
+    });
+    assert_eq!(page.url.path(), "/oauth/callback", "{}", page.body);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(CONNECTED), "{}", page.body);
+    let callback_at = browser
+        .callback_at
+        .expect("the browser reached the callback");
+    Connected {
+        link: link_took,
+        confirmed: confirmed_at.saturating_duration_since(callback_at),
+    }
+}
+
+/// `/call oidc whoami`: whether the answer names this user's own login
+/// (`true`) or another subject (`false`, cross-wired). Any other answer
+/// (the call failed) panics with its text; it is the chat's first message
+/// after the confirmation but for the "⏳ Running…" note a slow call gets
+/// first, so a failure is counted when it comes instead of waiting out
+/// `wait` for a subject that will not come.
+async fn whoami(telegram: &FakeTelegram, user: &FakeUser, wait: Duration) -> bool {
+    telegram.send_private(user, "/call oidc whoami");
+    let answer = telegram
+        .wait_for_message(user.id as i64, wait, |m| !m.text.starts_with("⏳"))
+        .await;
+    assert!(answer.text.contains("sub="), "answered: {}", answer.text);
+    answer.text.contains(&format!("sub={} ", login_of(user)))
+}
+
+/// Runs `work` for every user, at most `in_flight` at once; each result,
+/// or the panic that ended it, by user.
+async fn for_all<T, F, Fut>(users: &[FakeUser], in_flight: usize, work: F) -> Vec<Result<T, String>>
+where
+    T: Send + 'static,
+    F: Fn(FakeUser) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(in_flight));
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let gate = gate.clone();
+            let job = work(user.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.unwrap();
+                job.await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.map_err(|e| {
+            match e.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic".into()),
+                Err(e) => e.to_string(),
+            }
+        }));
+    }
+    results
+}
+
+// ---------------------------------------------------------------------------
+// Numbers
+// ---------------------------------------------------------------------------
+
+fn at(sorted: &[Duration], quantile: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * quantile).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn quantiles(mut took: Vec<Duration>) -> String {
+    if took.is_empty() {
+        return "–".into();
+    }
+    took.sort();
+    format!(
+        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        ms(at(&took, 0.5)),
+        ms(at(&took, 0.99)),
+        ms(*took.last().unwrap())
+    )
+}
+
+/// The peer's request counts (by method and path) between two of its
+/// `requests` snapshots, per user.
+fn per_user(before: &serde_json::Value, after: &serde_json::Value, users: usize) -> String {
+    let count = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or(0);
+    let mut lines: Vec<String> = after
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, _)| {
+            let made = count(after, key) - count(before, key);
+            (made > 0).then(|| format!("{key} {:.2}", made as f64 / users.max(1) as f64))
+        })
+        .collect();
+    lines.sort();
+    lines.join(", ")
+}
+
+/// The first few failures, one line each.
+fn failures<T>(results: &[Result<T, String>]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .take(3)
+        .map(|e| e.lines().take(3).collect::<Vec<_>>().join(" / "))
+        .collect()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let plan = Plan::new(std::env::args().any(|arg| arg == "--bench"));
+    let ticks = ticks_per_sec();
+
+    // Several entries per sign-in under way (interactions, session, grant,
+    // code, refresh token and their indexes), with room to spare.
+    let oidc = OidcMcpServer::start_for_load(plan.users * 20 + 1000).await;
+    let node = oidc.pid().expect("the peer runs");
+    let telegram = FakeTelegram::start().await;
+    let bot = Bot::start(&telegram, &oidc.mcp_url(), plan.wait).await;
+    let pid = bot.pid();
+    let idle_rss = status_mib(pid, "VmRSS");
+    // One pooled client for every browser (cookies are each user's own):
+    // loopback sockets stay reused instead of thousands opened.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(plan.wait)
+        .build()
+        .unwrap();
+
+    // Not counted: registers the client, opens the bot's connections.
+    let first = telegram.user(1, "Warm");
+    connect(&telegram, http.clone(), &first, plan.wait).await;
+    assert!(whoami(&telegram, &first, plan.wait).await);
+    let registered = oidc.stats().await["registrations"].as_u64().unwrap_or(0);
+
+    let users: Vec<FakeUser> = (0..plan.users)
+        .map(|i| telegram.user(100_000 + i, &format!("User{i}")))
+        .collect();
+
+    let requests_before = oidc.stats().await["requests"].clone();
+    let me = std::process::id();
+    let harness_before = cpu(me, ticks);
+    let (bot_before, node_before) = (cpu(pid, ticks), cpu(node, ticks));
+    let started = Instant::now();
+    let connects = for_all(&users, plan.in_flight, |user| {
+        let (telegram, http, wait) = (telegram.clone(), http.clone(), plan.wait);
+        async move { connect(&telegram, http, &user, wait).await }
+    })
+    .await;
+    let connect_wall = started.elapsed();
+    let (bot_connects, node_connects) =
+        (cpu(pid, ticks) - bot_before, cpu(node, ticks) - node_before);
+    let connect_rss = status_mib(pid, "VmHWM");
+    let requests_connected = oidc.stats().await["requests"].clone();
+
+    // Calls, for those connected.
+    let connected: Vec<FakeUser> = users
+        .iter()
+        .zip(&connects)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(u, _)| u.clone())
+        .collect();
+    let (bot_before, node_before) = (cpu(pid, ticks), cpu(node, ticks));
+    let started = Instant::now();
+    let calls = for_all(&connected, plan.in_flight, |user| {
+        let (telegram, wait) = (telegram.clone(), plan.wait);
+        async move { whoami(&telegram, &user, wait).await }
+    })
+    .await;
+    let call_wall = started.elapsed();
+    let (bot_calls, node_calls) = (cpu(pid, ticks) - bot_before, cpu(node, ticks) - node_before);
+    let peak_rss = status_mib(pid, "VmHWM");
+    let harness = cpu(me, ticks) - harness_before;
+    let stats = oidc.stats().await;
+    let warnings = bot.warnings();
+    let log = bot.log();
+    bot.stop().await;
+
+    let n = users.len();
+    let completed = connects.iter().filter(|r| r.is_ok()).count();
+    let own = calls.iter().filter(|r| matches!(r, Ok(true))).count();
+    let cross_wired = calls.iter().filter(|r| matches!(r, Ok(false))).count();
+    let unanswered = calls.iter().filter(|r| r.is_err()).count();
+    let (links, confirmations): (Vec<_>, Vec<_>) = connects
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|c| (c.link, c.confirmed))
+        .unzip();
+    let per_flow = |cpu: Duration| ms(cpu) / completed.max(1) as f64;
+
+    println!();
+    println!(
+        "Machine: {} cores (available_parallelism), shared with other builds, so numbers are \
+         noisy; Linux {}; {}. {n} users, {} flows under way at once, each user opening the link \
+         {} s after it arrived; the `mcpgram` binary (release under `cargo bench`) on the fake \
+         Telegram, sending within Telegram's limits (1 message a second per chat, 30 a second \
+         in all); the peer is oidc-provider and its MCP server in one node process.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel(),
+        if plan.full {
+            "`cargo bench --bench perf_connects`"
+        } else {
+            "smoke run (tiny counts; not numbers to quote)"
+        },
+        plan.in_flight,
+        THINK.as_secs_f64(),
+    );
+    println!();
+    println!("| Measurement | Result | Goal |");
+    println!("|---|---|---|");
+    println!(
+        "| Connect flows completed | {completed} / {n} ({:.1} %) | 100 % |",
+        completed as f64 * 100.0 / n as f64
+    );
+    println!(
+        "| `whoami` naming the user's own login | {own} / {completed}; cross-wired {cross_wired}, \
+         unanswered {unanswered} | 0 cross-wired |"
+    );
+    println!(
+        "| Connect phase, wall | {:.1} s, {:.1} flows/s | |",
+        connect_wall.as_secs_f64(),
+        completed as f64 / connect_wall.as_secs_f64()
+    );
+    println!(
+        "| Bot CPU, connect phase | {:.0} ms, {:.2} ms per flow | ≤ 1 ms per flow |",
+        ms(bot_connects),
+        per_flow(bot_connects)
+    );
+    println!(
+        "| Peer (node) CPU, connect phase | {:.0} ms, {:.2} ms per flow | |",
+        ms(node_connects),
+        per_flow(node_connects)
+    );
+    println!("| `/connect` → link in the chat | {} | |", quantiles(links));
+    println!(
+        "| Callback requested → \"Connected\" in the chat | {} | |",
+        quantiles(confirmations)
+    );
+    println!(
+        "| `whoami` phase, wall | {:.1} s, {:.1} calls/s | |",
+        call_wall.as_secs_f64(),
+        own as f64 / call_wall.as_secs_f64()
+    );
+    println!(
+        "| Bot CPU, `whoami` phase | {:.0} ms, {:.2} ms per call | |",
+        ms(bot_calls),
+        ms(bot_calls) / connected.len().max(1) as f64
+    );
+    println!(
+        "| Peer (node) CPU, `whoami` phase | {:.0} ms, {:.2} ms per call | |",
+        ms(node_calls),
+        ms(node_calls) / connected.len().max(1) as f64
+    );
+    println!(
+        "| Bot peak RSS (VmHWM) | {connect_rss:.1} MiB after the connects, {peak_rss:.1} MiB \
+         at the end (idle after start-up: {idle_rss:.1} MiB) | reported |"
+    );
+    println!(
+        "| Client registrations at the server | {} (the uncounted first flow: {registered}) | |",
+        stats["registrations"]
+    );
+    println!("| Bot log lines at WARN or ERROR | {warnings} | |");
+    println!(
+        "| This bench's own CPU (fake Telegram, browsers), both phases | {:.0} ms | |",
+        ms(harness)
+    );
+    println!();
+    println!("CPU is utime+stime from /proc ({ticks} ticks/s).");
+    println!();
+    println!(
+        "Requests at the peer per user, connect phase (the browser's and the bot's): {}",
+        per_user(&requests_before, &requests_connected, n)
+    );
+    println!(
+        "Requests at the peer per user, `whoami` phase: {}",
+        per_user(&requests_connected, &stats["requests"], connected.len())
+    );
+    for failure in failures(&connects) {
+        println!("connect failed: {failure}");
+    }
+    for failure in failures(&calls) {
+        println!("whoami failed: {failure}");
+    }
+    if completed != n || own != completed {
+        eprintln!("the bot's log ends:\n{log}");
+    }
+    assert_eq!(completed, n, "every connect flow completes");
+    assert_eq!(cross_wired, 0, "no user gets another's identity");
+    assert_eq!(own, n, "every user's whoami answered");
+    assert!(
+        telegram.errors().is_empty(),
+        "the fake rejected calls: {:?}",
+        telegram.errors()
+    );
+}
