@@ -22,14 +22,15 @@
 //! that every flow completed and none was cross-wired.
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use fake_telegram::{FakeTelegram, FakeUser};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use support::{Bot, at, cpu_of, kernel, ms, status_mib, ticks_per_sec};
 use test_peers::OidcMcpServer;
-use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -63,88 +64,6 @@ impl Plan {
 const CONNECTED: &str = "Connected to Oidc";
 /// From the link's message to the user opening it.
 const THINK: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------------------
-// The bot binary
-// ---------------------------------------------------------------------------
-
-struct Bot {
-    child: Child,
-    _dir: tempfile::TempDir,
-    log: std::path::PathBuf,
-}
-
-impl Bot {
-    async fn start(telegram: &FakeTelegram, mcp_url: &str, wait: Duration) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("mcpgram.toml");
-        std::fs::write(&config, config_text(telegram, dir.path(), mcp_url)).unwrap();
-        let log = dir.path().join("bot.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
-            .arg("--config")
-            .arg(&config)
-            // The bot's own default level (info), as deployed.
-            .env_remove("RUST_LOG")
-            .env_remove("MCPGRAM_VAULT_KEY")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start mcpgram");
-        let bot = Self {
-            child,
-            _dir: dir,
-            log,
-        };
-        let polled = tokio::time::timeout(
-            wait,
-            telegram.wait_for_call_count("getupdates", 1, wait + Duration::from_secs(5)),
-        )
-        .await;
-        if polled.is_err() {
-            panic!("the bot did not start polling; its log:\n{}", bot.log());
-        }
-        bot
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().expect("the bot runs")
-    }
-
-    /// The end of the bot's log.
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let cut = log.len().saturating_sub(8000);
-        let cut = (cut..log.len())
-            .find(|&i| log.is_char_boundary(i))
-            .unwrap_or(log.len());
-        log[cut..].to_owned()
-    }
-
-    /// Log lines at WARN or ERROR, counted.
-    fn warnings(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
-            .count()
-    }
-
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
 
 /// As `base_config` in tests/it/support/bot.rs with the server of
 /// tests/it/oidc.rs; the per-user limits at their defaults, spelled out
@@ -186,48 +105,6 @@ enabled = true
 // ---------------------------------------------------------------------------
 // /proc
 // ---------------------------------------------------------------------------
-
-/// User plus system CPU time process `pid` used so far.
-fn cpu(pid: u32, ticks_per_sec: f64) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses: state is
-    // field 3, utime 14, stime 15.
-    let after = &stat[stat.rfind(')').unwrap() + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_secs_f64(ticks as f64 / ticks_per_sec)
-}
-
-/// A `kB` line of /proc/<pid>/status (`VmHWM`, the peak resident set;
-/// `VmRSS`, the current one), in MiB.
-fn status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kb / 1024.0
-}
-
-fn ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn kernel() -> String {
-    std::process::Command::new("uname")
-        .arg("-r")
-        .output()
-        .ok()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|text| !text.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
 
 // ---------------------------------------------------------------------------
 // The scripted browser
@@ -457,14 +334,6 @@ where
 // Numbers
 // ---------------------------------------------------------------------------
 
-fn at(sorted: &[Duration], quantile: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * quantile).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn quantiles(mut took: Vec<Duration>) -> String {
     if took.is_empty() {
         return "–".into();
@@ -515,7 +384,10 @@ async fn main() {
     let oidc = OidcMcpServer::start_for_load(plan.users * 20 + 1000).await;
     let node = oidc.pid().expect("the peer runs");
     let telegram = FakeTelegram::start().await;
-    let bot = Bot::start(&telegram, &oidc.mcp_url(), plan.wait).await;
+    let bot = Bot::start(&telegram, |dir| {
+        config_text(&telegram, dir, &oidc.mcp_url())
+    })
+    .await;
     let pid = bot.pid();
     let idle_rss = status_mib(pid, "VmRSS");
     // One pooled client for every browser (cookies are each user's own):
@@ -538,8 +410,11 @@ async fn main() {
 
     let requests_before = oidc.stats().await["requests"].clone();
     let me = std::process::id();
-    let harness_before = cpu(me, ticks);
-    let (bot_before, node_before) = (cpu(pid, ticks), cpu(node, ticks));
+    let harness_before = cpu_of(&me.to_string(), ticks);
+    let (bot_before, node_before) = (
+        cpu_of(&pid.to_string(), ticks),
+        cpu_of(&node.to_string(), ticks),
+    );
     let started = Instant::now();
     let connects = for_all(&users, plan.in_flight, |user| {
         let (telegram, http, wait) = (telegram.clone(), http.clone(), plan.wait);
@@ -547,8 +422,10 @@ async fn main() {
     })
     .await;
     let connect_wall = started.elapsed();
-    let (bot_connects, node_connects) =
-        (cpu(pid, ticks) - bot_before, cpu(node, ticks) - node_before);
+    let (bot_connects, node_connects) = (
+        cpu_of(&pid.to_string(), ticks) - bot_before,
+        cpu_of(&node.to_string(), ticks) - node_before,
+    );
     let connect_rss = status_mib(pid, "VmHWM");
     let requests_connected = oidc.stats().await["requests"].clone();
 
@@ -559,7 +436,10 @@ async fn main() {
         .filter(|(_, r)| r.is_ok())
         .map(|(u, _)| u.clone())
         .collect();
-    let (bot_before, node_before) = (cpu(pid, ticks), cpu(node, ticks));
+    let (bot_before, node_before) = (
+        cpu_of(&pid.to_string(), ticks),
+        cpu_of(&node.to_string(), ticks),
+    );
     let started = Instant::now();
     let calls = for_all(&connected, plan.in_flight, |user| {
         let (telegram, wait) = (telegram.clone(), plan.wait);
@@ -567,9 +447,12 @@ async fn main() {
     })
     .await;
     let call_wall = started.elapsed();
-    let (bot_calls, node_calls) = (cpu(pid, ticks) - bot_before, cpu(node, ticks) - node_before);
+    let (bot_calls, node_calls) = (
+        cpu_of(&pid.to_string(), ticks) - bot_before,
+        cpu_of(&node.to_string(), ticks) - node_before,
+    );
     let peak_rss = status_mib(pid, "VmHWM");
-    let harness = cpu(me, ticks) - harness_before;
+    let harness = cpu_of(&me.to_string(), ticks) - harness_before;
     let stats = oidc.stats().await;
     let warnings = bot.warnings();
     let log = bot.log();

@@ -82,6 +82,19 @@ impl Bot {
         cpu_of(&pid.to_string(), ticks_per_sec)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the bot runs")
+    }
+
+    /// Log lines at WARN or ERROR, counted.
+    pub fn warnings(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .count()
+    }
+
     /// The bot's peak resident memory so far (VmHWM).
     pub fn peak_rss(&self) -> u64 {
         let pid = self.child.id().expect("the bot runs");
@@ -192,4 +205,26 @@ trusted = true
         api = telegram.api_url(),
         vault = dir.join("vault").display(),
     )
+}
+
+/// A `kB` line of /proc/<pid>/status (`VmHWM`, the peak resident set;
+/// `VmRSS`, the current one), in MiB.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb / 1024.0
+}
+
+pub fn kernel() -> String {
+    std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
