@@ -227,145 +227,11 @@ impl FlowStore for FlowTable {
 mod tests {
     use std::time::Duration;
 
-    use rmcp::transport::auth::StoredAuthorizationState;
-
     use super::*;
-    use crate::secret::Secret;
-    use crate::store::{ClientRecord, FlowOwner};
+    use crate::store::flow_contract::{ALICE, BOB, TTL, flow, put};
     use crate::vault::KeySource;
 
-    const ALICE: FlowOwner = FlowOwner {
-        user_id: 1,
-        chat_id: 1,
-    };
-    const BOB: FlowOwner = FlowOwner {
-        user_id: 2,
-        chat_id: 2,
-    };
-    const TTL: Duration = Duration::from_secs(600);
-
-    fn flow(owner: FlowOwner, server_id: &str, ttl: Duration) -> PendingFlow {
-        let verifier = oauth2::PkceCodeVerifier::new("v".repeat(43));
-        let csrf = oauth2::CsrfToken::new("csrf".into());
-        PendingFlow {
-            state: FlowState::random(),
-            start_id: FlowState::random(),
-            owner,
-            requester: "Alice".into(),
-            server_id: server_id.into(),
-            expires_at: PendingFlow::expires_after(ttl),
-            authorization: StoredAuthorizationState::new(&verifier, &csrf),
-            client: ClientRecord {
-                client_id: "c".into(),
-                client_secret: None,
-                redirect_uri: "http://127.0.0.1/cb".into(),
-                issuer: None,
-                scopes: vec![],
-                assumed_endpoints: false,
-                challenge: None,
-            },
-            authorize_url: Secret::new("http://as/authorize?state=x"),
-            binding: None,
-            message: None,
-            resume: None,
-        }
-    }
-
-    async fn put(table: &FlowTable, flow: PendingFlow) -> PendingFlow {
-        table.insert(flow.clone(), 3).await.unwrap();
-        flow
-    }
-
-    #[tokio::test]
-    async fn a_state_is_single_use() {
-        let table = FlowTable::in_memory();
-        let f = put(&table, flow(ALICE, "demo", TTL)).await;
-        let taken = table.take(f.state.as_str()).await.unwrap();
-        assert_eq!((taken.owner, taken.server_id.as_str()), (ALICE, "demo"));
-        assert!(matches!(
-            table.take(f.state.as_str()).await,
-            Err(TakeError::Unknown)
-        ));
-        assert!(matches!(
-            table.by_start_id(f.start_id.as_str()).await,
-            Err(TakeError::Unknown)
-        ));
-    }
-
-    #[tokio::test]
-    async fn an_expired_state_is_rejected_and_names_its_owner() {
-        let table = FlowTable::in_memory();
-        let f = put(&table, flow(ALICE, "demo", Duration::ZERO)).await;
-        assert!(matches!(
-            table.take(f.state.as_str()).await,
-            Err(TakeError::Expired { owner: ALICE, server_id }) if server_id == "demo"
-        ));
-        assert!(matches!(
-            table.take(f.state.as_str()).await,
-            Err(TakeError::Unknown)
-        ));
-    }
-
-    #[tokio::test]
-    async fn unknown_and_near_miss_states_are_rejected() {
-        let table = FlowTable::in_memory();
-        let f = put(&table, flow(ALICE, "demo", TTL)).await;
-        let mut near = f.state.as_str().to_owned();
-        near.pop();
-        assert!(matches!(table.take(&near).await, Err(TakeError::Unknown)));
-        assert!(matches!(table.take("").await, Err(TakeError::Unknown)));
-        // A start id is not a state.
-        assert!(matches!(
-            table.take(f.start_id.as_str()).await,
-            Err(TakeError::Unknown)
-        ));
-        assert!(table.take(f.state.as_str()).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn a_newer_link_replaces_the_older_one_for_the_same_server_only() {
-        let table = FlowTable::in_memory();
-        let old = put(&table, flow(ALICE, "demo", TTL)).await;
-        let other_server = put(&table, flow(ALICE, "other", TTL)).await;
-        let bobs = put(&table, flow(BOB, "demo", TTL)).await;
-        let new = put(&table, flow(ALICE, "demo", TTL)).await;
-        assert!(matches!(
-            table.take(old.state.as_str()).await,
-            Err(TakeError::Unknown)
-        ));
-        for f in [new, other_server, bobs] {
-            assert!(table.take(f.state.as_str()).await.is_ok());
-        }
-    }
-
-    #[tokio::test]
-    async fn a_user_may_have_only_so_many_links_waiting() {
-        let table = FlowTable::in_memory();
-        for server in ["a", "b"] {
-            table.insert(flow(ALICE, server, TTL), 2).await.unwrap();
-        }
-        assert!(matches!(
-            table.insert(flow(ALICE, "c", TTL), 2).await,
-            Err(InsertError::TooMany(2))
-        ));
-        // Replacing a link is not one more; other users are not counted.
-        table.insert(flow(ALICE, "a", TTL), 2).await.unwrap();
-        table.insert(flow(BOB, "c", TTL), 2).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_first_browser_binds_a_flow_and_a_second_is_refused() {
-        let table = FlowTable::in_memory();
-        let f = put(&table, flow(ALICE, "demo", TTL)).await;
-        let bound = table.bind(f.start_id.as_str(), "h1").await.unwrap();
-        assert_eq!(bound.binding.as_deref(), Some("h1"));
-        assert!(matches!(
-            table.bind(f.start_id.as_str(), "h2").await,
-            Err(BindError::AlreadyBound { owner: ALICE, .. })
-        ));
-        let taken = table.take(f.state.as_str()).await.unwrap();
-        assert_eq!(taken.binding.as_deref(), Some("h1"));
-    }
+    crate::flow_store_contract!(async { ((), FlowTable::in_memory()) });
 
     #[tokio::test]
     async fn flows_survive_a_restart_and_expired_ones_are_swept() {
@@ -405,17 +271,5 @@ mod tests {
             0,
             "a taken flow leaves no file"
         );
-    }
-
-    #[tokio::test]
-    async fn sweeping_returns_the_expired_flows_once() {
-        let table = FlowTable::in_memory();
-        put(&table, flow(ALICE, "demo", Duration::ZERO)).await;
-        let live = put(&table, flow(BOB, "demo", TTL)).await;
-        let swept = table.sweep().await.unwrap();
-        assert_eq!(swept.len(), 1);
-        assert_eq!(swept[0].owner, ALICE);
-        assert!(table.sweep().await.unwrap().is_empty());
-        assert!(table.take(live.state.as_str()).await.is_ok());
     }
 }

@@ -13,6 +13,8 @@
 //! - [`postgres`]: every port in PostgreSQL, shared by several replicas;
 //!   secrets sealed with the vault's key before they leave the process.
 
+#[cfg(test)]
+pub mod flow_contract;
 pub mod flows;
 pub mod memory;
 pub mod postgres;
