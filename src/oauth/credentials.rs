@@ -134,7 +134,13 @@ impl CredentialStore for SlotCredentials {
             return Ok(loaded);
         }
         // A lock left from a load whose refresh never came goes now.
-        drop(self.refresh.held.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(
+            self.refresh
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         match &loaded {
             Some(credentials) if needs_refresh(credentials, now_secs()) => {}
             _ => return Ok(loaded),
