@@ -74,6 +74,9 @@ pub async fn copy(
     Ok(copied)
 }
 
+/// The files keep one registration per server (the newest one is the one
+/// in use); a database may hold several, one per redirect URI or issuer
+/// the bot ever had, and into the files the last one listed stays.
 async fn registrations(from: &Stores, to: &Stores) -> Result<usize, StoreError> {
     let all = from.registrations.all().await?;
     for (server_id, client) in &all {
