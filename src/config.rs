@@ -382,6 +382,33 @@ pub fn vault_location(text: &str) -> Option<(PathBuf, PathBuf)> {
     Some(vault_paths(&raw.vault))
 }
 
+/// The `[store]` of a config's text, `${NAME}` resolved as [`load`]
+/// resolves it, without validating the rest: the vault's admin commands
+/// (`mcpgram vault migrate`) run where the bot's other settings, such as
+/// its Telegram token, may not be at hand. `Err` holds the problems, one
+/// sentence each (never the URL: it may hold a password).
+pub fn store_of(text: &str) -> Result<StoreConfig, Vec<Problem>> {
+    let raw: raw::File = toml::from_str(text).map_err(|error| {
+        vec![Problem {
+            key: "config".to_owned(),
+            message: format!("is not valid: {}", error.message()),
+        }]
+    })?;
+    let kept = vault_secrets(text);
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| kept.get(name).map(|value| value.expose().to_owned()))
+    };
+    let mut problems = Problems::default();
+    let store = store(&raw.store, &env, &mut problems);
+    if problems.0.is_empty() {
+        Ok(store)
+    } else {
+        Err(problems.0)
+    }
+}
+
 /// `[vault]`'s directory and key file, with their defaults.
 fn vault_paths(vault: &raw::Vault) -> (PathBuf, PathBuf) {
     let dir = PathBuf::from(vault.dir.as_deref().unwrap_or("./data/vault"));

@@ -54,6 +54,28 @@ enum VaultCmd {
     /// kept as `<key_file>.old`; an interrupted run resumes when started
     /// again.
     RotateKey,
+    /// Copy everything the bot keeps (connections, personal tokens,
+    /// consents, registered clients) from the vault's files into
+    /// PostgreSQL, or back; the source is left as it was, and a run that
+    /// stopped half-way finishes when started again. Stop the bot first.
+    Migrate {
+        /// Where to copy to: postgres or files.
+        #[arg(long, value_enum)]
+        to: MigrateTo,
+        /// The database, when the config does not name it (`[store] kind =
+        /// "postgres"`); DATABASE_URL otherwise. Prefer DATABASE_URL: a
+        /// password on the command line stays in the shell's history.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MigrateTo {
+    /// From the vault's files into PostgreSQL.
+    Postgres,
+    /// From PostgreSQL into the vault's files.
+    Files,
 }
 
 #[derive(Subcommand)]
@@ -367,6 +389,14 @@ fn main() -> ExitCode {
             VaultCmd::Set { name } => runtime.block_on(terminal::vault::set(path, name)),
             VaultCmd::Unset { name } => runtime.block_on(terminal::vault::unset(path, name)),
             VaultCmd::RotateKey => terminal::vault::rotate(path),
+            VaultCmd::Migrate { to, url } => {
+                let to = match to {
+                    MigrateTo::Postgres => terminal::vault::Destination::Postgres,
+                    MigrateTo::Files => terminal::vault::Destination::Files,
+                };
+                let url = url.clone().map(Secret::new);
+                runtime.block_on(terminal::vault::migrate(path, to, url))
+            }
         };
     }
     let config = match (config::load(&cli.config), &command, &target) {

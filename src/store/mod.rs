@@ -10,6 +10,8 @@
 //! - [`flows`]: pending flows in a table, kept on disk encrypted.
 //! - [`memory`]: process-local refresh locks and command guards.
 //! - [`sealed`]: credentials and registrations in the age vault.
+//! - [`migrate`]: everything of one store copied into another, port by
+//!   port (`mcpgram vault migrate`).
 //! - [`postgres`]: every port in PostgreSQL, shared by several replicas;
 //!   secrets sealed with the vault's key before they leave the process.
 
@@ -17,6 +19,7 @@
 pub mod flow_contract;
 pub mod flows;
 pub mod memory;
+pub mod migrate;
 pub mod postgres;
 pub mod records;
 pub mod sealed;
@@ -158,6 +161,11 @@ pub trait RegistrationStore: Send + Sync {
 
     /// Drops the server's registration (the server no longer knows it).
     async fn forget(&self, server_id: &str) -> Result<(), StoreError>;
+
+    /// Every registration, with its server id: what a move to another
+    /// store copies (`mcpgram vault migrate`), so users keep the clients
+    /// their tokens were issued to and nobody registers again.
+    async fn all(&self) -> Result<Vec<(String, ClientRecord)>, StoreError>;
 }
 
 /// The tools each user has allowed to run without asking first (tools
@@ -189,6 +197,15 @@ pub trait PersonalTokens: Send + Sync {
 pub trait UserData: Send + Sync {
     /// Deletes all of it; answers whether there was anything.
     async fn forget(&self, user_id: u64) -> Result<bool, StoreError>;
+
+    /// Every user the store keeps anything for, sorted: a move to another store (`mcpgram vault migrate`) walks
+    /// them all, not only the servers the config names today.
+    async fn users(&self) -> Result<Vec<u64>, StoreError>;
+
+    /// The server ids the user holds anything for (a connection, a
+    /// personal token, a consent), sorted; servers since removed from the
+    /// config included, so a move leaves nothing behind.
+    async fn servers(&self, user_id: u64) -> Result<Vec<String>, StoreError>;
 }
 
 /// Held while one (user, server) refreshes its tokens; dropping it lets the

@@ -31,8 +31,10 @@ fn server_prefix(server_id: &str) -> String {
     format!("mcp.oauth.{server_id}.")
 }
 
+const REGISTRATION_PREFIX: &str = "oauth.registration.";
+
 fn registration_key(server_id: &str) -> String {
-    format!("oauth.registration.{server_id}")
+    format!("{REGISTRATION_PREFIX}{server_id}")
 }
 
 /// Consents have a prefix of their own, so a disconnect (which drops
@@ -147,6 +149,39 @@ impl UserData for VaultUserData {
     async fn forget(&self, user_id: u64) -> Result<bool, StoreError> {
         Ok(self.vault.forget(Namespace::User(user_id)).await?)
     }
+
+    async fn users(&self) -> Result<Vec<u64>, StoreError> {
+        Ok(self.vault.users()?)
+    }
+
+    /// Read from the keys' names: every key of a user's namespace names
+    /// its server (see the `*_key` functions above).
+    async fn servers(&self, user_id: u64) -> Result<Vec<String>, StoreError> {
+        let mut servers: Vec<String> = self
+            .vault
+            .keys(Namespace::User(user_id))
+            .await?
+            .iter()
+            .filter_map(|key| server_of(key))
+            .map(str::to_owned)
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
+    }
+}
+
+/// The server id a user's key belongs to.
+fn server_of(key: &str) -> Option<&str> {
+    if let Some(rest) = key.strip_prefix("mcp.oauth.") {
+        return rest
+            .strip_suffix(".credentials")
+            .or_else(|| rest.strip_suffix(".client"));
+    }
+    if let Some(server) = key.strip_prefix("mcp.token.") {
+        return Some(server);
+    }
+    Some(key.strip_prefix(CONSENT_PREFIX)?.split_once('/')?.0)
 }
 
 pub struct VaultCredentials {
@@ -271,6 +306,19 @@ impl RegistrationStore for VaultRegistrations {
             .remove(Namespace::System, &registration_key(server_id))
             .await?;
         Ok(())
+    }
+
+    async fn all(&self) -> Result<Vec<(String, ClientRecord)>, StoreError> {
+        let mut all = Vec::new();
+        for key in self.vault.keys(Namespace::System).await? {
+            let Some(server_id) = key.strip_prefix(REGISTRATION_PREFIX) else {
+                continue;
+            };
+            if let Some(client) = self.vault.get_json(Namespace::System, &key).await? {
+                all.push((server_id.to_owned(), client));
+            }
+        }
+        Ok(all)
     }
 }
 

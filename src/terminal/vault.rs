@@ -6,7 +6,13 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use crate::config::StoreConfig;
 use crate::secret::Secret;
+use crate::store::Stores;
+use crate::store::migrate::{self, Copied, UserCopied};
+use crate::store::postgres::{self, Database};
 use crate::vault::admin::{rotate_key, secret_key};
 use crate::vault::{KeySource, Namespace, Vault};
 
@@ -210,6 +216,144 @@ pub fn rotate(config: &Path) -> ExitCode {
             crate::logging::chain(&error)
         )),
     }
+}
+
+/// Where `vault migrate` copies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// From the vault's files into PostgreSQL.
+    Postgres,
+    /// From PostgreSQL into the vault's files.
+    Files,
+}
+
+/// Copies everything the bot keeps between the vault's files (the
+/// config's `[vault]`) and PostgreSQL, through the store ports, so each
+/// side seals as it always does with the one vault key. The database is
+/// `url` (`--url`) when given, else the config's `[store] url` when it
+/// says `kind = "postgres"`, else `DATABASE_URL`: an admin moving to
+/// PostgreSQL may run it before or after switching the config. The source
+/// is only read; every write is an upsert, so an interrupted run is
+/// finished by running it again.
+pub async fn migrate(config: &Path, to: Destination, url: Option<Secret>) -> ExitCode {
+    let (dir, key_file, text) = match location(config) {
+        Ok(found) => found,
+        Err(error) => return fail(error),
+    };
+    let url = match database_url(&text, url) {
+        Ok(url) => url,
+        Err(error) => return fail(error),
+    };
+    let place = postgres::describe(&url);
+    let key = KeySource::from_env_or_file(key_file.clone());
+    // A new key would seal the database's rows for nobody: the bot's own
+    // key must be at hand.
+    if matches!(key, KeySource::File(_)) && !key_file.exists() {
+        return fail(format!(
+            "the vault key {} does not exist; the migration needs the key the bot uses (or MCPGRAM_VAULT_KEY)",
+            key_file.display()
+        ));
+    }
+    let vault = match Vault::open(&dir, &key) {
+        Ok(vault) => Arc::new(vault),
+        Err(error) => return fail(crate::logging::chain(&error)),
+    };
+    if let Err(error) = vault.check().await {
+        return fail(crate::logging::chain(&error));
+    }
+    let database = match connect(&url).await {
+        Ok(database) => database,
+        Err(error) => {
+            return fail(format!(
+                "cannot use the PostgreSQL database, {place}: {}",
+                crate::logging::chain(&error)
+            ));
+        }
+    };
+    let files = Stores::with_flows_in_memory(vault.clone());
+    let shared = Stores::postgres(database.clone(), vault);
+    let (from, into) = match to {
+        Destination::Postgres => {
+            println!("Copying the vault in {} into {place}.", dir.display());
+            (&files, &shared)
+        }
+        Destination::Files => {
+            println!("Copying {place} into the vault in {}.", dir.display());
+            (&shared, &files)
+        }
+    };
+    let copied = migrate::copy(from, into, |user| println!("{}", user_line(user))).await;
+    database.close().await;
+    let copied = match copied {
+        Ok(copied) => copied,
+        Err(error) => {
+            return fail(format!(
+                "{}; what was copied stays, run it again to finish",
+                crate::logging::chain(&error)
+            ));
+        }
+    };
+    println!("{}", summary(&copied));
+    println!(
+        "Pending sign-in links were not moved: they expire within minutes, and whoever had one open asks for a new one."
+    );
+    match to {
+        Destination::Postgres => println!(
+            "The vault's files were left as they were. Once the config says [store] kind = \"postgres\" and the bot runs on it, delete the users' files (user-*.age); keep the key, which opens the database's secrets."
+        ),
+        Destination::Files => println!(
+            "The database was left as it was. Once the config says [store] kind = \"files\" and the bot runs on them, drop its tables."
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The database `vault migrate` works with; see [`migrate`] for the order.
+fn database_url(text: &str, given: Option<Secret>) -> Result<Secret, String> {
+    if let Some(url) = given {
+        return Ok(url);
+    }
+    match crate::config::store_of(text) {
+        Ok(StoreConfig::Postgres { url }) => Ok(url),
+        Ok(StoreConfig::Files) => std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| {
+                "the config keeps state in files ([store] kind = \"files\"); name the database with DATABASE_URL (or --url)".to_owned()
+            }),
+        Err(problems) => Err(problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+    }
+}
+
+/// Connected, with the schema brought up to date (a new database gets
+/// its tables here).
+async fn connect(url: &Secret) -> Result<Database, crate::store::StoreError> {
+    let database = Database::connect(url).await?;
+    database.migrate().await?;
+    Ok(database)
+}
+
+fn user_line(user: &UserCopied) -> String {
+    format!(
+        "user {}: {} connection(s), {} personal token(s), {} consent(s)",
+        user.user_id, user.connections, user.personal_tokens, user.consents
+    )
+}
+
+fn summary(copied: &Copied) -> String {
+    format!(
+        "Copied {} user(s): {} connection(s), {} personal token(s), {} consent(s); and {} registered OAuth client(s).",
+        copied.users,
+        copied.connections,
+        copied.personal_tokens,
+        copied.consents,
+        copied.registrations
+    )
 }
 
 /// What `check-config` adds about the vault: whether its key decrypts it,

@@ -485,3 +485,293 @@ async fn call_shows_progress_on_stderr() {
     );
     assert!(!stdout.contains("progress"), "{stdout}");
 }
+
+/// `mcpgram vault migrate` with `config`, `env` set; (exit code, stdout,
+/// stderr).
+fn migrate(
+    config: &std::path::Path,
+    to: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let mut command = mcpgram();
+    command
+        .args(["vault", "migrate", "--to", to])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// VALID with `tables` (`[vault]`, `[store]`) before its server.
+fn config_with(dir: &std::path::Path, name: &str, tables: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let text = VALID.replace("[[mcp.servers]]", &format!("{tables}\n[[mcp.servers]]"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+mod moved {
+    //! What the migration test puts in one store and finds in the other.
+
+    use mcpgram::secret::Secret;
+    use mcpgram::store::{ClientRecord, Connection, Stores};
+    use oauth2::basic::BasicTokenType;
+    use oauth2::{AccessToken, RefreshToken};
+    use rmcp::transport::auth::{OAuthTokenResponse, StoredCredentials};
+
+    pub const SECRETS: [&str; 5] = [
+        "access-ALICE-1",
+        "refresh-ALICE-1",
+        "access-BOB-2",
+        "pat-BOB-3",
+        "client-SECRET-4",
+    ];
+
+    fn client(id: &str) -> ClientRecord {
+        ClientRecord {
+            client_id: id.into(),
+            client_secret: Some(Secret::new("client-SECRET-4")),
+            redirect_uri: "http://127.0.0.1:1/oauth/callback".into(),
+            issuer: Some("http://as/".into()),
+            scopes: vec!["read".into()],
+            assumed_endpoints: false,
+            challenge: None,
+        }
+    }
+
+    fn connection(access: &str, refresh: Option<&str>) -> Connection {
+        let mut response = OAuthTokenResponse::new(
+            AccessToken::new(access.into()),
+            BasicTokenType::Bearer,
+            Default::default(),
+        );
+        response.set_refresh_token(refresh.map(|r| RefreshToken::new(r.into())));
+        let mut credentials = StoredCredentials::new(
+            "shared".into(),
+            Some(response),
+            vec!["read".into()],
+            Some(60),
+        );
+        credentials.token_received_at = Some(1_700_000_000);
+        Connection {
+            credentials,
+            client: client("shared"),
+        }
+    }
+
+    /// Alice: signed in to demo and to a server the config no longer
+    /// names, two tools allowed. Bob: signed in to demo, a personal token.
+    /// One registered client.
+    pub async fn fill(stores: &Stores) {
+        let alice = connection("access-ALICE-1", Some("refresh-ALICE-1"));
+        stores.credentials.save(1001, "demo", &alice).await.unwrap();
+        stores
+            .credentials
+            .save(1001, "retired", &alice)
+            .await
+            .unwrap();
+        stores.consents.allow(1001, "demo", "greet").await.unwrap();
+        stores.consents.allow(1001, "demo", "delete").await.unwrap();
+        let bob = connection("access-BOB-2", None);
+        stores.credentials.save(2002, "demo", &bob).await.unwrap();
+        stores
+            .personal_tokens
+            .save(2002, "pat", &Secret::new("pat-BOB-3"))
+            .await
+            .unwrap();
+        stores
+            .registrations
+            .remember("demo", &client("shared"))
+            .await
+            .unwrap();
+    }
+
+    fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
+    }
+
+    fn same(found: Option<Connection>, expected: &Connection) {
+        let found = found.expect("the connection was moved");
+        assert_eq!(json(&found.credentials), json(&expected.credentials));
+        assert_eq!(json(&found.client), json(&expected.client));
+    }
+
+    /// Every item [`fill`] put, with the same values, and nothing else.
+    pub async fn check(stores: &Stores) {
+        let alice = connection("access-ALICE-1", Some("refresh-ALICE-1"));
+        same(stores.credentials.load(1001, "demo").await.unwrap(), &alice);
+        same(
+            stores.credentials.load(1001, "retired").await.unwrap(),
+            &alice,
+        );
+        let bob = connection("access-BOB-2", None);
+        same(stores.credentials.load(2002, "demo").await.unwrap(), &bob);
+        assert_eq!(
+            stores.consents.allowed(1001).await.unwrap(),
+            [
+                ("demo".to_owned(), "delete".to_owned()),
+                ("demo".to_owned(), "greet".to_owned())
+            ]
+        );
+        assert!(stores.consents.allowed(2002).await.unwrap().is_empty());
+        assert_eq!(
+            stores.personal_tokens.load(2002, "pat").await.unwrap(),
+            Some(Secret::new("pat-BOB-3"))
+        );
+        assert_eq!(
+            stores.personal_tokens.load(1001, "pat").await.unwrap(),
+            None
+        );
+        let registrations = stores.registrations.all().await.unwrap();
+        assert_eq!(registrations.len(), 1);
+        assert_eq!(registrations[0].0, "demo");
+        assert_eq!(json(&registrations[0].1), json(&client("shared")));
+        assert_eq!(stores.user_data.users().await.unwrap(), [1001, 2002]);
+    }
+}
+
+/// `mcpgram vault migrate`: the file vault's users (connections with
+/// their tokens, personal tokens, consents) and registered clients move
+/// into PostgreSQL with the same values; a second run changes nothing;
+/// and they move back into an empty vault. Nothing secret is printed,
+/// the database's password included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_moves_to_postgres_and_back() {
+    use mcpgram::store::Stores;
+    use mcpgram::store::postgres::Database;
+    use std::sync::Arc;
+
+    let db = test_peers::postgres::cluster().database();
+    // Trust authentication ignores the password; it is there to show it
+    // is never printed.
+    let url = db.url.replacen("mcpgram@", "mcpgram:pw-NEVER-SHOWN@", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let vault_dir = dir.path().join("vault");
+    let key_file = vault_dir.join("identity.txt");
+    let vault = Arc::new(Vault::open(&vault_dir, &KeySource::File(key_file.clone())).unwrap());
+    moved::fill(&Stores::with_flows_in_memory(vault.clone())).await;
+
+    let shared = config_with(
+        dir.path(),
+        "shared.toml",
+        &format!(
+            "[vault]\ndir = \"{}\"\n[store]\nkind = \"postgres\"\nurl = \"${{MIGRATED_DATABASE_URL}}\"\n",
+            vault_dir.display()
+        ),
+    );
+    let summary = "Copied 2 user(s): 3 connection(s), 1 personal token(s), 2 consent(s); and 1 registered OAuth client(s).";
+    let quiet = |stdout: &str, stderr: &str| {
+        for secret in moved::SECRETS.iter().chain(&["pw-NEVER-SHOWN"]) {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{secret} was printed:\n{stdout}\n{stderr}"
+            );
+        }
+    };
+    for run in ["first", "again"] {
+        let (code, stdout, stderr) =
+            migrate(&shared, "postgres", &[], &[("MIGRATED_DATABASE_URL", &url)]);
+        assert_eq!(code, Some(0), "{run}: {stderr}");
+        assert!(
+            stdout.contains(&format!("database {}", db.name)),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("user 1001: 2 connection(s), 0 personal token(s), 2 consent(s)"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("user 2002: 1 connection(s), 1 personal token(s), 0 consent(s)"),
+            "{stdout}"
+        );
+        assert!(stdout.contains(summary), "{run}: {stdout}");
+        assert!(stdout.contains("Pending sign-in links were not moved"));
+        assert!(stdout.contains("left as they were"));
+        quiet(&stdout, &stderr);
+    }
+    let database = Database::connect(&Secret::new(url.clone())).await.unwrap();
+    moved::check(&Stores::postgres(database.clone(), vault.clone())).await;
+    moved::check(&Stores::with_flows_in_memory(vault.clone())).await;
+    database.close().await;
+
+    // Back, into an empty vault of the same key; the database named by
+    // DATABASE_URL, the config saying files.
+    let back_dir = dir.path().join("back");
+    let files = config_with(
+        dir.path(),
+        "files.toml",
+        &format!(
+            "[vault]\ndir = \"{}\"\nkey_file = \"{}\"\n",
+            back_dir.display(),
+            key_file.display()
+        ),
+    );
+    let (code, stdout, stderr) = migrate(&files, "files", &[], &[("DATABASE_URL", &url)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(summary), "{stdout}");
+    assert!(
+        stdout.contains("The database was left as it was"),
+        "{stdout}"
+    );
+    quiet(&stdout, &stderr);
+    let back = Arc::new(Vault::open(&back_dir, &KeySource::File(key_file.clone())).unwrap());
+    moved::check(&Stores::with_flows_in_memory(back)).await;
+
+    // Without a database named anywhere, said so.
+    let (code, _, stderr) = migrate(&files, "files", &[], &[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+/// A database that cannot be reached, or a vault its key cannot open:
+/// exit 1 and one line, which names the database but not its password.
+#[tokio::test]
+async fn a_migration_that_cannot_start_says_why_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault_dir = dir.path().join("vault");
+    let key_file = vault_dir.join("identity.txt");
+    {
+        let vault = Vault::open(&vault_dir, &KeySource::File(key_file.clone())).unwrap();
+        vault
+            .put(Namespace::System, "vault.format", Secret::new("1"))
+            .await
+            .unwrap();
+    }
+    let config = config_with(
+        dir.path(),
+        "mcpgram.toml",
+        &format!("[vault]\ndir = \"{}\"\n", vault_dir.display()),
+    );
+    let one_line = |stderr: &str| {
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+
+    let url = "postgres://bot:hunter2@127.0.0.1:1/mcpgram";
+    let (code, stdout, stderr) = migrate(&config, "postgres", &["--url", url], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    one_line(&stderr);
+    assert!(
+        stderr.contains("cannot use the PostgreSQL database, database mcpgram on 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2") && !stdout.contains("hunter2"));
+
+    // Another key: the vault's files cannot be read.
+    std::fs::remove_file(&key_file).unwrap();
+    drop(Vault::open(&vault_dir, &KeySource::File(key_file.clone())).unwrap());
+    let (code, _, stderr) = migrate(&config, "postgres", &[], &[("DATABASE_URL", url)]);
+    assert_eq!(code, Some(1));
+    one_line(&stderr);
+    assert!(stderr.contains("cannot decrypt"), "{stderr}");
+}

@@ -143,6 +143,11 @@ fn user_key(user_id: u64) -> i64 {
     user_id as i64
 }
 
+/// The user id [`user_key`] kept.
+fn user_of(key: i64) -> u64 {
+    key as u64
+}
+
 fn failed(error: sqlx::Error) -> StoreError {
     StoreError::Database(error)
 }

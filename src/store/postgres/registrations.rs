@@ -89,6 +89,26 @@ impl RegistrationStore for PgRegistrations {
             .map_err(failed)?;
         Ok(())
     }
+
+    async fn all(&self) -> Result<Vec<(String, ClientRecord)>, StoreError> {
+        let rows: Vec<(String, String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT server_id, redirect_uri, issuer, client FROM registrations
+             ORDER BY server_id, redirect_uri, issuer",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(failed)?;
+        rows.into_iter()
+            .map(|(server_id, redirect_uri, issuer, sealed)| {
+                let client = sealing::open(
+                    &self.vault,
+                    &row(&server_id, &redirect_uri, &issuer),
+                    &sealed,
+                )?;
+                Ok((server_id, client))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +165,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found(redirect, Some("http://as/")).await, Some("c3".into()));
+        let all: Vec<(String, String)> = registrations
+            .all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(server, client)| (server, client.client_id))
+            .collect();
+        assert_eq!(
+            all,
+            [("demo".into(), "c2".into()), ("demo".into(), "c3".into())],
+            "each opened for its own row"
+        );
 
         registrations.forget("demo").await.unwrap();
         assert_eq!(found(redirect, Some("http://as/")).await, None);

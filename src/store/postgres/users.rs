@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Database, failed, sealing, user_key};
+use super::{Database, failed, sealing, user_key, user_of};
 use crate::secret::Secret;
 use crate::store::{Consents, PersonalTokens, StoreError, UserData};
 use crate::vault::Vault;
@@ -181,6 +181,36 @@ impl UserData for PgUserData {
         tx.commit().await.map_err(failed)?;
         Ok(any)
     }
+
+    /// Pending flows do not count: they expire within minutes and are
+    /// not moved.
+    async fn users(&self) -> Result<Vec<u64>, StoreError> {
+        let users: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM connections
+             UNION SELECT user_id FROM consents
+             UNION SELECT user_id FROM personal_tokens
+             ORDER BY 1",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(failed)?;
+        Ok(users.into_iter().map(user_of).collect())
+    }
+
+    async fn servers(&self, user_id: u64) -> Result<Vec<String>, StoreError> {
+        let mut servers: Vec<String> = sqlx::query_scalar(
+            "SELECT server_id FROM connections WHERE user_id = $1
+             UNION SELECT server_id FROM consents WHERE user_id = $1
+             UNION SELECT server_id FROM personal_tokens WHERE user_id = $1",
+        )
+        .bind(user_key(user_id))
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(failed)?;
+        // Sorted as Rust sorts strings, whatever the database's collation.
+        servers.sort();
+        Ok(servers)
+    }
 }
 
 #[cfg(test)]
@@ -240,6 +270,23 @@ mod tests {
         );
         assert!(tokens.remove(1, "demo").await.unwrap());
         assert!(!tokens.remove(1, "demo").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn users_and_their_servers_are_listed_from_every_table() {
+        let db = testing::migrated().await;
+        let consents = PgConsents::new(db.database.clone());
+        let tokens = PgPersonalTokens::new(db.database.clone(), db.vault.clone());
+        let users = PgUserData::new(db.database.clone());
+        assert!(users.users().await.unwrap().is_empty());
+        consents.allow(30, "b", "z").await.unwrap();
+        consents.allow(30, "a", "y").await.unwrap();
+        tokens.save(30, "pat", &Secret::new("t")).await.unwrap();
+        tokens.save(4, "a", &Secret::new("t")).await.unwrap();
+        assert_eq!(users.users().await.unwrap(), [4, 30]);
+        assert_eq!(users.servers(30).await.unwrap(), ["a", "b", "pat"]);
+        assert_eq!(users.servers(4).await.unwrap(), ["a"]);
+        assert!(users.servers(5).await.unwrap().is_empty());
     }
 
     #[tokio::test]
