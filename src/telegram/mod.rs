@@ -58,6 +58,10 @@ pub enum TelegramError {
     Webhook(#[source] teloxide::RequestError),
 }
 
+/// How long the dispatcher may take to stop once asked: its long poll
+/// (10 s) and the handlers under way.
+const DISPATCHER_STOP: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The bot as every endpoint has it. Messages go through [`TgBot::paced`]
 /// ([`pace`]: Telegram's flood limits, 429s waited out and sent again);
 /// other calls (edits, callback answers, chat actions) go straight to
@@ -225,8 +229,10 @@ impl Telegram {
             }))
             .build();
         let token = dispatcher.shutdown_token();
+        let (asked, stop_asked) = tokio::sync::oneshot::channel::<()>();
         let stopper = tokio::spawn(async move {
             shutdown.await;
+            let _ = asked.send(());
             // `shutdown` fails while the dispatcher is not running yet;
             // the task is aborted once it has stopped.
             loop {
@@ -236,60 +242,83 @@ impl Telegram {
                 }
             }
         });
-        let result = match webhook {
-            None => {
-                // Deletes any webhook first: switching back to polling works.
-                let listener = update_listeners::polling_default(self.bot.bot.clone()).await;
-                dispatcher
-                    .try_dispatch_with_listener(
-                        listener,
-                        LoggingErrorHandler::with_custom_text("polling Telegram failed"),
-                    )
-                    .await
-                    .map_err(|source| TelegramError::Unreachable {
-                        url: "the Bot API".to_owned(),
-                        source,
-                    })
-            }
-            Some(webhook) => {
-                let mut options = update_listeners::webhooks::Options::new(
-                    // Unused: the HTTP server is the bot's own.
-                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                    webhook.url.clone(),
-                )
-                .path(WEBHOOK_PATH.to_owned());
-                options.secret_token = Some(webhook.secret.expose().to_owned());
-                let (listener, stopped, router) =
-                    update_listeners::webhooks::axum_no_setup(options);
-                *webhook.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
-                // Once the dispatcher stops the listener, the route goes,
-                // and with it the sender of the update queue: the queue
-                // ends and the dispatcher can finish.
-                let slot = webhook.slot.clone();
-                tokio::spawn(async move {
-                    stopped.await;
-                    slot.write().unwrap_or_else(|p| p.into_inner()).take();
-                });
-                // Set here, not deleted at shutdown: another replica may be
-                // taking the updates by then.
-                let set = self
-                    .bot
-                    .set_webhook(webhook.url.clone())
-                    .secret_token(webhook.secret.expose().to_owned())
-                    .await;
-                match set {
-                    Ok(_) => {
-                        tracing::info!("receiving updates by webhook");
-                        dispatcher
-                            .dispatch_with_listener(
-                                listener,
-                                LoggingErrorHandler::with_custom_text("webhook listener failed"),
-                            )
-                            .await;
-                        Ok(())
-                    }
-                    Err(source) => Err(TelegramError::Webhook(source)),
+        let dispatching = async {
+            match webhook {
+                None => {
+                    // Deletes any webhook first: switching back to polling works.
+                    let listener = update_listeners::polling_default(self.bot.bot.clone()).await;
+                    dispatcher
+                        .try_dispatch_with_listener(
+                            listener,
+                            LoggingErrorHandler::with_custom_text("polling Telegram failed"),
+                        )
+                        .await
+                        .map_err(|source| TelegramError::Unreachable {
+                            url: "the Bot API".to_owned(),
+                            source,
+                        })
                 }
+                Some(webhook) => {
+                    let mut options = update_listeners::webhooks::Options::new(
+                        // Unused: the HTTP server is the bot's own.
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                        webhook.url.clone(),
+                    )
+                    .path(WEBHOOK_PATH.to_owned());
+                    options.secret_token = Some(webhook.secret.expose().to_owned());
+                    let (listener, stopped, router) =
+                        update_listeners::webhooks::axum_no_setup(options);
+                    *webhook.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
+                    // Once the dispatcher stops the listener, the route goes,
+                    // and with it the sender of the update queue: the queue
+                    // ends and the dispatcher can finish.
+                    let slot = webhook.slot.clone();
+                    tokio::spawn(async move {
+                        stopped.await;
+                        slot.write().unwrap_or_else(|p| p.into_inner()).take();
+                    });
+                    // Set here, not deleted at shutdown: another replica may be
+                    // taking the updates by then.
+                    let set = self
+                        .bot
+                        .set_webhook(webhook.url.clone())
+                        .secret_token(webhook.secret.expose().to_owned())
+                        .await;
+                    match set {
+                        Ok(_) => {
+                            tracing::info!("receiving updates by webhook");
+                            dispatcher
+                                .dispatch_with_listener(
+                                    listener,
+                                    LoggingErrorHandler::with_custom_text(
+                                        "webhook listener failed",
+                                    ),
+                                )
+                                .await;
+                            Ok(())
+                        }
+                        Err(source) => Err(TelegramError::Webhook(source)),
+                    }
+                }
+            }
+        };
+        // Once asked to stop, the dispatcher ends after the listener's
+        // last long poll and the handlers under way; should it not, within
+        // a bound, the commands under way are seen to all the same.
+        let overdue = async {
+            match stop_asked.await {
+                Ok(()) => tokio::time::sleep(DISPATCHER_STOP).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = dispatching => result,
+            () = overdue => {
+                tracing::warn!(
+                    secs = DISPATCHER_STOP.as_secs(),
+                    "the update listener did not stop in time; going on without it"
+                );
+                Ok(())
             }
         };
         stopper.abort();
