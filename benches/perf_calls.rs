@@ -102,10 +102,17 @@ async fn bot_call(telegram: &FakeTelegram, bot: &Bot, user: &FakeUser) -> (Durat
     let call = tokio::time::timeout(WAIT / 2, bot_call_unguarded(telegram, user)).await;
     call.unwrap_or_else(|_| {
         panic!(
-            "no reply to user {} within {:?}; {} updates pending at the fake; the bot's log:\n{}",
+            "no reply to user {} within {:?}; {} updates pending at the fake; the chat's last messages: {:?}; the bot's log:\n{}",
             user.id,
             WAIT / 2,
             telegram.pending_update_count(),
+            telegram
+                .messages(user.id as i64)
+                .iter()
+                .rev()
+                .take(3)
+                .map(|m| m.text.clone())
+                .collect::<Vec<_>>(),
             bot.log()
         )
     })
