@@ -82,6 +82,10 @@ set -e
 "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -s \
     -o "-k $PG_DIR -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start
 echo ready
+# The test process reads no more of this: once it is gone, a line written
+# to its pipes would kill the shell (SIGPIPE) before the server is
+# stopped, leaving a server behind with its directory deleted.
+exec >/dev/null 2>&1
 # Until the test process is gone: its end of this pipe closes with it.
 cat >/dev/null || true
 "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w -s stop || true
