@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_telegram::{FakeTelegram, FakeUser, SentMessage};
-use mcpgram::config::Config;
+use mcpgram::config::{Config, ServerConfig};
 use mcpgram::gateway::{FlowLink, Gateway};
 use mcpgram::store::{FlowOwner, Stores};
 use mcpgram::terminal::login::{Callback, Outcome};
@@ -119,6 +119,28 @@ async fn tokens_renew_across_expiries_and_a_restart_without_asking_again() {
     telegram.assert_no_errors();
 }
 
+/// User 7 connects through `gateway`, signing in at oidc-provider as
+/// alice in Chromium; answers once the callback says connected.
+async fn connect_user_7(
+    gateway: &Gateway,
+    server: &Arc<ServerConfig>,
+    outcomes: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+) {
+    let owner = FlowOwner {
+        user_id: 7,
+        chat_id: 7,
+    };
+    let offer = gateway.start_connect(owner, "alice", server).await.unwrap();
+    let FlowLink::Direct(link) = &offer.link else {
+        panic!("loopback links go straight to the server");
+    };
+    let chrome = Chromedriver::start().await;
+    let browser = chrome.browser().await;
+    approve(&browser, link.expose(), "alice@example.org").await;
+    browser.close().await;
+    assert!(matches!(outcomes.recv().await, Some(Outcome::Connected)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_across_an_expiry_refresh_once() {
     let ttl = Duration::from_secs(2);
@@ -138,22 +160,7 @@ async fn many_concurrent_calls_across_an_expiry_refresh_once() {
         callback.notifier(),
     ));
     callback.serve(gateway.clone());
-    let owner = FlowOwner {
-        user_id: 7,
-        chat_id: 7,
-    };
-    let offer = gateway
-        .start_connect(owner, "alice", &server)
-        .await
-        .unwrap();
-    let FlowLink::Direct(link) = &offer.link else {
-        panic!("loopback links go straight to the server");
-    };
-    let chrome = Chromedriver::start().await;
-    let browser = chrome.browser().await;
-    approve(&browser, link.expose(), "alice@example.org").await;
-    browser.close().await;
-    assert!(matches!(outcomes.recv().await, Some(Outcome::Connected)));
+    connect_user_7(&gateway, &server, &mut outcomes).await;
 
     // A session is open and its token has expired when 50 calls arrive.
     gateway
@@ -383,22 +390,7 @@ async fn calls_on_two_replicas_across_an_expiry_refresh_once() {
         )));
     }
     callback.serve(replicas[0].clone());
-    let owner = FlowOwner {
-        user_id: 7,
-        chat_id: 7,
-    };
-    let offer = replicas[1]
-        .start_connect(owner, "alice", &server)
-        .await
-        .unwrap();
-    let FlowLink::Direct(link) = &offer.link else {
-        panic!("loopback links go straight to the server");
-    };
-    let chrome = Chromedriver::start().await;
-    let browser = chrome.browser().await;
-    approve(&browser, link.expose(), "alice@example.org").await;
-    browser.close().await;
-    assert!(matches!(outcomes.recv().await, Some(Outcome::Connected)));
+    connect_user_7(&replicas[1], &server, &mut outcomes).await;
 
     // A session open on each replica, its token expired when the calls come.
     for replica in &replicas {
