@@ -189,6 +189,10 @@ impl Connector {
                     // The server forgot the client: the next /connect registers anew.
                     let _ = self.stores.registrations.forget(&flow.server_id).await;
                 }
+                if !passing && let Ok(http) = self.http(&server) {
+                    // Discovery's answers led here: ask again next time.
+                    http.forget_discovery();
+                }
                 tracing::warn!(server = %flow.server_id, user = flow.owner.user_id, passing, error = %crate::logging::chain(&source), "code exchange failed");
                 if passing {
                     self.keep(kept).await;

@@ -163,6 +163,100 @@ pub fn use_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A resource server and its authorization server on loopback that
+    /// count the requests they answer.
+    async fn counted_server() -> (url::Url, Arc<AtomicUsize>) {
+        use axum::routing::{get, post};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let count = {
+            let hits = hits.clone();
+            move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let challenge =
+            format!("Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\"");
+        let resource = serde_json::json!({
+            "resource": format!("{base}/mcp"),
+            "authorization_servers": [base.clone()],
+            "scopes_supported": ["read"],
+        });
+        let metadata = serde_json::json!({
+            "issuer": base.clone(),
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"),
+            "registration_endpoint": format!("{base}/register"),
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        let (c1, c2, c3) = (count.clone(), count.clone(), count);
+        let app = axum::Router::new()
+            .route(
+                "/mcp",
+                post(move || {
+                    c1();
+                    let challenge = challenge.clone();
+                    async move {
+                        (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            [(axum::http::header::WWW_AUTHENTICATE, challenge)],
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/mcp",
+                get(move || {
+                    c2();
+                    let resource = resource.clone();
+                    async move { axum::Json(resource) }
+                }),
+            )
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(move || {
+                    c3();
+                    let metadata = metadata.clone();
+                    async move { axum::Json(metadata) }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url::Url::parse(&format!("{base}/mcp")).unwrap(), hits)
+    }
+
+    #[tokio::test]
+    async fn discovery_asks_the_network_once_until_told_to_forget() {
+        let (url, hits) = counted_server().await;
+        let server = ServerConfig::from_url(url.clone(), ServerAuth::None);
+        let http = Arc::new(OAuthHttp::for_server(&server).unwrap());
+        let discover_once = || async {
+            let challenge = http.challenge(&url).await;
+            assert!(challenge.is_some(), "the server challenges");
+            discover(&server, http.clone(), challenge.as_deref(), false)
+                .await
+                .map(|d| d.metadata.token_endpoint)
+                .unwrap()
+        };
+        let first = discover_once().await;
+        let asked = hits.load(Ordering::SeqCst);
+        assert!(
+            asked >= 3,
+            "challenge, resource and server metadata: {asked}"
+        );
+        assert_eq!(discover_once().await, first);
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            asked,
+            "answered from the cache"
+        );
+        http.forget_discovery();
+        assert_eq!(discover_once().await, first);
+        assert_eq!(hits.load(Ordering::SeqCst), 2 * asked, "asked again");
+    }
 
     fn server(url: &str) -> ServerConfig {
         ServerConfig::from_url(url::Url::parse(url).unwrap(), ServerAuth::None)

@@ -19,6 +19,7 @@ use rmcp::transport::auth::{
     OAuthHttpRequest,
 };
 
+use super::discovery_cache::{Answer, DiscoveryCache};
 use crate::config::ServerConfig;
 use crate::net_guard::{self, GuardError, Resolver};
 
@@ -100,6 +101,8 @@ pub struct OAuthHttp {
     /// Drop RFC 8707 `resource` from token requests (the server is
     /// configured with `resource = false`).
     strip_resource: bool,
+    /// Discovery's answers and the server's challenge.
+    cache: DiscoveryCache,
 }
 
 impl OAuthHttp {
@@ -135,6 +138,7 @@ impl OAuthHttp {
             stop: build(reqwest::redirect::Policy::none())?,
             trusted,
             strip_resource,
+            cache: DiscoveryCache::default(),
         })
     }
 
@@ -160,6 +164,22 @@ impl OAuthHttp {
         }
         let request = reqwest::Request::try_from(request)?;
         net_guard::check_url(request.url(), self.trusted)?;
+        let cacheable = request.method() == reqwest::Method::GET
+            && !request
+                .headers()
+                .contains_key(reqwest::header::AUTHORIZATION);
+        let url = cacheable.then(|| request.url().to_string());
+        if let Some(answer) = url.as_deref().and_then(|url| self.cache.answer(url)) {
+            note(Ending::Status {
+                status: answer.status.as_u16(),
+                error: None,
+            });
+            let mut builder = oauth2::http::Response::builder().status(answer.status);
+            for (name, value) in &answer.headers {
+                builder = builder.header(name, value);
+            }
+            return Ok(builder.body(answer.body)?);
+        }
         let response = match client.execute(request).await {
             Ok(response) => response,
             Err(error) => {
@@ -189,6 +209,15 @@ impl OAuthHttp {
                 .then(|| oauth_error_code(&body))
                 .flatten(),
         });
+        if let Some(url) = url {
+            let answer = Answer {
+                status,
+                headers: builder.headers_ref().cloned().unwrap_or_default(),
+                body,
+            };
+            self.cache.keep(&url, &answer);
+            return Ok(builder.body(answer.body)?);
+        }
         Ok(builder.body(body)?)
     }
 
@@ -196,6 +225,21 @@ impl OAuthHttp {
     /// unauthenticated request with (a 401 or 403), if any: where discovery
     /// starts and which scopes the server asks for (SEP-835).
     pub async fn challenge(&self, mcp_url: &url::Url) -> Option<String> {
+        if let Some(challenge) = self.cache.challenge(mcp_url.as_str()) {
+            return Some(challenge);
+        }
+        let challenge = self.ask_challenge(mcp_url).await?;
+        self.cache.keep_challenge(mcp_url.as_str(), &challenge);
+        Some(challenge)
+    }
+
+    /// Forgets the server's discovery answers and challenge: a request
+    /// built on them failed, and they may have changed.
+    pub fn forget_discovery(&self) {
+        self.cache.forget();
+    }
+
+    async fn ask_challenge(&self, mcp_url: &url::Url) -> Option<String> {
         let initialize = serde_json::json!({
             "jsonrpc": "2.0",
             "id": 0,

@@ -14,6 +14,7 @@ pub mod binding;
 pub mod callback;
 pub mod credentials;
 pub mod discovery;
+mod discovery_cache;
 mod error;
 pub mod http;
 mod revoke;
@@ -222,6 +223,9 @@ pub struct Connector {
     application_type: &'static str,
     /// One guarded OAuth HTTP client per server id.
     http: DashMap<String, Arc<OAuthHttp>>,
+    /// The last registration probe per server id, shared by the connects
+    /// that ask at about the same time.
+    probes: DashMap<String, Arc<tokio::sync::Mutex<Option<ProbeAnswer>>>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -240,6 +244,7 @@ impl Connector {
             redirect_uri,
             application_type,
             http: DashMap::new(),
+            probes: DashMap::new(),
         }
     }
 
@@ -709,7 +714,35 @@ impl Connector {
     /// an authorization-code request without its PKCE verifier would look
     /// like a broken client to the server. Any other answer keeps the
     /// client.
+    ///
+    /// Connects that ask while a probe is under way, or within
+    /// [`PROBE_SHARED`] of its answer, take that answer instead of asking
+    /// again: a thousand users connecting at once cost one probe, and a
+    /// server that forgot the client is still noticed by the next connect.
     async fn still_registered(
+        &self,
+        server: &ServerConfig,
+        discovered: &Discovered,
+        client: &ClientRecord,
+    ) -> bool {
+        let slot = self.probes.entry(server.id.clone()).or_default().clone();
+        let mut last = slot.lock().await;
+        if let Some(answer) = last.as_ref()
+            && answer.client_id == client.client_id
+            && answer.at.elapsed() < PROBE_SHARED
+        {
+            return answer.registered;
+        }
+        let registered = self.probe_registration(server, discovered, client).await;
+        *last = Some(ProbeAnswer {
+            at: std::time::Instant::now(),
+            client_id: client.client_id.clone(),
+            registered,
+        });
+        registered
+    }
+
+    async fn probe_registration(
         &self,
         server: &ServerConfig,
         discovered: &Discovered,
@@ -799,6 +832,17 @@ impl Connector {
         tracing::info!(server = %server.id, "registered an OAuth client");
         Ok(record)
     }
+}
+
+/// How long a registration probe's answer serves the connects that
+/// follow it.
+const PROBE_SHARED: Duration = Duration::from_secs(1);
+
+/// A registration probe's answer.
+struct ProbeAnswer {
+    at: std::time::Instant,
+    client_id: String,
+    registered: bool,
 }
 
 /// The config's algorithm name (checked when the config was read).

@@ -1,7 +1,8 @@
-//! Pending flows in a table in memory, each also kept on disk as its own
-//! age-encrypted file, so a restart between `/connect` and the callback
-//! loses nothing. The file is named by a hash of the state, never the
-//! state itself: a directory listing must not hand out live states.
+//! Pending flows in a table in memory, each also kept on disk, sealed with
+//! the vault's key, in the vault's journal of flows, so a restart between
+//! `/connect` and the callback loses nothing. A flow is named on disk by a
+//! hash of its state, never the state itself: the file must not hand out
+//! live states.
 
 use std::sync::Arc;
 
@@ -13,7 +14,10 @@ use super::{
 };
 use crate::logging::chain;
 use crate::vault::Vault;
+use crate::vault::journal::{Journal, Name};
 
+/// The journal's name, and the folder where earlier versions kept a file
+/// per flow.
 const FOLDER: &str = "flows";
 
 #[derive(Default)]
@@ -22,7 +26,12 @@ pub struct FlowTable {
     /// start id → state.
     starts: DashMap<FlowState, FlowState>,
     /// Where flows are kept across restarts; `None` in memory only.
-    vault: Option<Arc<Vault>>,
+    disk: Option<Disk>,
+}
+
+struct Disk {
+    vault: Arc<Vault>,
+    journal: Journal,
 }
 
 impl FlowTable {
@@ -32,22 +41,43 @@ impl FlowTable {
         Self::default()
     }
 
-    /// A table whose flows are also written to the vault, loaded with the
-    /// flows a previous run left. Those that expired meanwhile are kept
-    /// until the next sweep, so their owners hear of it.
+    /// A table whose flows are also written to the vault's journal, loaded
+    /// with the flows a previous run left (a file per flow, as earlier
+    /// versions kept them, moves into the journal). Those that expired
+    /// meanwhile are kept until the next sweep, so their owners hear of it.
     pub async fn durable(vault: Arc<Vault>) -> Result<Self, StoreError> {
+        let (journal, records) = vault.open_journal(FOLDER).await?;
         let table = Self {
-            vault: Some(vault.clone()),
+            disk: Some(Disk {
+                vault: vault.clone(),
+                journal,
+            }),
             ..Self::default()
         };
-        for (name, record) in vault.records::<PendingFlow>(FOLDER).await? {
-            match record {
-                Ok(flow) => table.remember(flow),
+        for (name, sealed) in records {
+            match vault.open_value::<PendingFlow>(FOLDER, &sealed) {
+                Ok(flow) if digest(&flow.state) == name => table.remember(flow),
+                Ok(_) => {
+                    tracing::warn!("a stored pending flow is filed under another name; dropped");
+                    table.unpersist_name(name).await?;
+                }
                 Err(error) => {
                     tracing::warn!(error = %chain(&error), "a stored pending flow is unreadable; dropped");
-                    vault.remove_record(FOLDER, &name).await?;
+                    table.unpersist_name(name).await?;
                 }
             }
+        }
+        for (name, record) in vault.records::<PendingFlow>(FOLDER).await? {
+            match record {
+                Ok(flow) => {
+                    table.persist(&flow).await?;
+                    table.remember(flow);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %chain(&error), "a stored pending flow is unreadable; dropped");
+                }
+            }
+            vault.remove_record(FOLDER, &name).await?;
         }
         if !table.flows.is_empty() {
             tracing::info!(count = table.flows.len(), "pending flows restored");
@@ -66,17 +96,20 @@ impl FlowTable {
     }
 
     async fn persist(&self, flow: &PendingFlow) -> Result<(), StoreError> {
-        if let Some(vault) = &self.vault {
-            vault
-                .put_record(FOLDER, &file_name(&flow.state), flow)
-                .await?;
+        if let Some(disk) = &self.disk {
+            let sealed = disk.vault.seal_value(FOLDER, flow)?;
+            disk.journal.put(digest(&flow.state), sealed).await?;
         }
         Ok(())
     }
 
     async fn unpersist(&self, state: &FlowState) -> Result<(), StoreError> {
-        if let Some(vault) = &self.vault {
-            vault.remove_record(FOLDER, &file_name(state)).await?;
+        self.unpersist_name(digest(state)).await
+    }
+
+    async fn unpersist_name(&self, name: Name) -> Result<(), StoreError> {
+        if let Some(disk) = &self.disk {
+            disk.journal.remove(name).await?;
         }
         Ok(())
     }
@@ -89,11 +122,10 @@ impl FlowTable {
     }
 }
 
-/// A file name for a state: its SHA-256, hex.
-fn file_name(state: &FlowState) -> String {
-    hex::encode(Sha256::digest(state.as_str().as_bytes()))
+/// A flow's name on disk: the SHA-256 of its state.
+fn digest(state: &FlowState) -> Name {
+    Sha256::digest(state.as_str().as_bytes()).into()
 }
-
 #[async_trait::async_trait]
 impl FlowStore for FlowTable {
     async fn insert(&self, flow: PendingFlow, max_per_user: u32) -> Result<(), InsertError> {
@@ -240,10 +272,12 @@ mod tests {
             || Arc::new(Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap());
         let live;
         let gone;
+        let taken;
         {
             let table = FlowTable::durable(vault()).await.unwrap();
             live = put(&table, flow(ALICE, "demo", TTL)).await;
             gone = put(&table, flow(BOB, "demo", Duration::ZERO)).await;
+            taken = put(&table, flow(BOB, "other", TTL)).await;
             table
                 .set_message(
                     live.start_id.as_str(),
@@ -254,22 +288,58 @@ mod tests {
                 )
                 .await
                 .unwrap();
+            table.take(taken.state.as_str()).await.unwrap();
         }
-        // No file is named by a state.
-        for entry in std::fs::read_dir(temp.path().join(FOLDER)).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            assert!(!name.contains(live.state.as_str()), "{name}");
+        // Nothing on disk holds a state in clear.
+        let journal = std::fs::read(temp.path().join("flows.journal")).unwrap();
+        for state in [&live.state, &gone.state, &taken.state] {
+            let needle = state.as_str().as_bytes();
+            assert!(!journal.windows(needle.len()).any(|w| w == needle));
         }
         let table = FlowTable::durable(vault()).await.unwrap();
+        assert_eq!(
+            table.count().await.unwrap(),
+            2,
+            "the taken flow stays taken"
+        );
         let swept = table.sweep().await.unwrap();
         assert_eq!(swept.len(), 1, "the flow that expired meanwhile is swept");
         assert_eq!(swept[0].state, gone.state);
         let restored = table.take(live.state.as_str()).await.unwrap();
         assert_eq!(restored.message.map(|m| m.message_id), Some(9));
+        drop(table);
+        let table = FlowTable::durable(vault()).await.unwrap();
+        assert_eq!(table.count().await.unwrap(), 0);
+    }
+
+    /// Earlier versions kept a file per flow: those move into the journal.
+    #[tokio::test]
+    async fn flows_kept_a_file_each_are_taken_over() {
+        let temp = tempfile::tempdir().unwrap();
+        let vault =
+            Arc::new(Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap());
+        let old = flow(ALICE, "demo", TTL);
+        let name = hex::encode(digest(&old.state));
+        vault.put_record(FOLDER, &name, &old).await.unwrap();
+        let table = FlowTable::durable(vault.clone()).await.unwrap();
+        assert_eq!(
+            table
+                .by_start_id(old.start_id.as_str())
+                .await
+                .unwrap()
+                .state,
+            old.state
+        );
         assert_eq!(
             std::fs::read_dir(temp.path().join(FOLDER)).unwrap().count(),
             0,
-            "a taken flow leaves no file"
+            "the old file is gone"
+        );
+        drop(table);
+        let table = FlowTable::durable(vault).await.unwrap();
+        assert!(
+            table.take(old.state.as_str()).await.is_ok(),
+            "kept in the journal"
         );
     }
 }

@@ -111,6 +111,24 @@ pub fn rotate_key(dir: &Path, key_file: &Path) -> Result<Rotation, VaultError> {
         file::write_atomic(&path, &sealed)?;
         rotation.rotated += 1;
     }
+    // Journals: every live record re-sealed, each file rewritten at once.
+    for path in journal_files(dir)? {
+        rotation.rotated += super::journal::reseal(&path, |sealed| {
+            if age::decrypt(&next, sealed).is_ok() {
+                return Ok(sealed.to_vec());
+            }
+            let plaintext = Zeroizing::new(age::decrypt(&old, sealed).map_err(|source| {
+                VaultError::Decrypt {
+                    path: path.clone(),
+                    source: Box::new(source),
+                }
+            })?);
+            age::encrypt(&recipient, &plaintext).map_err(|source| VaultError::Encrypt {
+                namespace: path.display().to_string(),
+                source: Box::new(source),
+            })
+        })?;
+    }
     let kept = with_suffix(key_file, "old");
     let rename = |from: &Path, to: &Path| {
         fs::rename(from, to).map_err(|source| VaultError::Io {
@@ -129,6 +147,22 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{suffix}"));
     path.with_file_name(name)
+}
+
+/// The vault's journals (`<name>.journal` at its top).
+fn journal_files(dir: &Path) -> Result<Vec<PathBuf>, VaultError> {
+    let entries = fs::read_dir(dir).map_err(|source| VaultError::Io {
+        action: "list",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file() && path.extension().is_some_and(|e| e == "journal"))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 /// Every `.age` file of the vault, records' folders included.
@@ -182,6 +216,13 @@ mod tests {
             .put_record("flows", "abc", &serde_json::json!({"a": 1}))
             .await
             .unwrap();
+        {
+            let (journal, _) = vault.open_journal("flows").await.unwrap();
+            let sealed = vault
+                .seal_value("flows", &serde_json::json!({"b": 2}))
+                .unwrap();
+            journal.put([1; 32], sealed).await.unwrap();
+        }
         drop(vault);
 
         // An interrupted run: the new key written, one file done.
@@ -195,7 +236,7 @@ mod tests {
         assert_eq!(
             rotation,
             Rotation {
-                rotated: 2,
+                rotated: 3,
                 already: 1
             }
         );
@@ -212,6 +253,9 @@ mod tests {
         let records: Vec<(String, Result<serde_json::Value, VaultError>)> =
             vault.records("flows").await.unwrap();
         assert!(records[0].1.is_ok());
+        let (_journal, live) = vault.open_journal("flows").await.unwrap();
+        let value: serde_json::Value = vault.open_value("flows", &live[0].1).unwrap();
+        assert_eq!(value["b"], 2, "the journal's record opens with the new key");
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod file;
+pub mod journal;
 mod key;
 
 use std::collections::BTreeMap;
@@ -349,6 +350,17 @@ impl Vault {
             file::write_atomic(&path, &ciphertext)
         })
         .await
+    }
+
+    /// Opens the journal `<dir>/<name>.journal` (see [`journal`]) and its
+    /// live records, sealed: records that come and go cost an append
+    /// each, not a file.
+    pub async fn open_journal(
+        &self,
+        name: &str,
+    ) -> Result<(journal::Journal, journal::Records), VaultError> {
+        let path = self.dir.join(format!("{name}.journal"));
+        blocking(path.clone(), move || journal::Journal::open(&path)).await
     }
 
     /// Deletes a record file; answers whether it was there. The file is
