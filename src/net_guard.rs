@@ -14,6 +14,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ip_network::{Ipv4Network, Ipv6Network};
 use url::{Host, Url};
 
+/// How long a connection to a server may sit idle in a client's pool.
+/// Node.js closes idle keep-alive connections after 5 s by default, and
+/// most MCP and authorization servers run on it: a request sent on a
+/// connection the server is closing at that moment fails without reaching
+/// it ("error sending request"), and a POST cannot be sent again blindly.
+/// Dropping idle connections first avoids the race.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GuardError {
     #[error(

@@ -39,6 +39,7 @@ pub fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT.min(server.timeout))
+        .pool_idle_timeout(net_guard::POOL_IDLE_TIMEOUT)
         .dns_resolver(Arc::new(Resolver {
             trusted: server.trusted,
         }));

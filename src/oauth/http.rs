@@ -112,6 +112,7 @@ impl OAuthHttp {
             let mut builder = reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .connect_timeout(TIMEOUT.min(server.timeout))
+                .pool_idle_timeout(net_guard::POOL_IDLE_TIMEOUT)
                 .redirect(redirect)
                 .dns_resolver(Arc::new(Resolver { trusted }));
             if !trusted {

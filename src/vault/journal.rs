@@ -1,12 +1,16 @@
 //! An append-only journal of sealed records that come and go (pending
 //! flows), one file for all of them.
 //!
-//! A file per record cost a new inode for every write: creating the
-//! temporary file, then unlinking the one it replaced. Under a thousand
+//! A file per record cost a new inode for every write (the temporary file,
+//! then the unlinked one it replaced) and an `fsync`: under a thousand
 //! connects at once that was a third of the bot's CPU, most of it ext4
 //! looking for a free inode past the many just deleted. Here a write is
-//! an append, and the appends of every writer waiting at the moment share
-//! one `fdatasync` (group commit), on a thread of the journal's own.
+//! an append that reaches the kernel before [`Journal::put`] returns, so
+//! the process may die at any moment and lose nothing; a thread of the
+//! journal's own syncs it to the disk within [`SYNC_EVERY`]. Only a crash
+//! of the machine itself can lose the last second's records: pending flows
+//! live minutes, and their owners would connect again. (Tokens, which live
+//! for months, are synced at every write, in their own files.)
 //!
 //! A frame is `P`, the record's 32-byte name, a little-endian `u32`
 //! length and the sealed bytes (already encrypted by the vault: the
@@ -20,6 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use super::VaultError;
 use super::file;
@@ -30,6 +36,8 @@ const MAGIC: &[u8] = b"mcpgram journal 1\n";
 const MAX_RECORD: usize = 1 << 20;
 /// Dead frames tolerated before compacting, beyond as many as live ones.
 const SLACK: usize = 1024;
+/// How long an append may wait in the kernel's cache before it is synced.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// A record's name: 32 bytes (a SHA-256).
 pub type Name = [u8; 32];
@@ -42,16 +50,20 @@ enum Frame {
     Remove { name: Name },
 }
 
-struct Work {
-    frame: Frame,
-    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+/// The writing end of a journal. Dropping it syncs what is left.
+pub struct Journal {
+    inner: Arc<Mutex<Inner>>,
 }
 
-/// The writing end of a journal; dropping it stops its thread once the
-/// appends under way are written.
-pub struct Journal {
+struct Inner {
     path: PathBuf,
-    work: std::sync::mpsc::Sender<Work>,
+    file: File,
+    /// Names with a live record.
+    live: HashSet<Name>,
+    /// Frames in the file.
+    frames: usize,
+    /// Appended since the last sync.
+    dirty: bool,
 }
 
 impl Journal {
@@ -67,97 +79,88 @@ impl Journal {
             Err(source) => return Err(io("read", path, source)),
         };
         let file = compact(path, &live)?;
-        let names = live.iter().map(|(name, _)| *name).collect();
-        let (work, queue) = std::sync::mpsc::channel();
-        let mut writer = Writer {
+        let inner = Arc::new(Mutex::new(Inner {
             path: path.to_owned(),
             file,
-            live: names,
+            live: live.iter().map(|(name, _)| *name).collect(),
             frames: live.len(),
-        };
+            dirty: false,
+        }));
+        let syncing = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("vault-journal".to_owned())
-            .spawn(move || writer.run(queue))
-            .map_err(|source| io("start a writer for", path, source))?;
-        Ok((
-            Self {
-                path: path.to_owned(),
-                work,
-            },
-            live,
-        ))
+            .spawn(move || sync_while_open(syncing))
+            .map_err(|source| io("start a syncer for", path, source))?;
+        Ok((Self { inner }, live))
     }
 
-    /// Appends a record, replacing any earlier one of the same name; done
-    /// once it is on disk.
+    /// Appends a record, replacing any earlier one of the same name.
     pub async fn put(&self, name: Name, sealed: Vec<u8>) -> Result<(), VaultError> {
-        self.append(Frame::Put { name, sealed }).await
+        self.append(Frame::Put { name, sealed })
     }
 
-    /// Appends a record's removal; done once it is on disk.
+    /// Appends a record's removal.
     pub async fn remove(&self, name: Name) -> Result<(), VaultError> {
-        self.append(Frame::Remove { name }).await
+        self.append(Frame::Remove { name })
     }
 
-    async fn append(&self, frame: Frame) -> Result<(), VaultError> {
-        let (done, written) = tokio::sync::oneshot::channel();
-        let stopped = || {
-            io(
-                "append to",
-                &self.path,
-                std::io::Error::other("the journal's writer stopped"),
-            )
+    fn append(&self, frame: Frame) -> Result<(), VaultError> {
+        let mut bytes = Vec::new();
+        encode(&frame, &mut bytes);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *inner;
+        inner
+            .file
+            .write_all(&bytes)
+            .map_err(|source| io("append to", &inner.path, source))?;
+        inner.dirty = true;
+        inner.frames += 1;
+        match frame {
+            Frame::Put { name, .. } => inner.live.insert(name),
+            Frame::Remove { name } => inner.live.remove(&name),
         };
-        self.work
-            .send(Work { frame, done })
-            .map_err(|_| stopped())?;
-        written
-            .await
-            .map_err(|_| stopped())?
-            .map_err(|error| io("append to", &self.path, std::io::Error::other(error)))
+        if inner.frames > 2 * inner.live.len() + SLACK {
+            inner.compact();
+        }
+        Ok(())
     }
 }
 
-struct Writer {
-    path: PathBuf,
-    file: File,
-    /// Names with a live record.
-    live: HashSet<Name>,
-    /// Frames in the file.
-    frames: usize,
-}
-
-impl Writer {
-    fn run(&mut self, queue: std::sync::mpsc::Receiver<Work>) {
-        while let Ok(first) = queue.recv() {
-            let batch: Vec<Work> = std::iter::once(first).chain(queue.try_iter()).collect();
-            let mut bytes = Vec::new();
-            for work in &batch {
-                encode(&work.frame, &mut bytes);
-            }
-            let result = self
-                .file
-                .write_all(&bytes)
-                .and_then(|()| self.file.sync_data())
-                .map_err(|error| error.to_string());
-            if result.is_ok() {
-                for work in &batch {
-                    match &work.frame {
-                        Frame::Put { name, .. } => self.live.insert(*name),
-                        Frame::Remove { name } => self.live.remove(name),
-                    };
-                }
-                self.frames += batch.len();
-                if self.frames > 2 * self.live.len() + SLACK {
-                    self.compact();
-                }
-            }
-            for work in batch {
-                let _ = work.done.send(result.clone());
-            }
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.dirty
+            && let Err(error) = inner.file.sync_data()
+        {
+            tracing::warn!(path = %inner.path.display(), %error, "could not sync the journal");
         }
     }
+}
 
+/// Syncs the journal each [`SYNC_EVERY`] it was written to, until it is
+/// dropped. The sync runs outside the lock: appends go on meanwhile.
+fn sync_while_open(journal: Weak<Mutex<Inner>>) {
+    loop {
+        std::thread::sleep(SYNC_EVERY);
+        let Some(inner) = journal.upgrade() else {
+            return;
+        };
+        let file = {
+            let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());
+            if !inner.dirty {
+                continue;
+            }
+            inner.dirty = false;
+            inner.file.try_clone()
+        };
+        drop(inner);
+        if let Err(error) = file.and_then(|file| file.sync_data()) {
+            tracing::warn!(%error, "could not sync the journal");
+        }
+    }
+}
+
+impl Inner {
     /// Rewrites the file with its live records; on failure the journal
     /// goes on appending to the old file, which is still whole.
     fn compact(&mut self) {
@@ -172,6 +175,7 @@ impl Writer {
             Ok(file) => {
                 self.file = file;
                 self.frames = live.len();
+                self.dirty = false;
             }
             Err(error) => {
                 tracing::warn!(error = %crate::logging::chain(&error), "could not compact the journal")
