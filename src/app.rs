@@ -104,6 +104,23 @@ pub async fn open_stores(
     }
 }
 
+/// The stores of a terminal command: where the config keeps state, so
+/// the terminal's own sign-in and calls work with several replicas too;
+/// its pending flows stay in its memory (its own callback completes them,
+/// and a running bot must neither see nor sweep them).
+pub async fn open_terminal_stores(config: &Config, vault: Arc<Vault>) -> Result<Stores, AppError> {
+    match &config.store {
+        StoreConfig::Files => Ok(Stores::with_flows_in_memory(vault)),
+        StoreConfig::Postgres { .. } => {
+            let (stores, _) = open_stores(config, vault).await?;
+            Ok(Stores {
+                flows: Arc::new(crate::store::flows::FlowTable::in_memory()),
+                ..stores
+            })
+        }
+    }
+}
+
 /// Runs the bot until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -25,7 +25,6 @@ use crate::app;
 use crate::config::{Config, ServerConfig};
 use crate::gateway::{CallError, ClientSource, ConnectionSummary, FlowReport, Gateway};
 use crate::logging::chain;
-use crate::store::Stores;
 
 pub use login::LoginOptions;
 pub use target::{AuthOptions, EnterpriseIdp, Target};
@@ -69,18 +68,19 @@ impl Session {
             eprintln!("mcpgram: {}", chain(&error));
             ExitCode::FAILURE
         })?;
+        let stores = app::open_terminal_stores(&config, vault)
+            .await
+            .map_err(|error| {
+                eprintln!("mcpgram: {}", chain(&error));
+                ExitCode::FAILURE
+            })?;
         let (login, done) = login::Callback::bind(&config).await.map_err(|error| {
             eprintln!("mcpgram: {error}");
             ExitCode::FAILURE
         })?;
         let gateway = Arc::new(
-            Gateway::new(
-                config,
-                Stores::with_flows_in_memory(vault),
-                login.redirect_uri(),
-                login.notifier(),
-            )
-            .with_elicitation(options.elicitation),
+            Gateway::new(config, stores, login.redirect_uri(), login.notifier())
+                .with_elicitation(options.elicitation),
         );
         login.serve(gateway.clone());
         let holds_tokens = gateway

@@ -775,3 +775,78 @@ async fn a_migration_that_cannot_start_says_why_in_one_line() {
     one_line(&stderr);
     assert!(stderr.contains("cannot decrypt"), "{stderr}");
 }
+
+/// With `store.kind = "postgres"`, the terminal's `call` reads its
+/// personal token from the database (sealed with the vault's key), as the
+/// bot's replicas do; without one there, it says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_reads_its_tokens_where_the_config_keeps_them() {
+    use mcpgram::store::Stores;
+    use mcpgram::store::postgres::Database;
+    use std::sync::Arc;
+
+    let server = test_peers::OidcMcpServer::start().await;
+    let db = test_peers::postgres::cluster().database();
+    let dir = tempfile::tempdir().unwrap();
+    let vault_dir = dir.path().join("vault");
+    let path = dir.path().join("mcpgram.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[telegram]\ntoken = \"1:x\"\n[http]\nlisten = \"127.0.0.1:0\"\n[vault]\ndir = \"{}\"\n\
+             [store]\nkind = \"postgres\"\nurl = \"${{TERMINAL_DATABASE_URL}}\"\n\
+             [[mcp.servers]]\nid = \"pat\"\nurl = \"{}\"\ntrusted = true\n\
+             [mcp.servers.user_token]\nheader = \"Authorization\"\nprefix = \"Bearer \"\n",
+            vault_dir.display(),
+            server.mcp_url()
+        ),
+    )
+    .unwrap();
+    let call = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+            .args(["call", "pat", "whoami", "--config"])
+            .arg(&path)
+            .env_remove("MCPGRAM_VAULT_KEY")
+            .env("TERMINAL_DATABASE_URL", &db.url)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, _, stderr) = call().await;
+    assert_eq!(code, Some(1), "no token yet: {stderr}");
+    assert!(stderr.contains("token"), "{stderr}");
+
+    // The terminal made the vault's key on its first run; the token goes
+    // into the database sealed with it.
+    let vault = Arc::new(
+        Vault::open(&vault_dir, &KeySource::File(vault_dir.join("identity.txt"))).unwrap(),
+    );
+    let database = Database::connect(&Secret::new(db.url.clone()))
+        .await
+        .unwrap();
+    let token = server.personal_token("terminal-user").await;
+    Stores::postgres(database.clone(), vault)
+        .personal_tokens
+        .save(mcpgram::terminal::TERMINAL_USER, "pat", &Secret::new(token))
+        .await
+        .unwrap();
+    database.close().await;
+
+    let (code, stdout, stderr) = call().await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("sub=terminal-user"), "{stdout}");
+    assert!(
+        std::fs::read_dir(&vault_dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("user-")),
+        "nothing of the terminal user's in the vault's files"
+    );
+}
