@@ -177,7 +177,7 @@ impl Open {
         params: CallToolRequestParams,
         watch: Option<Arc<Watch>>,
     ) -> Result<CallToolResult, Step> {
-        match self.tool(&params.name).await? {
+        match self.tool(&params.name).await.map_err(Step::repeatable)? {
             Some(tool) => {
                 let problems = tool.problems(params.arguments.as_ref());
                 if !problems.is_empty() {
@@ -208,7 +208,16 @@ impl Open {
 /// failed, or mcpgram declined to send the request at all.
 enum Step {
     Failed(ServiceError),
+    /// Failed while nothing the server does on the user's behalf had been
+    /// asked for yet (a listing): safe to ask again on a new connection.
+    Repeatable(ServiceError),
     Refused(McpError),
+}
+
+impl Step {
+    fn repeatable(error: ServiceError) -> Self {
+        Step::Repeatable(error)
+    }
 }
 
 impl From<ServiceError> for Step {
@@ -240,7 +249,7 @@ impl Sessions {
         user_id: u64,
     ) -> Result<Vec<Tool>, McpError> {
         self.run(server, user_id, None, |live| async move {
-            Ok(live.list_tools().await?)
+            live.list_tools().await.map_err(Step::repeatable)
         })
         .await
     }
@@ -252,7 +261,11 @@ impl Sessions {
         user_id: u64,
     ) -> Result<Vec<Resource>, McpError> {
         self.run(server, user_id, None, |live| async move {
-            Ok(live.session.peer().list_all_resources().await?)
+            live.session
+                .peer()
+                .list_all_resources()
+                .await
+                .map_err(Step::repeatable)
         })
         .await
     }
@@ -284,7 +297,11 @@ impl Sessions {
         user_id: u64,
     ) -> Result<Vec<Prompt>, McpError> {
         self.run(server, user_id, None, |live| async move {
-            Ok(live.session.peer().list_all_prompts().await?)
+            live.session
+                .peer()
+                .list_all_prompts()
+                .await
+                .map_err(Step::repeatable)
         })
         .await
     }
@@ -321,7 +338,8 @@ impl Sessions {
         name: &str,
     ) -> Result<Option<Tool>, McpError> {
         self.run(server, user_id, None, |live| async move {
-            Ok(live.tool(name).await?.map(|checked| checked.tool.clone()))
+            let found = live.tool(name).await.map_err(Step::repeatable)?;
+            Ok(found.map(|checked| checked.tool.clone()))
         })
         .await
     }
@@ -417,6 +435,9 @@ impl Sessions {
 
     /// Runs `op` on the user's session, opening one when needed. A reused
     /// session that fails in a way a fresh one might not is replaced once.
+    /// A connection lost while opening a session, or while only listing,
+    /// is tried once more on a new one: a busy server may reset a burst of
+    /// new connections (a full accept queue), and nothing was done yet.
     async fn run<T, F, Fut>(
         &self,
         server: &ServerConfig,
@@ -431,24 +452,39 @@ impl Sessions {
         let limit = server.timeout;
         let work = async {
             let mut backoff = REFRESH_BACKOFF.iter();
+            let mut again = true;
+            let lost = |error: &McpError| matches!(error, McpError::ConnectionLost { .. });
             loop {
                 let error = match self.live(server, user_id).await {
                     Ok((slot, live, fresh)) => {
-                        let error = match op(live).await {
+                        let (error, repeatable) = match op(live).await {
                             Ok(value) => return Ok(value),
-                            Err(Step::Failed(error)) => {
-                                failure::from_service(error, limit).for_server(server)
+                            Err(Step::Failed(error)) => (
+                                failure::from_service(error, limit).for_server(server),
+                                false,
+                            ),
+                            Err(Step::Repeatable(error)) => {
+                                (failure::from_service(error, limit).for_server(server), true)
                             }
                             Err(Step::Refused(error)) => return Err(error),
                         };
                         if !error.keeps_session() {
                             self.drop_slot(user_id, &server.id, &slot);
                         }
-                        if !fresh && error.is_transient() {
+                        let retry = if fresh {
+                            repeatable && lost(&error)
+                        } else {
+                            error.is_transient()
+                        };
+                        if retry && std::mem::take(&mut again) {
                             tracing::debug!(server = %server.id, user = user_id, error = %crate::logging::chain(&error), "session failed; reopening once");
                             continue;
                         }
                         error
+                    }
+                    Err(error) if lost(&error) && std::mem::take(&mut again) => {
+                        tracing::debug!(server = %server.id, user = user_id, error = %crate::logging::chain(&error), "opening a session failed; trying once more");
+                        continue;
                     }
                     Err(error) => error,
                 };

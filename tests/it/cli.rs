@@ -850,3 +850,40 @@ async fn the_terminal_reads_its_tokens_where_the_config_keeps_them() {
         "nothing of the terminal user's in the vault's files"
     );
 }
+
+/// A server that resets the first connection (its accept queue full under
+/// a burst): opening the session is tried once more on a new connection,
+/// and the listing arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_reset_while_opening_a_session_is_tried_once_more() {
+    let server = test_peers::FastServer::start().await;
+    let backend: url::Url = server.mcp_url().parse().unwrap();
+    let backend_addr = backend.socket_addrs(|| None).unwrap()[0];
+    let front = test_peers::reset_front::ResetFront::start(backend_addr, 1).await;
+    let mut url = backend.clone();
+    url.set_port(Some(front.addr().port())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+        .args([
+            "tools",
+            url.as_str(),
+            "--config",
+            "/nonexistent/mcpgram.toml",
+        ])
+        .arg("--vault-dir")
+        .arg(dir.path().join("vault"))
+        .env_remove("MCPGRAM_VAULT_KEY")
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("sum") && stdout.contains("echo"),
+        "{stdout}"
+    );
+    assert!(front.accepted() >= 2, "the first connection was reset");
+}

@@ -14,6 +14,7 @@ mod mrtr;
 mod node_peer;
 mod oidc;
 pub mod postgres;
+pub mod reset_front;
 pub mod round_robin;
 pub mod tls_front;
 mod ts_demo;
