@@ -31,7 +31,7 @@ impl ResetFront {
                     if n < resets {
                         let mut buf = [0u8; 1024];
                         let _ = client.read(&mut buf).await;
-                        let _ = client.set_linger(Some(std::time::Duration::ZERO));
+                        let _ = client.set_zero_linger();
                         return;
                     }
                     if let Ok(mut server) = TcpStream::connect(backend).await {
