@@ -27,7 +27,8 @@
 //!   tokens), their embedded implementations, and PostgreSQL for several
 //!   replicas.
 //! - [`vault`]: age-encrypted files, one per Telegram user, written
-//!   atomically.
+//!   atomically, and a journal of sealed records that come and go
+//!   (pending flows).
 //! - [`telegram`]: the chat adapter: the dptree schema, commands, endpoints,
 //!   browsers, dialogues, running calls, rich results, the chat's wording,
 //!   the notifier.

@@ -5,7 +5,8 @@
 //! users (only the writer's file is re-encrypted) and makes "delete
 //! everything of user N" a single file. Each namespace is loaded lazily and
 //! cached decrypted in memory behind its own lock, so two users never wait
-//! for each other and one user's writes are serialised.
+//! for each other and one user's writes are serialised. Records that come
+//! and go by the thousand (pending flows) go to a [`journal`] instead.
 
 pub mod admin;
 mod file;
