@@ -163,6 +163,17 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
         .with_elicitation(crate::mcp::client::Elicitation::Ask),
     );
 
+    // A Cancel that reaches another replica than the one running the call.
+    let cancels = database.clone().map(|database| {
+        let running = telegram.running();
+        tokio::spawn(crate::store::postgres::commands::listen_for_cancels(
+            database,
+            move |user_id, call| {
+                running.cancel(user_id, call);
+            },
+        ))
+    });
+
     let webhook = match (&config.telegram.delivery, &config.http.public_url) {
         (Delivery::Webhook { secret }, Some(public)) => Some(Webhook {
             url: webhook_url(public),
@@ -224,6 +235,10 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> Result<()
         .await;
     sweeper.abort();
     closer.abort();
+    if let Some(cancels) = cancels {
+        cancels.abort();
+        let _ = cancels.await;
+    }
     gateway.shutdown().await;
     if let Some(database) = database {
         database.close().await;

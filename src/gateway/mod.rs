@@ -206,6 +206,20 @@ impl Gateway {
             })
     }
 
+    /// Asks the other replicas to cancel the user's call (`call`, or any)
+    /// when one of them runs a command of the user's; answers whether it
+    /// asked. A store that cannot be asked counts as no.
+    pub async fn cancel_elsewhere(&self, user_id: u64, call: Option<&str>) -> bool {
+        self.stores
+            .commands
+            .cancel_elsewhere(user_id, call)
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(user = user_id, error = %chain(error), "could not ask the other replicas to cancel");
+            })
+            .unwrap_or(false)
+    }
+
     /// How a connect button binds the browser, per the config.
     pub fn binding(&self) -> Binding {
         self.oauth.binding()

@@ -228,6 +228,17 @@ pub type CommandTicket = Box<dyn Send + Sync>;
 pub trait CommandGuards: Send + Sync {
     /// A ticket for `label`, or what is still running.
     async fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running>;
+
+    /// Asks the other replicas to cancel the user's running call (`call`,
+    /// or any), when the user has a command running somewhere; answers
+    /// whether it asked. A single node has no one to ask.
+    async fn cancel_elsewhere(
+        &self,
+        _user_id: u64,
+        _call: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// The command a user is still waiting for.

@@ -1121,7 +1121,12 @@ fn prompt_schema(arguments: &[rmcp::model::PromptArgument]) -> rmcp::model::Json
 /// `/cancel`: leaves the sender's open dialogue (a server's question is
 /// answered "cancel"), or else stops their running call. It bypasses the
 /// one-command gate, which the call it stops is holding.
-pub async fn cancel(bot: TgBot, msg: Message, chats: Chats) -> HandlerResult {
+pub async fn cancel(
+    bot: TgBot,
+    msg: Message,
+    chats: Chats,
+    gateway: Arc<Gateway>,
+) -> HandlerResult {
     let user_id = sender(&msg);
     if let Some(open) = chats.dialogues.get(user_id) {
         let mut d = open.lock().await;
@@ -1129,7 +1134,8 @@ pub async fn cancel(bot: TgBot, msg: Message, chats: Chats) -> HandlerResult {
         ask::advance(&bot, &chats.dialogues, user_id, &mut d, step, None).await?;
         return Ok(());
     }
-    if !chats.running.cancel(user_id, None) {
+    // The call may run on another replica, which then says it stopped.
+    if !chats.running.cancel(user_id, None) && !gateway.cancel_elsewhere(user_id, None).await {
         send::text(&bot, msg.chat.id, wording::NOTHING_TO_CANCEL).await?;
     }
     Ok(())
@@ -1190,9 +1196,12 @@ pub async fn cancel_tap(
     bot: TgBot,
     query: CallbackQuery,
     chats: Chats,
+    gateway: Arc<Gateway>,
     id: String,
 ) -> HandlerResult {
-    let cancelled = chats.running.cancel(query.from.id.0, Some(&id));
+    let user_id = query.from.id.0;
+    let cancelled = chats.running.cancel(user_id, Some(&id))
+        || gateway.cancel_elsewhere(user_id, Some(&id)).await;
     let mut answer = bot.answer_callback_query(query.id.clone());
     if cancelled {
         answer = answer.text(wording::CANCELLING);

@@ -171,6 +171,11 @@ impl Telegram {
         Arc::new(Probe(self.bot.bot.clone()))
     }
 
+    /// The calls running on this replica, for cancels that reach another.
+    pub fn running(&self) -> Arc<running::Running> {
+        self.running.clone()
+    }
+
     pub fn notifier(&self) -> Arc<dyn ChatNotifier> {
         Arc::new(notifier::TelegramNotifier::new(
             self.bot.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::{Database, user_key};
-use crate::store::{CommandGuards, CommandTicket, Running};
+use crate::store::{CommandGuards, CommandTicket, Running, StoreError};
 
 /// How long a lease lasts unless renewed.
 const LEASE: Duration = Duration::from_secs(60);
@@ -82,8 +82,71 @@ fn lease_secs() -> f64 {
     LEASE.as_secs_f64()
 }
 
+/// The channel on which replicas ask each other to cancel a user's call.
+const CANCELS: &str = "mcpgram_cancel";
+
+/// Cancels, through `cancel`, the calls other replicas are asked to cancel
+/// (a user's `/cancel` or Cancel button that reached a replica not running
+/// the call). Runs until the process ends; a lost connection to the
+/// database is opened again.
+pub async fn listen_for_cancels(db: Database, cancel: impl Fn(u64, Option<&str>) + Send) {
+    loop {
+        let Err(error) = listen_once(&db, &cancel).await;
+        tracing::warn!(%error, "listening for other replicas' cancels failed; listening again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(
+    db: &Database,
+    cancel: &(impl Fn(u64, Option<&str>) + Send),
+) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(db.pool()).await?;
+    listener.listen(CANCELS).await?;
+    loop {
+        let notice = listener.recv().await?;
+        match parse_cancel(notice.payload()) {
+            Some((user_id, call)) => cancel(user_id, call),
+            None => tracing::warn!("an unreadable cancel request between replicas; ignored"),
+        }
+    }
+}
+
+/// `"<user id>:<call id>"`, or `"<user id>:*"` for any of the user's calls.
+fn parse_cancel(payload: &str) -> Option<(u64, Option<&str>)> {
+    let (user, call) = payload.split_once(':')?;
+    let user = user.parse().ok()?;
+    match call {
+        "*" => Some((user, None)),
+        id if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some((user, Some(id)))
+        }
+        _ => None,
+    }
+}
+
 #[async_trait::async_trait]
 impl CommandGuards for PgCommandGuards {
+    async fn cancel_elsewhere(&self, user_id: u64, call: Option<&str>) -> Result<bool, StoreError> {
+        let running: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM command_leases WHERE user_id = $1 AND expires_at > now()",
+        )
+        .bind(user_key(user_id))
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(StoreError::Database)?;
+        if running.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CANCELS)
+            .bind(format!("{user_id}:{}", call.unwrap_or("*")))
+            .execute(self.db.pool())
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(true)
+    }
+
     async fn try_begin(&self, user_id: u64, label: &str) -> Result<CommandTicket, Running> {
         let mut bytes = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut bytes);
@@ -182,6 +245,19 @@ impl PgCommandGuards {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cancel_requests_between_replicas_are_read_strictly() {
+        use super::parse_cancel;
+        assert_eq!(parse_cancel("1001:*"), Some((1001, None)));
+        assert_eq!(
+            parse_cancel("1001:00ff00ff00ff00ff"),
+            Some((1001, Some("00ff00ff00ff00ff")))
+        );
+        for bad in ["", "1001", "x:*", "1001:", "1001:not-hex", "-1:*"] {
+            assert_eq!(parse_cancel(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
     use crate::store::postgres::testing;
 

@@ -1,0 +1,107 @@
+//! `/cancel` and a running call's Cancel button when the update lands on
+//! another replica than the one running the call: the replicas ask each
+//! other through PostgreSQL, and the call stops.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use fake_telegram::FakeTelegram;
+use test_peers::EverythingServer;
+use test_peers::round_robin::RoundRobin;
+
+use crate::support::bot::{BotProcess, base_config, postgres_store};
+use crate::support::{free_port, text_contains};
+
+const WAIT: Duration = Duration::from_secs(60);
+const SECRET: &str = "cancel_Webhook-secret";
+const LONG_CALL: &str =
+    r#"/call every trigger-long-running-operation {"duration": 120, "steps": 120}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaching_another_replica_stops_the_call() {
+    let cluster = test_peers::postgres::cluster();
+    let db = cluster.database();
+    let server = EverythingServer::start().await;
+    let url = server.mcp_url();
+    let telegram = FakeTelegram::start().await;
+    let key = age::x25519::Identity::generate().to_string();
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("MCPGRAM_VAULT_KEY", key.expose_secret()),
+        ("WEBHOOK_SECRET", SECRET),
+    ];
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let public = format!("http://{}", listener.local_addr().unwrap());
+    let ports = [free_port(), free_port()];
+    let front = RoundRobin::start(
+        listener,
+        ports
+            .iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect(),
+    );
+    let config = |dir: &std::path::Path, port: u16| {
+        base_config(&telegram, dir)
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
+            )
+            .replace(
+                "[http]",
+                "mode = \"webhook\"\nwebhook_secret = \"${WEBHOOK_SECRET}\"\n\n[http]",
+            )
+            + &format!("\n[[mcp.servers]]\nid = \"every\"\nurl = \"{url}\"\ntrusted = true\n")
+            + &postgres_store()
+    };
+    let first = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, ports[0])).await;
+    let second = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, ports[1])).await;
+    let alice = telegram.user(1001, "Alice");
+
+    // `/cancel` through the other replica.
+    front.pin_next("/telegram/webhook", 0);
+    telegram.send_private(&alice, LONG_CALL);
+    telegram
+        .wait_for_message(1001, WAIT, |m| m.text.starts_with("⏳ Running"))
+        .await;
+    let before = telegram.message_count(1001);
+    front.pin_next("/telegram/webhook", 1);
+    telegram.send_private(&alice, "/cancel");
+    let stopped = telegram
+        .wait_for_message_after(1001, before, WAIT, |m| !m.text.starts_with("⏳"))
+        .await;
+    assert!(stopped.text.contains("Stopped"), "{}", stopped.text);
+
+    // The Cancel button, tapped through the other replica.
+    front.pin_next("/telegram/webhook", 1);
+    telegram.send_private(&alice, LONG_CALL);
+    let status = telegram
+        .wait_for_message(1001, WAIT, |m| {
+            m.text.starts_with("⏳ Running") && !m.callback_buttons().is_empty()
+        })
+        .await;
+    let before = telegram.message_count(1001);
+    front.pin_next("/telegram/webhook", 0);
+    let data = status.callback_buttons()[0].1.clone();
+    telegram.press_callback_button(&alice, 1001, status.message_id, &data);
+    telegram
+        .wait_for_message_after(1001, before, WAIT, text_contains("Stopped"))
+        .await;
+
+    // Nothing running anywhere: said so, through either replica.
+    front.pin_next("/telegram/webhook", 0);
+    let before = telegram.message_count(1001);
+    telegram.send_private(&alice, "/cancel");
+    telegram
+        .wait_for_message_after(
+            1001,
+            before,
+            WAIT,
+            text_contains("Nothing of yours is running"),
+        )
+        .await;
+
+    first.stop().await;
+    second.stop().await;
+    telegram.assert_no_errors();
+}
