@@ -64,6 +64,8 @@ struct Inner {
     frames: usize,
     /// Appended since the last sync.
     dirty: bool,
+    /// The length of the file's whole frames.
+    len: u64,
 }
 
 impl Journal {
@@ -79,7 +81,12 @@ impl Journal {
             Err(source) => return Err(io("read", path, source)),
         };
         let file = compact(path, &live)?;
+        let len = file
+            .metadata()
+            .map_err(|source| io("stat", path, source))?
+            .len();
         let inner = Arc::new(Mutex::new(Inner {
+            len,
             path: path.to_owned(),
             file,
             live: live.iter().map(|(name, _)| *name).collect(),
@@ -109,10 +116,18 @@ impl Journal {
         encode(&frame, &mut bytes);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *inner;
-        inner
-            .file
-            .write_all(&bytes)
-            .map_err(|source| io("append to", &inner.path, source))?;
+        if let Err(source) = inner.file.write_all(&bytes) {
+            // A frame written in part (the disk full) would end the
+            // journal there at the next start, hiding every later one:
+            // cut it off.
+            if let Ok(end) = inner.file.metadata().map(|m| m.len())
+                && let Err(error) = inner.file.set_len(end.min(inner.len))
+            {
+                tracing::error!(path = %inner.path.display(), %error, "could not cut a broken append off the journal");
+            }
+            return Err(io("append to", &inner.path, source));
+        }
+        inner.len += bytes.len() as u64;
         inner.dirty = true;
         inner.frames += 1;
         match frame {
@@ -173,6 +188,7 @@ impl Inner {
         };
         match compact(&self.path, &live) {
             Ok(file) => {
+                self.len = file.metadata().map(|m| m.len()).unwrap_or(self.len);
                 self.file = file;
                 self.frames = live.len();
                 self.dirty = false;
