@@ -1305,10 +1305,13 @@ async fn offer_connect(
         user_id: from.user_id,
         chat_id: private_chat.0,
     };
-    typing(bot, from.chat);
+    // A known server's link is ready in milliseconds (discovery's answers
+    // are kept): "typing…" only when starting takes long enough to see.
+    let slow = typing_after(bot, from.chat, TYPING_AFTER);
     let offer = gateway
         .start_connect_with(owner, &from.requester, server, options)
         .await;
+    slow.abort();
     done.release();
     let offer = match offer {
         Ok(offer) => offer,
@@ -1388,6 +1391,22 @@ fn sender(msg: &Message) -> u64 {
 
 /// "typing…" in the chat, without waiting for Telegram: the MCP request
 /// must not wait for a round trip to the Bot API.
+/// How long a `/connect` may take before the chat shows "typing…".
+const TYPING_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// "typing…" in `chat` once `delay` has passed, unless aborted first.
+fn typing_after(
+    bot: &TgBot,
+    chat: ChatId,
+    delay: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let bot = bot.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = bot.send_chat_action(chat, ChatAction::Typing).await;
+    })
+}
+
 fn typing(bot: &TgBot, chat: ChatId) {
     let bot = bot.clone();
     tokio::spawn(async move {
