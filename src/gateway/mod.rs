@@ -220,6 +220,36 @@ impl Gateway {
             .unwrap_or(false)
     }
 
+    /// Where dialogues are announced and replies handed between replicas.
+    pub fn handoffs(&self) -> Arc<dyn crate::store::Handoffs> {
+        self.stores.handoffs.clone()
+    }
+
+    /// Hands `update` to the replica holding the user's dialogue, when
+    /// another one does; answers whether it took it.
+    pub async fn hand_over(&self, user_id: u64, update: &teloxide::types::Update) -> bool {
+        // teloxide's `Update` does not serialize its kind: the update is
+        // put back together as Telegram sends it.
+        use teloxide::types::UpdateKind;
+        let value = match &update.kind {
+            UpdateKind::Message(message) => {
+                serde_json::json!({"update_id": update.id.0, "message": message})
+            }
+            UpdateKind::CallbackQuery(query) => {
+                serde_json::json!({"update_id": update.id.0, "callback_query": query})
+            }
+            _ => return false,
+        };
+        self.stores
+            .handoffs
+            .hand_over(user_id, &value)
+            .await
+            .inspect_err(|error| {
+                tracing::warn!(user = user_id, error = %chain(error), "could not hand a reply to the replica holding the dialogue");
+            })
+            .unwrap_or(false)
+    }
+
     /// How a connect button binds the browser, per the config.
     pub fn binding(&self) -> Binding {
         self.oauth.binding()

@@ -219,6 +219,45 @@ pub trait RefreshLocks: Send + Sync {
     async fn acquire(&self, user_id: u64, server_id: &str) -> Result<RefreshGuard, StoreError>;
 }
 
+/// Where each user's open dialogue lives, for replies that reach another
+/// replica. A single node has nothing to hand over: the defaults.
+#[async_trait::async_trait]
+pub trait Handoffs: Send + Sync {
+    /// This replica holds the user's dialogue from now on.
+    async fn claim(&self, _user_id: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// This replica's dialogue with the user ended.
+    async fn leave(&self, _user_id: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Hands `update` (as Telegram sent it) to the replica holding the
+    /// user's dialogue, when that is another; answers whether it took it.
+    async fn hand_over(
+        &self,
+        _user_id: u64,
+        _update: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Delivers the updates other replicas hand to this one, until the
+    /// task is aborted; `None` where nothing is ever handed over.
+    fn listen(
+        self: Arc<Self>,
+        _deliver: Box<dyn Fn(serde_json::Value) + Send + Sync>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+}
+
+/// One process holds every dialogue.
+pub struct SingleNode;
+
+impl Handoffs for SingleNode {}
+
 /// Held while one of a user's commands runs; dropping it ends the command.
 pub type CommandTicket = Box<dyn Send + Sync>;
 
@@ -261,6 +300,7 @@ pub struct Stores {
     pub consents: Arc<dyn Consents>,
     pub personal_tokens: Arc<dyn PersonalTokens>,
     pub user_data: Arc<dyn UserData>,
+    pub handoffs: Arc<dyn Handoffs>,
 }
 
 impl Stores {
@@ -277,6 +317,7 @@ impl Stores {
             consents: Arc::new(sealed::VaultConsents::new(vault.clone())),
             personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
             user_data: Arc::new(sealed::VaultUserData::new(vault)),
+            handoffs: Arc::new(SingleNode),
         }
     }
 
@@ -292,6 +333,7 @@ impl Stores {
             consents: Arc::new(sealed::VaultConsents::new(vault.clone())),
             personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
             user_data: Arc::new(sealed::VaultUserData::new(vault)),
+            handoffs: Arc::new(SingleNode),
         })
     }
 
@@ -299,7 +341,7 @@ impl Stores {
     /// there, secrets sealed with the vault's key (every replica needs the
     /// same key).
     pub fn postgres(db: postgres::Database, vault: Arc<Vault>) -> Self {
-        use postgres::{commands, credentials, flows, locks, registrations, users};
+        use postgres::{commands, credentials, flows, handoffs, locks, registrations, users};
         Self {
             flows: Arc::new(flows::PgFlows::new(db.clone(), vault.clone())),
             credentials: Arc::new(credentials::PgCredentials::new(db.clone(), vault.clone())),
@@ -310,8 +352,9 @@ impl Stores {
             refresh_locks: Arc::new(locks::PgRefreshLocks::new(db.clone())),
             commands: Arc::new(commands::PgCommandGuards::new(db.clone())),
             consents: Arc::new(users::PgConsents::new(db.clone())),
-            personal_tokens: Arc::new(users::PgPersonalTokens::new(db.clone(), vault)),
-            user_data: Arc::new(users::PgUserData::new(db)),
+            personal_tokens: Arc::new(users::PgPersonalTokens::new(db.clone(), vault.clone())),
+            user_data: Arc::new(users::PgUserData::new(db.clone())),
+            handoffs: Arc::new(handoffs::PgHandoffs::new(db, vault)),
         }
     }
 }

@@ -117,6 +117,8 @@ pub enum Step {
 #[derive(Default)]
 pub struct Dialogues {
     by_user: DashMap<u64, Arc<Mutex<Dialogue>>>,
+    /// Where other replicas learn that this one holds a user's dialogue.
+    homes: std::sync::OnceLock<Arc<dyn crate::store::Handoffs>>,
 }
 
 /// Why a dialogue could not begin.
@@ -138,7 +140,17 @@ impl Dialogues {
         }
         let dialogue = Arc::new(Mutex::new(dialogue));
         self.by_user.insert(user_id, dialogue.clone());
+        if let Some(homes) = self.homes.get()
+            && let Err(error) = homes.claim(user_id).await
+        {
+            tracing::warn!(user = user_id, error = %crate::logging::chain(&error), "could not say where a dialogue lives; a reply through another replica may go unanswered");
+        }
         Ok(dialogue)
+    }
+
+    /// Tells other replicas, through `homes`, which dialogues live here.
+    pub fn announce_to(&self, homes: Arc<dyn crate::store::Handoffs>) {
+        let _ = self.homes.set(homes);
     }
 
     pub fn get(&self, user_id: u64) -> Option<Arc<Mutex<Dialogue>>> {
@@ -147,9 +159,19 @@ impl Dialogues {
 
     /// Ends `user_id`'s dialogue `id` (if it is still theirs).
     pub fn end(&self, user_id: u64, id: &str) {
-        self.by_user.remove_if(&user_id, |_, d| {
+        let ended = self.by_user.remove_if(&user_id, |_, d| {
             d.try_lock().map(|d| d.id == id).unwrap_or(true)
         });
+        if ended.is_some()
+            && let Some(homes) = self.homes.get().cloned()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(error) = homes.leave(user_id).await {
+                    tracing::warn!(user = user_id, error = %crate::logging::chain(&error), "could not say a dialogue ended");
+                }
+            });
+        }
     }
 }
 

@@ -138,8 +138,16 @@ pub async fn plain_text(
     me: Me,
     gateway: Arc<Gateway>,
     chats: Chats,
+    update: Update,
 ) -> HandlerResult {
     let user_id = sender(&msg);
+    // A reply to a question another replica asked goes there.
+    if msg.chat.is_private()
+        && chats.dialogues.get(user_id).is_none()
+        && gateway.hand_over(user_id, &update).await
+    {
+        return Ok(());
+    }
     if msg.chat.is_private()
         && let (Some(open), Some(text)) = (chats.dialogues.get(user_id), msg.text())
     {
@@ -221,9 +229,13 @@ pub async fn dialogue_tap(
     gateway: Arc<Gateway>,
     chats: Chats,
     (id, verb): (String, Verb),
+    update: Update,
 ) -> HandlerResult {
     let user_id = query.from.id.0;
     let open = chats.dialogues.get(user_id);
+    if open.is_none() && gateway.hand_over(user_id, &update).await {
+        return Ok(());
+    }
     let Some(open) = open else {
         let _ = bot
             .answer_callback_query(query.id.clone())
@@ -1126,12 +1138,17 @@ pub async fn cancel(
     msg: Message,
     chats: Chats,
     gateway: Arc<Gateway>,
+    update: Update,
 ) -> HandlerResult {
     let user_id = sender(&msg);
     if let Some(open) = chats.dialogues.get(user_id) {
         let mut d = open.lock().await;
         let step = d.apply(Verb::Cancel);
         ask::advance(&bot, &chats.dialogues, user_id, &mut d, step, None).await?;
+        return Ok(());
+    }
+    // A dialogue another replica holds is left there.
+    if gateway.hand_over(user_id, &update).await {
         return Ok(());
     }
     // The call may run on another replica, which then says it stopped.

@@ -206,6 +206,46 @@ impl Telegram {
                 }
             });
         }
+        // Replies that reached another replica than this one, which holds
+        // their user's dialogue, handled as if straight from Telegram.
+        self.dialogues.announce_to(gateway.handoffs());
+        let (handed, mut handed_over) = tokio::sync::mpsc::unbounded_channel();
+        let listening = gateway.handoffs().listen(Box::new(move |update| {
+            let _ = handed.send(update);
+        }));
+        let handling = {
+            let deps = dptree::deps![
+                self.bot.clone(),
+                gateway.clone(),
+                self.allowed.clone(),
+                endpoints::Chats {
+                    running: self.running.clone(),
+                    dialogues: self.dialogues.clone(),
+                },
+                self.me.clone(),
+                self.bot.bot.clone()
+            ];
+            tokio::spawn(async move {
+                let handler = schema::schema();
+                while let Some(value) = handed_over.recv().await {
+                    // From text: teloxide reads an update from a `Value`
+                    // as an unknown kind.
+                    let update: Update = match serde_json::from_str(&value.to_string()) {
+                        Ok(update) => update,
+                        Err(error) => {
+                            tracing::warn!(%error, "a handed-over update is unreadable; dropped");
+                            continue;
+                        }
+                    };
+                    let mut deps = deps.clone();
+                    deps.insert(update);
+                    if let std::ops::ControlFlow::Break(Err(error)) = handler.dispatch(deps).await {
+                        crate::metrics::telegram_error();
+                        tracing::warn!(error = %chain(&error), "a reply could not be sent");
+                    }
+                }
+            })
+        };
         let pace = self.bot.pace.clone();
         let shrinker = tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -328,6 +368,10 @@ impl Telegram {
         };
         stopper.abort();
         shrinker.abort();
+        if let Some(listening) = listening {
+            listening.abort();
+        }
+        handling.abort();
         // No more updates: let the commands under way finish and answer.
         endpoints::IN_FLIGHT.close();
         let running = endpoints::IN_FLIGHT.len();

@@ -18,7 +18,7 @@ mod oauth_callback;
 mod oidc;
 mod operations;
 mod personal_tokens;
-mod replica_cancel;
+mod replica_chat;
 mod replicas;
 mod sessions;
 mod tools_ux;

@@ -14,6 +14,8 @@
 //! - [`locks`]: refresh locks as PostgreSQL advisory locks.
 //! - [`users`]: consents, personal tokens, and forgetting a user.
 //! - [`commands`]: one command at a time per user, cluster-wide.
+//! - [`handoffs`]: replies that reach another replica than the one
+//!   holding the user's dialogue.
 //!
 //! The schema lives in `migrations/` and is applied at start
 //! ([`Database::migrate`]).
@@ -21,6 +23,7 @@
 pub mod commands;
 pub mod credentials;
 pub mod flows;
+pub mod handoffs;
 pub mod locks;
 pub mod registrations;
 mod sealing;
