@@ -228,6 +228,9 @@ impl Gateway {
     /// Hands `update` to the replica holding the user's dialogue, when
     /// another one does; answers whether it took it.
     pub async fn hand_over(&self, user_id: u64, update: &teloxide::types::Update) -> bool {
+        if !self.stores.handoffs.shared() {
+            return false;
+        }
         // teloxide's `Update` does not serialize its kind: the update is
         // put back together as Telegram sends it.
         use teloxide::types::UpdateKind;

@@ -223,6 +223,12 @@ pub trait RefreshLocks: Send + Sync {
 /// replica. A single node has nothing to hand over: the defaults.
 #[async_trait::async_trait]
 pub trait Handoffs: Send + Sync {
+    /// Whether other replicas may hold dialogues (so an update is worth
+    /// preparing for them).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// This replica holds the user's dialogue from now on.
     async fn claim(&self, _user_id: u64) -> Result<(), StoreError> {
         Ok(())

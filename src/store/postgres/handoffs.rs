@@ -112,6 +112,10 @@ impl PgHandoffs {
 
 #[async_trait::async_trait]
 impl Handoffs for PgHandoffs {
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn claim(&self, user_id: u64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO dialogue_homes (user_id, replica, expires_at)
