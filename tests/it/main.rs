@@ -18,6 +18,7 @@ mod oauth_callback;
 mod oidc;
 mod operations;
 mod personal_tokens;
+mod replica_death;
 mod replicas;
 mod sessions;
 mod tools_ux;

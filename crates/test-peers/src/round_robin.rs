@@ -20,11 +20,18 @@ use axum::response::Response;
 struct Routing {
     next: usize,
     /// One-shot choices: the next request whose path starts with the
-    /// prefix goes to that replica.
-    pinned: Vec<(String, usize)>,
+    /// prefix (and whose body holds the text, if any) goes to that
+    /// replica.
+    pinned: Vec<Pin>,
     /// (path, replica) of every request, in order: the replica that
     /// answered, or the last one tried.
     served: Vec<(String, usize)>,
+}
+
+struct Pin {
+    prefix: String,
+    body_holds: Option<String>,
+    replica: usize,
 }
 
 #[derive(Clone)]
@@ -75,11 +82,21 @@ impl RoundRobin {
     /// The next request whose path starts with `prefix` goes to replica
     /// `index`.
     pub fn pin_next(&self, prefix: &str, index: usize) {
-        self.routing
-            .lock()
-            .unwrap()
-            .pinned
-            .push((prefix.to_owned(), index));
+        self.routing.lock().unwrap().pinned.push(Pin {
+            prefix: prefix.to_owned(),
+            body_holds: None,
+            replica: index,
+        });
+    }
+
+    /// The next request whose path starts with `prefix` and whose body
+    /// holds `text` goes to replica `index` (a given update, say).
+    pub fn pin_next_holding(&self, prefix: &str, text: &str, index: usize) {
+        self.routing.lock().unwrap().pinned.push(Pin {
+            prefix: prefix.to_owned(),
+            body_holds: Some(text.to_owned()),
+            replica: index,
+        });
     }
 
     /// Which replica served each request so far: (path, replica).
@@ -96,21 +113,6 @@ impl Drop for RoundRobin {
 
 async fn forward(State(front): State<Front>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let first = {
-        let mut routing = front.routing.lock().unwrap();
-        let pinned = routing
-            .pinned
-            .iter()
-            .position(|(prefix, _)| path.starts_with(prefix.as_str()));
-        match pinned {
-            Some(at) => routing.pinned.remove(at).1,
-            None => {
-                let index = routing.next % front.backends.len();
-                routing.next += 1;
-                index
-            }
-        }
-    };
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -119,6 +121,25 @@ async fn forward(State(front): State<Front>, request: Request) -> Response {
     let body: Bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
+    let first = {
+        let mut routing = front.routing.lock().unwrap();
+        let text = String::from_utf8_lossy(&body);
+        let pinned = routing.pinned.iter().position(|pin| {
+            path.starts_with(pin.prefix.as_str())
+                && pin
+                    .body_holds
+                    .as_deref()
+                    .is_none_or(|needle| text.contains(needle))
+        });
+        match pinned {
+            Some(at) => routing.pinned.remove(at).replica,
+            None => {
+                let index = routing.next % front.backends.len();
+                routing.next += 1;
+                index
+            }
+        }
+    };
     let mut headers: HeaderMap = parts.headers;
     headers.remove(axum::http::header::HOST);
     let count = front.backends.len();
