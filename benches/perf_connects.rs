@@ -20,6 +20,12 @@
 //! `cargo bench --bench perf_connects` measures 1,000 flows; `cargo test
 //! --bench perf_connects` (no `--bench` argument) runs 5, asserting only
 //! that every flow completed and none was cross-wired.
+//!
+//! `cargo bench --bench perf_connects -- --replicas` compares connects
+//! per second through one replica and through two, in the same run: each
+//! on a fresh PostgreSQL database, in webhook mode behind a round-robin
+//! front, sending at 1,000 messages a second (so the bot, not Telegram's
+//! limit, is measured).
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -146,7 +152,13 @@ impl Browser {
             }
             let origin = url.origin().ascii_serialization();
             let mut request = match form.take() {
-                Some(form) => self.http.post(url.clone()).form(&form),
+                // A browser names the form's page origin on a POST; these
+                // forms are all posted to their own page's origin.
+                Some(form) => self
+                    .http
+                    .post(url.clone())
+                    .header("origin", &origin)
+                    .form(&form),
                 None => self.http.get(url.clone()),
             };
             if let Some(cookies) = self.jar.get(&origin).filter(|c| !c.is_empty()) {
@@ -192,8 +204,13 @@ impl Browser {
     /// the page the bot's callback answered with.
     async fn connect(&mut self, link: &str, login: &str) -> Page {
         let mut page = self.visit(Url::parse(link).unwrap(), None).await;
-        for _ in 0..3 {
-            let form = if page.body.contains(r#"name="prompt" value="login""#) {
+        for _ in 0..4 {
+            let form = if page.url.path().starts_with("/oauth/start/") && page.status == 200 {
+                // The bot's start page (hosted mode): Continue.
+                let target = page.url.clone();
+                page = self.visit(target, Some(Vec::new())).await;
+                continue;
+            } else if page.body.contains(r#"name="prompt" value="login""#) {
                 vec![
                     ("prompt", "login".to_owned()),
                     ("login", login.to_owned()),
@@ -331,6 +348,139 @@ where
 }
 
 // ---------------------------------------------------------------------------
+// Several replicas
+// ---------------------------------------------------------------------------
+
+/// Flows under way at once when comparing replicas: with Telegram's
+/// pace lifted, a thousand browsers at once would only measure
+/// oidc-provider's queue (it drops connections under that).
+const REPLICA_FLOWS_IN_FLIGHT: usize = 100;
+
+/// Connects per second through one replica and through two.
+async fn replicas(plan: &Plan) {
+    let in_flight = plan.in_flight.min(REPLICA_FLOWS_IN_FLIGHT);
+    let ticks = ticks_per_sec();
+    let oidc = OidcMcpServer::start_for_load(plan.users * 50 + 5000).await;
+    let node = oidc.pid().expect("the peer runs");
+    let cluster = test_peers::postgres::cluster();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(plan.wait)
+        .build()
+        .unwrap();
+    println!();
+    println!(
+        "Machine: {} cores, shared; Linux {}. {} users per run, {in_flight} under way at \
+         once; PostgreSQL store, webhook mode behind a round-robin front, 1,000 messages a \
+         second.",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel(),
+        plan.users,
+    );
+    println!();
+    println!(
+        "| replicas | flows completed | wall | flows/s | bot CPU per flow | peer CPU per flow |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (round, count) in [1usize, 2, 1, 2].into_iter().enumerate() {
+        let db = cluster.database();
+        let telegram = FakeTelegram::start().await;
+        let key = age_key();
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("MCPGRAM_VAULT_KEY", key.as_str()),
+            ("WEBHOOK_SECRET", "bench_Webhook-secret"),
+        ];
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let public = format!("http://{}", listener.local_addr().unwrap());
+        let ports: Vec<u16> = (0..count)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let _front = test_peers::round_robin::RoundRobin::start(
+            listener,
+            ports
+                .iter()
+                .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
+                .collect(),
+        );
+        let mut bots = Vec::new();
+        for port in &ports {
+            let text = |dir: &Path| {
+                config_text(&telegram, dir, &oidc.mcp_url())
+                    .replace(
+                        "listen = \"127.0.0.1:0\"",
+                        &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
+                    )
+                    .replace(
+                        "[http]",
+                        "mode = \"webhook\"\nwebhook_secret = \"${WEBHOOK_SECRET}\"\nmessages_per_second = 1000\n\n[http]",
+                    )
+                    + "\n[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n"
+            };
+            bots.push(Bot::start_with_env(&telegram, &env, text).await);
+        }
+        // Not counted: registers the client, opens the connections.
+        let base = 1_000_000 * (round as u64 + 1);
+        let first = telegram.user(base, "Warm");
+        connect(&telegram, http.clone(), &first, plan.wait).await;
+        let users: Vec<FakeUser> = (1..=plan.users)
+            .map(|i| telegram.user(base + i, &format!("User{i}")))
+            .collect();
+        let pids: Vec<String> = bots.iter().map(|b| b.pid().to_string()).collect();
+        let bot_cpu = || pids.iter().map(|pid| cpu_of(pid, ticks)).sum::<Duration>();
+        let (bot_before, node_before) = (bot_cpu(), cpu_of(&node.to_string(), ticks));
+        let started = Instant::now();
+        let connects = for_all(&users, in_flight, |user| {
+            let (telegram, http, wait) = (telegram.clone(), http.clone(), plan.wait);
+            async move { connect(&telegram, http, &user, wait).await }
+        })
+        .await;
+        let wall = started.elapsed();
+        let (bot_used, node_used) = (
+            bot_cpu() - bot_before,
+            cpu_of(&node.to_string(), ticks) - node_before,
+        );
+        let completed = connects.iter().filter(|r| r.is_ok()).count();
+        let per_flow = |cpu: Duration| ms(cpu) / completed.max(1) as f64;
+        println!(
+            "| {count} | {completed} / {} | {:.1} s | {:.1} | {:.2} ms | {:.2} ms |",
+            users.len(),
+            wall.as_secs_f64(),
+            completed as f64 / wall.as_secs_f64(),
+            per_flow(bot_used),
+            per_flow(node_used),
+        );
+        for failure in failures(&connects) {
+            println!("failed: {failure}");
+        }
+        for bot in bots {
+            bot.stop().await;
+        }
+        assert_eq!(completed, users.len(), "every flow completes");
+    }
+    println!();
+    println!(
+        "Each flow waits a second between the link and the browser (a user reading), so the \
+         wall time includes that second once; rounds alternate 1, 2, 1, 2."
+    );
+}
+
+/// A fresh age identity, as every replica's shared vault key.
+fn age_key() -> String {
+    use age::secrecy::ExposeSecret;
+    age::x25519::Identity::generate()
+        .to_string()
+        .expose_secret()
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------
 // Numbers
 // ---------------------------------------------------------------------------
 
@@ -377,6 +527,9 @@ fn failures<T>(results: &[Result<T, String>]) -> Vec<String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let plan = Plan::new(std::env::args().any(|arg| arg == "--bench"));
+    if std::env::args().any(|arg| arg == "--replicas") {
+        return replicas(&plan).await;
+    }
     let ticks = ticks_per_sec();
 
     // Several entries per sign-in under way (interactions, session, grant,

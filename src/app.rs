@@ -90,13 +90,16 @@ pub async fn open_stores(
 ) -> Result<(Stores, Option<Database>), AppError> {
     match &config.store {
         StoreConfig::Files => Ok((Stores::embedded(vault).await?, None)),
-        StoreConfig::Postgres { url } => {
+        StoreConfig::Postgres { url, lease } => {
             let location = postgres::describe(url);
             let failed = |source| AppError::Database {
                 location: location.clone(),
                 source,
             };
-            let database = Database::connect(url).await.map_err(failed)?;
+            let database = Database::connect(url)
+                .await
+                .map_err(failed)?
+                .with_lease(*lease);
             database.migrate().await.map_err(failed)?;
             tracing::info!(store = %location, "keeping state in PostgreSQL");
             Ok((Stores::postgres(database.clone(), vault), Some(database)))

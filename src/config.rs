@@ -123,7 +123,13 @@ pub enum StoreConfig {
     /// sealed with the vault's key before they are sent (every replica
     /// needs the same key). The URL may hold a password: it is a secret
     /// and never logged.
-    Postgres { url: Secret },
+    Postgres {
+        url: Secret,
+        /// How long a replica's hold on a user's command and on an update
+        /// it is handling lasts without renewal: what a replica that dies
+        /// leaves is taken over after this.
+        lease: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -542,6 +548,7 @@ mod raw {
     pub struct Store {
         pub kind: Option<String>,
         pub url: Option<String>,
+        pub lease: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -911,6 +918,9 @@ fn store(
             if raw.url.is_some() {
                 problems.add("store.url", "is used only with store.kind = \"postgres\"");
             }
+            if raw.lease.is_some() {
+                problems.add("store.lease", "is used only with store.kind = \"postgres\"");
+            }
             StoreConfig::Files
         }
         "postgres" => {
@@ -938,7 +948,18 @@ fn store(
                     "is not a PostgreSQL URL; write e.g. \"postgres://user:password@host:5432/mcpgram\"",
                 );
             }
-            StoreConfig::Postgres { url }
+            let lease = duration(
+                raw.lease.as_deref(),
+                "store.lease",
+                (
+                    Duration::from_secs(2),
+                    Duration::from_secs(600),
+                    "2s and 10m",
+                ),
+                crate::store::postgres::DEFAULT_LEASE,
+                problems,
+            );
+            StoreConfig::Postgres { url, lease }
         }
         other => {
             problems.add(
@@ -1447,12 +1468,34 @@ Authorization = "Bearer ${TODOIST_API_TOKEN}"
         );
         let postgres =
             format!("{GOOD}\n[store]\nkind = \"postgres\"\nurl = \"${{DATABASE_URL}}\"\n");
-        let StoreConfig::Postgres { url } =
+        let StoreConfig::Postgres { url, lease } =
             parse(&postgres, Path::new("t.toml"), &env).unwrap().store
         else {
             panic!("expected postgres");
         };
         assert_eq!(url.expose(), "postgres://bot:hunter2@db.internal/mcpgram");
+        assert_eq!(lease, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_lease_is_a_bounded_duration_for_postgres_only() {
+        let postgres =
+            format!("{GOOD}\n[store]\nkind = \"postgres\"\nurl = \"${{DATABASE_URL}}\"\n");
+        let short = format!("{postgres}lease = \"5s\"\n");
+        let Ok(Config {
+            store: StoreConfig::Postgres { lease, .. },
+            ..
+        }) = parse(&short, Path::new("t.toml"), &env)
+        else {
+            panic!("expected postgres");
+        };
+        assert_eq!(lease, Duration::from_secs(5));
+        for wrong in ["1s", "11m", "soon"] {
+            let text = format!("{postgres}lease = \"{wrong}\"\n");
+            assert_eq!(keys_of(&text), vec!["store.lease"], "{wrong}");
+        }
+        let files = format!("{GOOD}\n[store]\nlease = \"5s\"\n");
+        assert_eq!(keys_of(&files), vec!["store.lease"]);
     }
 
     #[test]
@@ -1659,7 +1702,8 @@ client_secret = "s3"
     fn the_shipped_example_switches_to_postgres_as_it_says() {
         let example = include_str!("../config/mcpgram.example.toml")
             .replace("kind = \"files\"", "kind = \"postgres\"")
-            .replace("# url = \"${DATABASE_URL}\"", "url = \"${DATABASE_URL}\"");
+            .replace("# url = \"${DATABASE_URL}\"", "url = \"${DATABASE_URL}\"")
+            .replace("# lease = ", "lease = ");
         let config = parse(&example, Path::new("example"), &env).unwrap();
         assert!(matches!(config.store, StoreConfig::Postgres { .. }));
     }

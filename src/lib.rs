@@ -24,14 +24,15 @@
 //!   the classification of rmcp's errors into [`mcp::McpError`].
 //! - [`store`]: the storage ports (pending flows, credentials, client
 //!   registrations, refresh locks, command guards, consents, personal
-//!   tokens), their embedded implementations, and PostgreSQL for several
-//!   replicas.
+//!   tokens, the journal of updates being handled), their embedded
+//!   implementations, and PostgreSQL for several replicas.
 //! - [`vault`]: age-encrypted files, one per Telegram user, written
 //!   atomically, and a journal of sealed records that come and go
 //!   (pending flows).
 //! - [`telegram`]: the chat adapter: the dptree schema, commands, endpoints,
 //!   browsers, dialogues, running calls, rich results, the chat's wording,
-//!   the notifier.
+//!   the notifier, and the webhook's journal (an update is recorded before
+//!   it is acknowledged, so another replica answers it if this one dies).
 //! - [`http`]: the browser adapter: the OAuth callback page and health
 //!   checks.
 //! - [`terminal`]: the admin's adapter (`mcpgram tools <server>`).

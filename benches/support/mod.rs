@@ -33,6 +33,17 @@ impl Bot {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let text = config(dir.path());
+        // Ready once it polls, or in webhook mode once it set its webhook.
+        let ready_on = if text.contains("mode = \"webhook\"") {
+            "setwebhook"
+        } else {
+            "getupdates"
+        };
+        let before = telegram
+            .calls()
+            .iter()
+            .filter(|c| c.method == ready_on)
+            .count();
         let config = dir.path().join("mcpgram.toml");
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("bot.log");
@@ -57,7 +68,7 @@ impl Bot {
         };
         let polled = tokio::time::timeout(
             WAIT,
-            telegram.wait_for_call_count("getupdates", 1, WAIT + Duration::from_secs(5)),
+            telegram.wait_for_call_count(ready_on, before + 1, WAIT + Duration::from_secs(5)),
         )
         .await;
         if polled.is_err() {

@@ -195,6 +195,11 @@ impl Gateway {
 
     /// Starts one of the user's commands, labelled for "still working on
     /// …": at most one runs per user; the ticket ends it when dropped.
+    /// The journal of the updates the chat adapter is handling.
+    pub fn update_journal(&self) -> Arc<dyn crate::store::UpdateJournal> {
+        self.stores.journal.clone()
+    }
+
     pub async fn begin_command(&self, user_id: u64, label: &str) -> Result<CommandTicket, Busy> {
         self.stores
             .commands

@@ -9,6 +9,8 @@
 //! - [`records`]: the records themselves.
 //! - [`flows`]: pending flows in a table, kept on disk encrypted.
 //! - [`memory`]: process-local refresh locks and command guards.
+//! - [`journal`]: the updates being handled, in this process (one
+//!   replica has nobody to hand them to; it drops redeliveries).
 //! - [`sealed`]: credentials and registrations in the age vault.
 //! - [`migrate`]: everything of one store copied into another, port by
 //!   port (`mcpgram vault migrate`).
@@ -18,6 +20,7 @@
 #[cfg(test)]
 pub mod flow_contract;
 pub mod flows;
+pub mod journal;
 pub mod memory;
 pub mod migrate;
 pub mod postgres;
@@ -295,6 +298,59 @@ pub struct Running {
     pub told: bool,
 }
 
+/// An update Telegram delivered, as the journal keeps it: who to tell and
+/// where if its handling is cut short, and never what the user wrote (a
+/// `/call`'s arguments, or a reply holding a token, may be secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub update_id: i64,
+    pub user_id: Option<u64>,
+    /// Where to tell the user; `None` when the update asked nothing of
+    /// the bot.
+    pub chat_id: Option<i64>,
+    /// The command's name (`/call`), when it was one.
+    pub command: Option<String>,
+}
+
+/// The updates this replica acknowledged to Telegram and has not finished
+/// handling. Telegram never sends an acknowledged update again, so one
+/// whose replica dies would go unanswered: written down before the
+/// acknowledgement, it is found by another replica, which tells the user.
+#[async_trait::async_trait]
+pub trait UpdateJournal: Send + Sync {
+    /// Records `entry` as handled here; `false` when it was recorded
+    /// before (Telegram sent it again because an answer got lost): the
+    /// caller acknowledges it and does nothing else.
+    async fn record(&self, entry: &JournalEntry) -> Result<bool, StoreError>;
+
+    /// The handling of `update_id` ended. Written soon after, not waited
+    /// for: the answer to the user does not pay for it.
+    fn finish(&self, update_id: i64);
+
+    /// Returns once every update finished so far is written (at shutdown).
+    async fn flush(&self);
+
+    /// Forgets `update_id` at once: it was refused after all (the
+    /// replica is stopping), and Telegram's next delivery of it is not a
+    /// repeat.
+    async fn release(&self, update_id: i64) -> Result<(), StoreError>;
+
+    /// Renews this replica's hold on the updates it is handling.
+    async fn renew(&self) -> Result<(), StoreError>;
+
+    /// Takes the updates whose replica stopped renewing them (it died),
+    /// each by one replica only, and frees the users that replica left
+    /// busy, so they can send their request again at once.
+    async fn take_abandoned(&self) -> Result<Vec<JournalEntry>, StoreError>;
+
+    /// Forgets finished updates too old to be sent again.
+    async fn purge(&self) -> Result<(), StoreError>;
+
+    /// How often [`UpdateJournal::renew`] and
+    /// [`UpdateJournal::take_abandoned`] are due.
+    fn period(&self) -> std::time::Duration;
+}
+
 /// Every port, as the rest of the bot receives them.
 #[derive(Clone)]
 pub struct Stores {
@@ -307,6 +363,7 @@ pub struct Stores {
     pub personal_tokens: Arc<dyn PersonalTokens>,
     pub user_data: Arc<dyn UserData>,
     pub handoffs: Arc<dyn Handoffs>,
+    pub journal: Arc<dyn UpdateJournal>,
 }
 
 impl Stores {
@@ -324,6 +381,7 @@ impl Stores {
             personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
             user_data: Arc::new(sealed::VaultUserData::new(vault)),
             handoffs: Arc::new(SingleNode),
+            journal: Arc::new(journal::LocalJournal::default()),
         }
     }
 
@@ -340,6 +398,7 @@ impl Stores {
             personal_tokens: Arc::new(sealed::VaultPersonalTokens::new(vault.clone())),
             user_data: Arc::new(sealed::VaultUserData::new(vault)),
             handoffs: Arc::new(SingleNode),
+            journal: Arc::new(journal::LocalJournal::default()),
         })
     }
 
@@ -347,7 +406,9 @@ impl Stores {
     /// there, secrets sealed with the vault's key (every replica needs the
     /// same key).
     pub fn postgres(db: postgres::Database, vault: Arc<Vault>) -> Self {
-        use postgres::{commands, credentials, flows, handoffs, locks, registrations, users};
+        use postgres::{
+            commands, credentials, flows, handoffs, journal, locks, registrations, users,
+        };
         Self {
             flows: Arc::new(flows::PgFlows::new(db.clone(), vault.clone())),
             credentials: Arc::new(credentials::PgCredentials::new(db.clone(), vault.clone())),
@@ -360,6 +421,7 @@ impl Stores {
             consents: Arc::new(users::PgConsents::new(db.clone())),
             personal_tokens: Arc::new(users::PgPersonalTokens::new(db.clone(), vault.clone())),
             user_data: Arc::new(users::PgUserData::new(db.clone())),
+            journal: Arc::new(journal::PgJournal::new(db.clone())),
             handoffs: Arc::new(handoffs::PgHandoffs::new(db, vault)),
         }
     }

@@ -98,11 +98,14 @@ where
         _held: ticket.take(),
     };
     let work = work(done);
+    // The update that asked for it is handled once this work ends.
+    let hold = super::journal::held();
     IN_FLIGHT.spawn(async move {
         if let Err(error) = work.await {
             crate::metrics::telegram_error();
             tracing::warn!(error = %chain(&error), "a reply could not be sent");
         }
+        drop(hold);
     });
     Ok(())
 }

@@ -15,12 +15,15 @@
 //! - [`send`] and [`format`]: chunking, link buttons, no previews;
 //!   [`pace`]: every message within Telegram's flood limits.
 //! - [`notifier`]: tells a chat how its authorization flow ended.
+//! - [`journal`]: every webhook update recorded before it is acknowledged,
+//!   so one a dying replica leaves is answered by another.
 
 pub mod ask;
 pub mod commands;
 pub mod dialogue;
 pub mod endpoints;
 pub mod format;
+pub mod journal;
 pub mod notifier;
 pub mod pace;
 pub mod render;
@@ -254,10 +257,17 @@ impl Telegram {
                 pace.shrink();
             }
         });
+        let journal = gateway.update_journal();
+        let holds = journal::Holds::new(journal.clone());
+        // Renewed until the commands under way have ended, below.
+        let sweeping = webhook
+            .as_ref()
+            .map(|_| tokio::spawn(journal::keep_and_sweep(self.bot.clone(), journal.clone())));
         let mut dispatcher = Dispatcher::builder(self.bot.bot.clone(), schema::schema())
             .dependencies(dptree::deps![
                 self.bot.clone(),
                 gateway,
+                holds.clone(),
                 self.allowed,
                 endpoints::Chats {
                     running: self.running,
@@ -313,6 +323,14 @@ impl Telegram {
                     options.secret_token = Some(webhook.secret.expose().to_owned());
                     let (listener, stopped, router) =
                         update_listeners::webhooks::axum_no_setup(options);
+                    // Recorded before acknowledged, renewed while handled.
+                    let router = router.layer(axum::middleware::from_fn_with_state(
+                        journal::Intake {
+                            holds,
+                            secret: webhook.secret.clone(),
+                        },
+                        journal::intake,
+                    ));
                     *webhook.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
                     // Once the dispatcher stops the listener, the route goes,
                     // and with it the sender of the update queue: the queue
@@ -391,6 +409,12 @@ impl Telegram {
                 );
             }
         }
+        if let Some(sweeping) = sweeping {
+            sweeping.abort();
+        }
+        // What ended is written before the process goes, so no other
+        // replica takes it for cut short.
+        journal.flush().await;
         result
     }
 }

@@ -28,7 +28,8 @@ impl AllowedUsers {
 }
 
 pub fn schema() -> UpdateHandler<teloxide::RequestError> {
-    dptree::entry().branch(messages()).branch(
+    // Held from here until its handling ends (see `journal`).
+    super::journal::claiming().branch(messages()).branch(
         Update::filter_callback_query()
             .filter(|query: CallbackQuery, allowed: AllowedUsers| {
                 allowed.admits_user(query.from.id.0)

@@ -59,6 +59,20 @@ pub fn still_working(busy: &Busy) -> String {
     )
 }
 
+/// A request whose replica died before it finished (another replica
+/// says so). It is never run again on its own: a tool may not be safe to
+/// run twice.
+pub fn interrupted(command: Option<&str>) -> String {
+    match command {
+        Some(command) => format!(
+            "The bot restarted before it finished your {}; please send it again.",
+            foreign(command, 40)
+        ),
+        None => "The bot restarted before it finished your last request; please send it again."
+            .to_owned(),
+    }
+}
+
 pub const CANCEL_BUTTON: &str = "Cancel";
 
 pub const FORGET_QUESTION: &str = "This deletes everything I keep for you: your connections (revoked at each server that allows it), your personal tokens and the tools you allowed. Delete it all?";

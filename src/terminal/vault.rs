@@ -314,7 +314,7 @@ fn database_url(text: &str, given: Option<Secret>) -> Result<Secret, String> {
         return Ok(url);
     }
     match crate::config::store_of(text) {
-        Ok(StoreConfig::Postgres { url }) => Ok(url),
+        Ok(StoreConfig::Postgres { url, .. }) => Ok(url),
         Ok(StoreConfig::Files) => std::env::var("DATABASE_URL")
             .ok()
             .filter(|url| !url.trim().is_empty())

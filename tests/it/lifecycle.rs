@@ -373,6 +373,7 @@ async fn calls_on_two_replicas_across_an_expiry_refresh_once() {
     config.servers.push(server.clone());
     config.store = mcpgram::config::StoreConfig::Postgres {
         url: mcpgram::secret::Secret::new(db.url.clone()),
+        lease: std::time::Duration::from_secs(60),
     };
     let config = Arc::new(config);
     let vault = mcpgram::app::open_vault(&config).await.unwrap();

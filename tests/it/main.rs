@@ -19,6 +19,7 @@ mod oidc;
 mod operations;
 mod personal_tokens;
 mod replica_chat;
+mod replica_death;
 mod replicas;
 mod sessions;
 mod tools_ux;

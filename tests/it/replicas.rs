@@ -15,9 +15,9 @@ use crate::support::bot::{BotProcess, base_config, demo_server, postgres_store};
 use crate::support::{free_port, text_contains};
 
 const WAIT: Duration = Duration::from_secs(60);
-const SECRET: &str = "replicas_Webhook-secret";
+pub(crate) const SECRET: &str = "replicas_Webhook-secret";
 
-fn replica_config(
+pub(crate) fn replica_config(
     telegram: &FakeTelegram,
     dir: &Path,
     port: u16,

@@ -77,3 +77,63 @@ async fn updates_arrive_by_webhook_with_the_secret_and_polling_takes_over_again(
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// Telegram sends an update again when the bot's 200 got lost: the
+/// second delivery is acknowledged and dropped, so the user is answered
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_delivered_twice_is_answered_once() {
+    let telegram = FakeTelegram::start().await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let bot = BotProcess::start_with_env(&telegram, &[("WEBHOOK_SECRET", SECRET)], |dir| {
+        base_config(&telegram, dir)
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
+            )
+            .replace(
+                "[http]",
+                "mode = \"webhook\"\nwebhook_secret = \"${WEBHOOK_SECRET}\"\n\n[http]",
+            )
+    })
+    .await;
+    let alice = telegram.user(1, "Alice");
+    telegram.send_private(&alice, "/help");
+    telegram.wait_for_message(1, WAIT, |_| true).await;
+
+    let update = serde_json::json!({"update_id": 5000, "message": {
+        "message_id": 60, "date": 0, "text": "/help",
+        "chat": {"id": 1, "type": "private", "first_name": "Alice"},
+        "from": {"id": 1, "is_bot": false, "first_name": "Alice"},
+        "entities": [{"type": "bot_command", "offset": 0, "length": 5}]
+    }});
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let answer = client
+            .post(format!("{public}/telegram/webhook"))
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&update)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status().as_u16(),
+            200,
+            "both deliveries acknowledged"
+        );
+    }
+    // Alice's next message is answered after whatever the two brought.
+    telegram.send_private(&alice, "/servers");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("No servers are configured"))
+        .await;
+    let helps = telegram
+        .messages(1)
+        .iter()
+        .filter(|m| m.text == telegram.messages(1)[0].text)
+        .count();
+    assert_eq!(helps, 2, "the first /help, and the repeated update once");
+    bot.stop().await;
+    telegram.assert_no_errors();
+}

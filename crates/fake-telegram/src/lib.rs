@@ -2151,14 +2151,20 @@ fn webhook_info(st: &State) -> Value {
 /// failed delivery it waits for the next new update (or a webhook change)
 /// before retrying, so there is no busy loop and no timer.
 async fn deliver_webhook(shared: Arc<Shared>, generation: u64) {
-    let mut failed_at_seq: Option<u64> = None;
+    // A failed delivery is tried again on news (a new update), or after
+    // WEBHOOK_RETRY at the latest, as Telegram retries on a timer.
+    let mut failed_at: Option<(u64, Instant)> = None;
     loop {
-        let job = wait_on(&shared.updates_changed, None, || {
+        let retry_at = failed_at.map(|(_, at)| at + WEBHOOK_RETRY);
+        let job = wait_on(&shared.updates_changed, retry_at, || {
             let mut st = shared.lock();
             if st.shutdown || st.webhook_generation != generation {
                 return Some(None);
             }
-            if failed_at_seq == Some(st.update_seq) {
+            if let Some((seq, at)) = failed_at
+                && seq == st.update_seq
+                && Instant::now() < at + WEBHOOK_RETRY
+            {
                 return None;
             }
             drop_unwanted_updates(&mut st);
@@ -2168,7 +2174,12 @@ async fn deliver_webhook(shared: Arc<Shared>, generation: u64) {
             Some(Some((update, url, secret)))
         })
         .await;
-        let Some(Some((update, url, secret))) = job else {
+        let Some(job) = job else {
+            // The retry time came with nothing to deliver yet.
+            failed_at = None;
+            continue;
+        };
+        let Some((update, url, secret)) = job else {
             return;
         };
         let outcome = post_update(&shared.http, &url, secret.as_deref(), &update).await;
@@ -2178,12 +2189,12 @@ async fn deliver_webhook(shared: Arc<Shared>, generation: u64) {
         }
         match outcome {
             Ok(()) => {
-                failed_at_seq = None;
+                failed_at = None;
                 let id = update["update_id"].clone();
                 st.pending.retain(|u| u["update_id"] != id);
             }
             Err(message) => {
-                failed_at_seq = Some(st.update_seq);
+                failed_at = Some((st.update_seq, Instant::now()));
                 if let Some(hook) = st.webhook.as_mut() {
                     hook.last_error = Some((now(), message));
                 }
@@ -2193,6 +2204,10 @@ async fn deliver_webhook(shared: Arc<Shared>, generation: u64) {
         shared.log_changed.notify_waiters();
     }
 }
+
+/// How long a failed webhook delivery waits for news before it is tried
+/// again anyway.
+const WEBHOOK_RETRY: Duration = Duration::from_secs(1);
 
 async fn post_update(
     http: &OnceLock<reqwest::Client>,

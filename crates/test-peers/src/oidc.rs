@@ -64,6 +64,14 @@ impl OidcMcpServer {
         }
     }
 
+    /// [`OidcMcpServer::start_for_load`] with access tokens of `secs`
+    /// seconds: many users across an expiry.
+    pub async fn start_for_load_with_access_ttl(entries: u64, secs: u64) -> Self {
+        Self {
+            peer: NodePeer::start(&spec(secs, Some(entries))).await,
+        }
+    }
+
     /// The node process's id, to read its CPU time.
     pub fn pid(&self) -> Option<u32> {
         self.peer.pid()

@@ -2,7 +2,10 @@
 //! user. Taking it is one `INSERT … ON CONFLICT DO UPDATE … WHERE` the
 //! old lease has expired, so two replicas can never both take it. The
 //! lease is renewed while the command runs and deleted when it ends; a
-//! replica that dies leaves its users locked out for [`LEASE`] at most.
+//! replica that dies leaves its users locked out for one lease at most
+//! (`store.lease`), and not at all when another replica takes over its
+//! unfinished updates (see [`super::journal`]). Each lease names the
+//! replica holding it for that.
 //!
 //! The guard is about fairness, not data (tokens are safe by the refresh
 //! locks, flows by their single-use take), so a database that fails here
@@ -16,10 +19,6 @@ use rand::RngCore;
 use super::{Database, user_key};
 use crate::store::{CommandGuards, CommandTicket, Running, StoreError};
 
-/// How long a lease lasts unless renewed.
-const LEASE: Duration = Duration::from_secs(60);
-/// How often a running command renews its lease.
-const RENEW: Duration = Duration::from_secs(20);
 /// A command's lease is deleted just after its answer goes out, by a task
 /// of its own (a drop cannot wait for the database): a user who answers
 /// at once, through another replica, may find it still there. Looking
@@ -78,8 +77,10 @@ impl Drop for Lease {
     }
 }
 
-fn lease_secs() -> f64 {
-    LEASE.as_secs_f64()
+impl PgCommandGuards {
+    fn lease_secs(&self) -> f64 {
+        self.db.lease().as_secs_f64()
+    }
 }
 
 /// The channel on which replicas ask each other to cancel a user's call.
@@ -169,8 +170,12 @@ impl CommandGuards for PgCommandGuards {
         }
         let renewing = {
             let (db, user, holder) = (self.db.clone(), user_key(user_id), holder.clone());
+            let lease = self.lease_secs();
+            // Three renewals per lease: one lost to a slow database does
+            // not let it run out.
+            let renew = db.lease() / 3;
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(RENEW);
+                let mut every = tokio::time::interval(renew);
                 every.tick().await;
                 loop {
                     every.tick().await;
@@ -180,7 +185,7 @@ impl CommandGuards for PgCommandGuards {
                     )
                     .bind(user)
                     .bind(&holder)
-                    .bind(lease_secs())
+                    .bind(lease)
                     .execute(db.pool())
                     .await;
                 }
@@ -204,18 +209,20 @@ impl PgCommandGuards {
         holder: &str,
     ) -> Result<Option<(String,)>, sqlx::Error> {
         sqlx::query_as(
-            "INSERT INTO command_leases (user_id, label, told, holder, expires_at)
-             VALUES ($1, $2, false, $3, now() + make_interval(secs => $4))
+            "INSERT INTO command_leases (user_id, label, told, holder, expires_at, replica)
+             VALUES ($1, $2, false, $3, now() + make_interval(secs => $4), $5)
              ON CONFLICT (user_id) DO UPDATE
                 SET label = EXCLUDED.label, told = false,
-                    holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                    holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+                    replica = EXCLUDED.replica
                 WHERE command_leases.expires_at < now()
              RETURNING holder",
         )
         .bind(user_key(user_id))
         .bind(label)
         .bind(holder)
-        .bind(lease_secs())
+        .bind(self.lease_secs())
+        .bind(self.db.replica())
         .fetch_optional(self.db.pool())
         .await
     }

@@ -16,6 +16,8 @@
 //! - [`commands`]: one command at a time per user, cluster-wide.
 //! - [`handoffs`]: replies that reach another replica than the one
 //!   holding the user's dialogue.
+//! - [`journal`]: the updates each replica acknowledged and is handling,
+//!   so those of a replica that died are answered by another.
 //!
 //! The schema lives in `migrations/` and is applied at start
 //! ([`Database::migrate`]).
@@ -24,6 +26,7 @@ pub mod commands;
 pub mod credentials;
 pub mod flows;
 pub mod handoffs;
+pub mod journal;
 pub mod locks;
 pub mod registrations;
 mod sealing;
@@ -32,6 +35,7 @@ mod testing;
 pub mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -55,11 +59,21 @@ const LOCK_POOL_SIZE: u32 = 16;
 /// waiting forever.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One PostgreSQL database, as the stores use it.
+/// How long a replica's hold on a user's command or on an update lasts
+/// unless renewed, by default: a replica that dies frees them within it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// One PostgreSQL database, as the stores of one replica use it.
 #[derive(Clone)]
 pub struct Database {
     pool: PgPool,
     locks: PgPool,
+    /// This process among the replicas: what it holds (command leases,
+    /// updates it is handling) is marked with it, so whoever outlives it
+    /// knows what it left behind.
+    replica: Arc<str>,
+    /// How long what it holds lasts unless renewed.
+    lease: Duration,
 }
 
 impl std::fmt::Debug for Database {
@@ -88,7 +102,28 @@ impl Database {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(options);
-        Ok(Self { pool, locks })
+        Ok(Self {
+            pool,
+            locks,
+            replica: hex::encode(rand::random::<[u8; 8]>()).into(),
+            lease: DEFAULT_LEASE,
+        })
+    }
+
+    /// The same database with leases of `lease` (`store.lease`): shorter
+    /// frees a dead replica's users sooner and costs more renewals.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// This replica's id, random per process.
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    pub(super) fn lease(&self) -> Duration {
+        self.lease
     }
 
     /// Brings the schema up to date with `migrations/` (embedded in the

@@ -207,6 +207,16 @@ impl BotProcess {
         }
     }
 
+    /// Kills the bot with SIGKILL (no shutdown of any kind, as when its
+    /// machine dies), waits for it to be gone, and returns its logs.
+    pub async fn kill(mut self) -> String {
+        let _ = self.child.kill().await;
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        self.logs()
+    }
+
     /// Sends SIGTERM and returns at once.
     pub fn signal(&self) {
         if let Some(pid) = self.child.id() {
