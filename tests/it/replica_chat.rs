@@ -3,78 +3,52 @@
 //! to questions another replica asked. The replicas pass them on through
 //! PostgreSQL.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use age::secrecy::ExposeSecret;
 use fake_telegram::FakeTelegram;
 use test_peers::EverythingServer;
 use test_peers::round_robin::RoundRobin;
 
-use crate::support::bot::{BotProcess, base_config, postgres_store};
-use crate::support::{free_port, text_contains};
+use crate::support::bot::BotProcess;
+use crate::support::replicas::Shared;
+use crate::support::text_contains;
 
 const WAIT: Duration = Duration::from_secs(60);
-const SECRET: &str = "cancel_Webhook-secret";
 const LONG_CALL: &str =
     r#"/call every trigger-long-running-operation {"duration": 120, "steps": 120}"#;
 
-/// Two replicas on one database behind a round-robin front, with the
-/// everything server.
+/// Two replicas with the everything server.
 struct Pair {
     telegram: FakeTelegram,
-    front: RoundRobin,
+    shared: Shared,
     replicas: [BotProcess; 2],
     _server: EverythingServer,
-    _db: test_peers::postgres::Database,
 }
 
 async fn pair() -> Pair {
-    let db = test_peers::postgres::cluster().database();
     let server = EverythingServer::start().await;
     let url = server.mcp_url();
     let telegram = FakeTelegram::start().await;
-    let key = age::x25519::Identity::generate().to_string();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("MCPGRAM_VAULT_KEY", key.expose_secret()),
-        ("WEBHOOK_SECRET", SECRET),
-    ];
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let public = format!("http://{}", listener.local_addr().unwrap());
-    let ports = [free_port(), free_port()];
-    let front = RoundRobin::start(
-        listener,
-        ports
-            .iter()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
-            .collect(),
-    );
-    let config = |dir: &std::path::Path, port: u16| {
-        base_config(&telegram, dir)
-            .replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
-            )
-            .replace(
-                "[http]",
-                "mode = \"webhook\"\nwebhook_secret = \"${WEBHOOK_SECRET}\"\n\n[http]",
-            )
+    let shared = Shared::start();
+    let config = |dir: &std::path::Path, index| {
+        shared.config(&telegram, dir, index)
             + &format!("\n[[mcp.servers]]\nid = \"every\"\nurl = \"{url}\"\ntrusted = true\n")
-            + &postgres_store()
     };
-    let first = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, ports[0])).await;
-    let second = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, ports[1])).await;
+    let first = BotProcess::start_with_env(&telegram, &shared.env(), |dir| config(dir, 0)).await;
+    let second = BotProcess::start_with_env(&telegram, &shared.env(), |dir| config(dir, 1)).await;
     Pair {
         telegram,
-        front,
+        shared,
         replicas: [first, second],
         _server: server,
-        _db: db,
     }
 }
 
 impl Pair {
+    fn front(&self) -> &RoundRobin {
+        &self.shared.front
+    }
+
     async fn stop(self) {
         let [first, second] = self.replicas;
         first.stop().await;
@@ -86,7 +60,7 @@ impl Pair {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_reaching_another_replica_stops_the_call() {
     let pair = pair().await;
-    let (telegram, front) = (&pair.telegram, &pair.front);
+    let (telegram, front) = (&pair.telegram, pair.front());
     let alice = telegram.user(1001, "Alice");
 
     // `/cancel` through the other replica.
@@ -141,7 +115,7 @@ async fn a_cancel_reaching_another_replica_stops_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_to_another_replicas_questions_reach_it() {
     let pair = pair().await;
-    let (telegram, front) = (&pair.telegram, &pair.front);
+    let (telegram, front) = (&pair.telegram, pair.front());
     let alice = telegram.user(1001, "Alice");
 
     // Everything up to the first question goes through replica 0.

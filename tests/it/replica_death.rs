@@ -11,23 +11,19 @@
 //! access tokens make the calls cross an expiry. The slow users' call is
 //! the TypeScript demo server's `multi-greet` (two seconds).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use age::secrecy::ExposeSecret;
 use fake_telegram::{FakeTelegram, FakeUser, SentMessage};
 use std::collections::HashMap;
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use test_peers::round_robin::RoundRobin;
 use test_peers::{OidcMcpServer, TsDemoServer};
 use url::Url;
 
-use crate::replicas::{SECRET, replica_config};
-use crate::support::bot::BotProcess;
-use crate::support::free_port;
+use crate::support::bot::{BotProcess, demo_server};
+use crate::support::replicas::{SECRET, Shared};
 
 /// Users who connect and then call: half before the kill, half from the
 /// moment of it.
@@ -327,8 +323,6 @@ async fn journey(world: Arc<World>, user: FakeUser) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_killed_mid_traffic_loses_nothing() {
-    let cluster = test_peers::postgres::cluster();
-    let db = cluster.database();
     let demo = TsDemoServer::start().await;
     let mcp = demo.mcp_url();
     // Several entries per sign-in (interaction, session, grant, code,
@@ -339,32 +333,20 @@ async fn a_replica_killed_mid_traffic_loses_nothing() {
         oidc.mcp_url()
     );
     let telegram = FakeTelegram::start().await;
-    let key = age::x25519::Identity::generate().to_string();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("MCPGRAM_VAULT_KEY", key.expose_secret()),
-        ("WEBHOOK_SECRET", SECRET),
-    ];
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let public = format!("http://{}", listener.local_addr().unwrap());
-    let ports = [free_port(), free_port()];
-    let front = RoundRobin::start(
-        listener,
-        ports
-            .iter()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
-            .collect(),
-    );
-    let config = |dir: &std::path::Path, port| {
-        replica_config(&telegram, dir, port, &public, &mcp)
+    let shared = Shared::start();
+    let (front, public, env) = (&shared.front, shared.public.clone(), shared.env());
+    let config = |dir: &std::path::Path, index| {
+        shared
+            .config(&telegram, dir, index)
             .replace("[telegram]\n", "[telegram]\nmessages_per_second = 1000\n")
             + &format!("lease = \"{LEASE}\"\n")
+            + &demo_server(&mcp)
             + &oidc_server
     };
-    let victim = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, ports[0])).await;
-    let survivor = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, ports[1])).await;
+    let victim = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, 0)).await;
+    let survivor = BotProcess::start_with_env(&telegram, &env, |dir| config(dir, 1)).await;
     let started = std::time::Instant::now();
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(shared.database_url()).await.unwrap();
 
     let (calls_done, mut answered) = tokio::sync::watch::channel(0);
     let world = Arc::new(World {

@@ -2,41 +2,17 @@
 //! runs them for availability: Telegram's webhook and the browser's
 //! callback land on either, and the journey does not care which.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use age::secrecy::ExposeSecret;
 use fake_telegram::FakeTelegram;
 use test_peers::TsDemoServer;
 use test_peers::round_robin::RoundRobin;
 
-use crate::support::bot::{BotProcess, base_config, demo_server, postgres_store};
-use crate::support::{free_port, text_contains};
+use crate::support::bot::{BotProcess, demo_server};
+use crate::support::replicas::{SECRET, Shared};
+use crate::support::text_contains;
 
 const WAIT: Duration = Duration::from_secs(60);
-pub(crate) const SECRET: &str = "replicas_Webhook-secret";
-
-pub(crate) fn replica_config(
-    telegram: &FakeTelegram,
-    dir: &Path,
-    port: u16,
-    public: &str,
-    mcp: &str,
-) -> String {
-    base_config(telegram, dir)
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
-        )
-        .replace(
-            "[http]",
-            "mode = \"webhook\"\nwebhook_secret = \"${WEBHOOK_SECRET}\"\n\n[http]",
-        )
-        + &demo_server(mcp)
-        + &postgres_store()
-}
-
 /// What Alice's browser does with the link: continue on the bot's start
 /// page (which binds the flow to this browser with a cookie), approve at
 /// the authorization server, land on the callback with the cookie.
@@ -91,47 +67,26 @@ fn last_webhook(front: &RoundRobin) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flow_started_on_one_replica_completes_on_the_other() {
-    let cluster = test_peers::postgres::cluster();
-    let db = cluster.database();
     let demo = TsDemoServer::start().await;
     let mcp = demo.mcp_url();
     let telegram = FakeTelegram::start().await;
     // Every replica seals with the same key.
-    let key = age::x25519::Identity::generate();
-    let key = key.to_string();
-    let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("MCPGRAM_VAULT_KEY", key.expose_secret()),
-        ("WEBHOOK_SECRET", SECRET),
-    ];
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let public = format!("http://{}", listener.local_addr().unwrap());
-    let ports = [free_port(), free_port()];
-    let front = RoundRobin::start(
-        listener,
-        ports
-            .iter()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
-            .collect(),
-    );
-    let first = BotProcess::start_with_env(&telegram, &env, |dir| {
-        replica_config(&telegram, dir, ports[0], &public, &mcp)
-    })
-    .await;
-    let second = BotProcess::start_with_env(&telegram, &env, |dir| {
-        replica_config(&telegram, dir, ports[1], &public, &mcp)
-    })
-    .await;
+    let shared = Shared::start();
+    let (front, public) = (&shared.front, shared.public.as_str());
+    let config =
+        |dir: &std::path::Path, index| shared.config(&telegram, dir, index) + &demo_server(&mcp);
+    let first = BotProcess::start_with_env(&telegram, &shared.env(), |dir| config(dir, 0)).await;
+    let second = BotProcess::start_with_env(&telegram, &shared.env(), |dir| config(dir, 1)).await;
     let alice = telegram.user(1001, "Alice");
 
     telegram.send_private(&alice, "/connect demo");
     let offer = telegram
         .wait_for_message(1001, WAIT, |m| !m.url_buttons().is_empty())
         .await;
-    let started_on = last_webhook(&front);
+    let started_on = last_webhook(front);
     // The browser's callback goes to the other replica.
     front.pin_next("/oauth/callback", 1 - started_on);
-    let (status, body) = approve(&offer.url_buttons()[0].1, &public).await;
+    let (status, body) = approve(&offer.url_buttons()[0].1, public).await;
     assert_eq!(status, 200, "callback page: {body}");
     assert!(body.contains("Connected to Demo"), "{body}");
     assert!(
@@ -153,7 +108,7 @@ async fn a_flow_started_on_one_replica_completes_on_the_other() {
         telegram
             .wait_for_message_after(1001, before, WAIT, text_contains("Hello, Alice!"))
             .await;
-        served_by.push(last_webhook(&front));
+        served_by.push(last_webhook(front));
     }
     served_by.sort();
     assert_eq!(served_by, [0, 1], "each replica answered one call");

@@ -2,6 +2,7 @@
 //! third-party peers are crates of their own (`crates/`), built once.
 
 pub mod bot;
+pub mod replicas;
 pub mod scripted_mcp;
 
 /// A `wait_for_message` predicate: the message text contains `needle`.
