@@ -26,7 +26,6 @@
 //! on a fresh PostgreSQL database, in webhook mode behind a round-robin
 //! front, sending at 1,000 messages a second (so the bot, not Telegram's
 //! limit, is measured).
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +33,10 @@ use std::time::{Duration, Instant};
 mod support;
 
 use fake_telegram::{FakeTelegram, FakeUser};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use support::{Bot, at, cpu_of, kernel, ms, status_mib, ticks_per_sec};
 use test_peers::OidcMcpServer;
+use test_peers::form_browser::FormBrowser;
 use tokio::sync::Semaphore;
-use url::Url;
 
 struct Plan {
     full: bool,
@@ -116,129 +114,6 @@ enabled = true
 // The scripted browser
 // ---------------------------------------------------------------------------
 
-/// One user's browser: follows redirects by hand, keeps cookies per
-/// origin (oidc-provider ties the login and consent steps to its
-/// interaction cookies) and submits the server's forms as a user would.
-/// Cookie paths and expiry are left out: a later cookie of the same name
-/// replaces the earlier, which is what these forms need.
-struct Browser {
-    http: reqwest::Client,
-    jar: HashMap<String, HashMap<String, String>>,
-    /// The bot's callback was requested at this instant.
-    callback_at: Option<Instant>,
-}
-
-struct Page {
-    url: Url,
-    status: u16,
-    body: String,
-}
-
-impl Browser {
-    fn new(http: reqwest::Client) -> Self {
-        Self {
-            http,
-            jar: HashMap::new(),
-            callback_at: None,
-        }
-    }
-
-    /// Sends `form` (a POST) or a GET to `url`, then follows redirects
-    /// with GETs to the page at the end.
-    async fn visit(&mut self, mut url: Url, mut form: Option<Vec<(&str, String)>>) -> Page {
-        for _ in 0..10 {
-            if url.path() == "/oauth/callback" {
-                self.callback_at = Some(Instant::now());
-            }
-            let origin = url.origin().ascii_serialization();
-            let mut request = match form.take() {
-                // A browser names the form's page origin on a POST; these
-                // forms are all posted to their own page's origin.
-                Some(form) => self
-                    .http
-                    .post(url.clone())
-                    .header("origin", &origin)
-                    .form(&form),
-                None => self.http.get(url.clone()),
-            };
-            if let Some(cookies) = self.jar.get(&origin).filter(|c| !c.is_empty()) {
-                let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                request = request.header(COOKIE, header.join("; "));
-            }
-            let response = request
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("browser: {url} failed: {e}"));
-            let cookies = self.jar.entry(origin).or_default();
-            for set in response.headers().get_all(SET_COOKIE) {
-                let pair = set.to_str().unwrap_or("").split(';').next().unwrap_or("");
-                if let Some((name, value)) = pair.split_once('=') {
-                    if value.is_empty() {
-                        cookies.remove(name.trim());
-                    } else {
-                        cookies.insert(name.trim().to_owned(), value.to_owned());
-                    }
-                }
-            }
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .expect("a redirect has a Location");
-                url = url.join(location).expect("Location is a URL");
-                continue;
-            }
-            let body = response.text().await.unwrap_or_default();
-            return Page {
-                url,
-                status: status.as_u16(),
-                body,
-            };
-        }
-        panic!("browser: more than ten redirects, at {url}");
-    }
-
-    /// Opens the connect link, signs in as `login`, consents, and returns
-    /// the page the bot's callback answered with.
-    async fn connect(&mut self, link: &str, login: &str) -> Page {
-        let mut page = self.visit(Url::parse(link).unwrap(), None).await;
-        for _ in 0..4 {
-            let form = if page.url.path().starts_with("/oauth/start/") && page.status == 200 {
-                // The bot's start page (hosted mode): Continue.
-                let target = page.url.clone();
-                page = self.visit(target, Some(Vec::new())).await;
-                continue;
-            } else if page.body.contains(r#"name="prompt" value="login""#) {
-                vec![
-                    ("prompt", "login".to_owned()),
-                    ("login", login.to_owned()),
-                    ("password", "anything".to_owned()),
-                ]
-            } else if page.body.contains(r#"name="prompt" value="consent""#) {
-                vec![("prompt", "consent".to_owned())]
-            } else {
-                return page;
-            };
-            let action = form_action(&page.body)
-                .unwrap_or_else(|| panic!("a form without an action at {}", page.url));
-            let target = page.url.join(&action).expect("the action is a URL");
-            page = self.visit(target, Some(form)).await;
-        }
-        page
-    }
-}
-
-/// The first `<form action="…">` of `html`, unescaped as far as these
-/// pages escape it.
-fn form_action(html: &str) -> Option<String> {
-    let start = html.find("<form")?;
-    let rest = &html[start..];
-    let value = rest.split("action=\"").nth(1)?.split('"').next()?;
-    Some(value.replace("&amp;", "&"))
-}
-
 // ---------------------------------------------------------------------------
 // One user's flow
 // ---------------------------------------------------------------------------
@@ -274,16 +149,17 @@ async fn connect(
     // the bot), so the confirmation is not held back by the link message
     // and the callback → confirmation time is the bot's own.
     tokio::time::sleep(THINK).await;
-    let mut browser = Browser::new(http);
+    let mut browser = FormBrowser::new(http);
     let login = login_of(user);
     // Waiting for the confirmation alongside the browser, so its arrival
     // is timed even when it comes before the callback page does.
-    let (page, confirmed_at) = tokio::join!(browser.connect(&link, &login), async {
+    let (page, confirmed_at) = tokio::join!(browser.sign_in(&link, &login), async {
         telegram
             .wait_for_message(chat, wait, |m| m.text.contains(CONNECTED))
             .await;
         Instant::now()
     });
+    let page = page.unwrap_or_else(|error| panic!("browser: {error}"));
     assert_eq!(page.url.path(), "/oauth/callback", "{}", page.body);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains(CONNECTED), "{}", page.body);

@@ -16,11 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fake_telegram::{FakeTelegram, FakeUser, SentMessage};
-use std::collections::HashMap;
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use test_peers::form_browser::FormBrowser;
 use test_peers::{OidcMcpServer, TsDemoServer};
-use url::Url;
 
 use crate::support::bot::{BotProcess, demo_server};
 use crate::support::replicas::{SECRET, Shared};
@@ -59,7 +57,6 @@ struct Tally {
 
 struct World {
     telegram: FakeTelegram,
-    public: String,
     tally: Tally,
     calls_done: tokio::sync::watch::Sender<usize>,
 }
@@ -144,9 +141,7 @@ async fn until_answered(
             Reply::Reconnect(link) => {
                 world.tally.reconnects.fetch_add(1, Ordering::Relaxed);
                 eprintln!("user {}: asked to connect again", user.id);
-                let _ = Browser::default()
-                    .connect(&link, &world.public, &login_of(user))
-                    .await;
+                let _ = browser().sign_in(&link, &login_of(user)).await;
             }
             Reply::Silent => {
                 world.tally.silent.fetch_add(1, Ordering::Relaxed);
@@ -156,112 +151,17 @@ async fn until_answered(
     panic!("user {} never got an answer to {text:?}", user.id);
 }
 
-/// One user's browser: follows redirects by hand, keeps cookies per
-/// origin (oidc-provider ties its login and consent steps to cookies, the
-/// bot's start page binds the flow with one) and submits the forms as a
-/// user would. `Err` when a page failed (a replica died under it): the
-/// user asks for a new link.
-#[derive(Default)]
-struct Browser {
-    jar: HashMap<String, HashMap<String, String>>,
-}
-
-struct Page {
-    url: Url,
-    status: u16,
-    body: String,
-}
-
-impl Browser {
-    async fn visit(
-        &mut self,
-        http: &reqwest::Client,
-        mut url: Url,
-        mut form: Option<Vec<(&str, String)>>,
-        origin_header: Option<&str>,
-    ) -> Result<Page, String> {
-        for _ in 0..10 {
-            let origin = url.origin().ascii_serialization();
-            let mut request = match form.take() {
-                Some(form) => http.post(url.clone()).form(&form),
-                None => http.get(url.clone()),
-            };
-            if let Some(header) = origin_header {
-                request = request.header("origin", header);
-            }
-            if let Some(cookies) = self.jar.get(&origin).filter(|c| !c.is_empty()) {
-                let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                request = request.header(COOKIE, header.join("; "));
-            }
-            let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
-            let cookies = self.jar.entry(origin).or_default();
-            for set in response.headers().get_all(SET_COOKIE) {
-                let pair = set.to_str().unwrap_or("").split(';').next().unwrap_or("");
-                if let Some((name, value)) = pair.split_once('=') {
-                    if value.is_empty() {
-                        cookies.remove(name.trim());
-                    } else {
-                        cookies.insert(name.trim().to_owned(), value.to_owned());
-                    }
-                }
-            }
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .ok_or("a redirect without Location")?;
-                url = url.join(location).map_err(|e| e.to_string())?;
-                continue;
-            }
-            let body = response.text().await.map_err(|e| e.to_string())?;
-            return Ok(Page {
-                url,
-                status: status.as_u16(),
-                body,
-            });
-        }
-        Err(format!("more than ten redirects, at {url}"))
-    }
-
-    /// The bot's start page's Continue, then the authorization server's
-    /// login (as `login`) and consent; the callback's page.
-    async fn connect(&mut self, link: &str, public: &str, login: &str) -> Result<Page, String> {
-        let http = reqwest::Client::builder()
+/// One user's browser: its own cookies, a client that follows no
+/// redirect by itself. `Err` when a page failed (a replica died under
+/// it): the user asks for a new link.
+fn browser() -> FormBrowser {
+    FormBrowser::new(
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
-            .unwrap();
-        let link = Url::parse(link).map_err(|e| e.to_string())?;
-        let mut page = self
-            .visit(&http, link, Some(Vec::new()), Some(public))
-            .await?;
-        for _ in 0..3 {
-            let form = if page.body.contains(r#"name="prompt" value="login""#) {
-                vec![
-                    ("prompt", "login".to_owned()),
-                    ("login", login.to_owned()),
-                    ("password", "anything".to_owned()),
-                ]
-            } else if page.body.contains(r#"name="prompt" value="consent""#) {
-                vec![("prompt", "consent".to_owned())]
-            } else {
-                return Ok(page);
-            };
-            let action = form_action(&page.body).ok_or("a form without an action")?;
-            let target = page.url.join(&action).map_err(|e| e.to_string())?;
-            page = self.visit(&http, target, Some(form), None).await?;
-        }
-        Ok(page)
-    }
-}
-
-/// The first `<form action="…">` of `html`.
-fn form_action(html: &str) -> Option<String> {
-    let start = html.find("<form")?;
-    let value = html[start..].split("action=\"").nth(1)?.split('"').next()?;
-    Some(value.replace("&amp;", "&"))
+            .unwrap(),
+    )
 }
 
 fn login_of(user: &FakeUser) -> String {
@@ -281,8 +181,8 @@ async fn connect(world: &World, user: &FakeUser, server: &str) {
         })
         .await;
         world.tally.links.fetch_add(1, Ordering::Relaxed);
-        let page = Browser::default()
-            .connect(&offer.url_buttons()[0].1, &world.public, &login_of(user))
+        let page = browser()
+            .sign_in(&offer.url_buttons()[0].1, &login_of(user))
             .await;
         match page {
             Ok(page) if page.status == 200 && page.body.contains(connected) => return,
@@ -334,7 +234,7 @@ async fn a_replica_killed_mid_traffic_loses_nothing() {
     );
     let telegram = FakeTelegram::start().await;
     let shared = Shared::start();
-    let (front, public, env) = (&shared.front, shared.public.clone(), shared.env());
+    let (front, env) = (&shared.front, shared.env());
     let config = |dir: &std::path::Path, index| {
         shared
             .config(&telegram, dir, index)
@@ -351,7 +251,6 @@ async fn a_replica_killed_mid_traffic_loses_nothing() {
     let (calls_done, mut answered) = tokio::sync::watch::channel(0);
     let world = Arc::new(World {
         telegram: telegram.clone(),
-        public: public.clone(),
         tally: Tally::default(),
         calls_done,
     });

@@ -10,6 +10,7 @@ pub mod browser;
 pub mod chromium;
 mod everything;
 mod fast;
+pub mod form_browser;
 mod mrtr;
 mod node_peer;
 mod oidc;
