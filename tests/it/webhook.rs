@@ -12,13 +12,12 @@ use crate::support::free_port;
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "s3cret_Webhook-token";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn updates_arrive_by_webhook_with_the_secret_and_polling_takes_over_again() {
-    let telegram = FakeTelegram::start().await;
+/// A bot in webhook mode on a port of its own, and its public URL.
+async fn webhook_bot(telegram: &FakeTelegram) -> (BotProcess, String) {
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let bot = BotProcess::start_with_env(&telegram, &[("WEBHOOK_SECRET", SECRET)], |dir| {
-        base_config(&telegram, dir)
+    let bot = BotProcess::start_with_env(telegram, &[("WEBHOOK_SECRET", SECRET)], |dir| {
+        base_config(telegram, dir)
             .replace(
                 "listen = \"127.0.0.1:0\"",
                 &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
@@ -29,6 +28,13 @@ async fn updates_arrive_by_webhook_with_the_secret_and_polling_takes_over_again(
             )
     })
     .await;
+    (bot, public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_arrive_by_webhook_with_the_secret_and_polling_takes_over_again() {
+    let telegram = FakeTelegram::start().await;
+    let (bot, public) = webhook_bot(&telegram).await;
     assert_eq!(
         telegram.webhook_url().as_deref(),
         Some(format!("{public}/telegram/webhook").as_str())
@@ -84,20 +90,7 @@ async fn updates_arrive_by_webhook_with_the_secret_and_polling_takes_over_again(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_delivered_twice_is_answered_once() {
     let telegram = FakeTelegram::start().await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    let bot = BotProcess::start_with_env(&telegram, &[("WEBHOOK_SECRET", SECRET)], |dir| {
-        base_config(&telegram, dir)
-            .replace(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"127.0.0.1:{port}\"\npublic_url = \"{public}\""),
-            )
-            .replace(
-                "[http]",
-                "mode = \"webhook\"\nwebhook_secret = \"${WEBHOOK_SECRET}\"\n\n[http]",
-            )
-    })
-    .await;
+    let (bot, public) = webhook_bot(&telegram).await;
     let alice = telegram.user(1, "Alice");
     telegram.send_private(&alice, "/help");
     telegram.wait_for_message(1, WAIT, |_| true).await;
