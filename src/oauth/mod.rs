@@ -537,7 +537,13 @@ impl Connector {
             return Err(OAuthError::NotOAuthServer);
         };
         let challenge = match options.challenge {
-            Some(challenge) => Some(challenge),
+            Some(challenge) => {
+                // The server turned down a token: its authorization
+                // server may have moved (SEP-2352), so what discovery
+                // found before is asked for again.
+                self.http(server)?.forget_discovery();
+                Some(challenge)
+            }
             None => self.http(server)?.challenge(&server.url).await,
         };
         let mut discovered = self.discover(server, challenge.as_deref(), false).await?;
