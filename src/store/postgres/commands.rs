@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rand::RngCore;
 
-use super::{Database, user_key};
+use super::{Database, notices, user_key};
 use crate::store::{CommandGuards, CommandTicket, Running, StoreError};
 
 /// A command's lease is deleted just after its answer goes out, by a task
@@ -91,26 +91,14 @@ const CANCELS: &str = "mcpgram_cancel";
 /// the call). Runs until the process ends; a lost connection to the
 /// database is opened again.
 pub async fn listen_for_cancels(db: Database, cancel: impl Fn(u64, Option<&str>) + Send) {
-    loop {
-        let Err(error) = listen_once(&db, &cancel).await;
-        tracing::warn!(%error, "listening for other replicas' cancels failed; listening again");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn listen_once(
-    db: &Database,
-    cancel: &(impl Fn(u64, Option<&str>) + Send),
-) -> Result<std::convert::Infallible, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(db.pool()).await?;
-    listener.listen(CANCELS).await?;
-    loop {
-        let notice = listener.recv().await?;
-        match parse_cancel(notice.payload()) {
+    notices::listen(db, CANCELS, |payload| {
+        match parse_cancel(&payload) {
             Some((user_id, call)) => cancel(user_id, call),
             None => tracing::warn!("an unreadable cancel request between replicas; ignored"),
         }
-    }
+        std::future::ready(())
+    })
+    .await
 }
 
 /// `"<user id>:<call id>"`, or `"<user id>:*"` for any of the user's calls.
@@ -139,12 +127,13 @@ impl CommandGuards for PgCommandGuards {
         if running.is_none() {
             return Ok(false);
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CANCELS)
-            .bind(format!("{user_id}:{}", call.unwrap_or("*")))
-            .execute(self.db.pool())
-            .await
-            .map_err(StoreError::Database)?;
+        notices::notify(
+            self.db.pool(),
+            CANCELS,
+            &format!("{user_id}:{}", call.unwrap_or("*")),
+        )
+        .await
+        .map_err(StoreError::Database)?;
         Ok(true)
     }
 

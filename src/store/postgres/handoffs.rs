@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::{Database, sealing, user_key};
+use super::{Database, notices, sealing, user_key};
 use crate::store::{Handoffs, StoreError};
 use crate::vault::Vault;
 use std::sync::Arc;
@@ -82,29 +82,23 @@ impl PgHandoffs {
             .transpose()
     }
 
-    async fn listen_once(
-        &self,
-        deliver: &(dyn Fn(serde_json::Value) + Send + Sync),
-    ) -> Result<std::convert::Infallible, sqlx::Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(self.db.pool()).await?;
-        listener.listen(CHANNEL).await?;
-        loop {
-            let notice = listener.recv().await?;
-            let Some((replica, id)) = notice.payload().split_once(':') else {
-                continue;
-            };
-            let Ok(id) = id.parse::<i64>() else {
-                continue;
-            };
-            if replica != self.replica {
-                continue;
-            }
-            match self.take(id).await {
-                Ok(Some(update)) => deliver(update),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(error = %crate::logging::chain(&error), "could not take an update another replica handed over");
-                }
+    /// A notice on [`CHANNEL`]: `"<replica>:<id>"`; this replica's
+    /// updates are taken and delivered.
+    async fn on_notice(&self, payload: &str, deliver: &(dyn Fn(serde_json::Value) + Send + Sync)) {
+        let Some((replica, id)) = payload.split_once(':') else {
+            return;
+        };
+        let Ok(id) = id.parse::<i64>() else {
+            return;
+        };
+        if replica != self.replica {
+            return;
+        }
+        match self.take(id).await {
+            Ok(Some(update)) => deliver(update),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %crate::logging::chain(&error), "could not take an update another replica handed over");
             }
         }
     }
@@ -174,10 +168,7 @@ impl Handoffs for PgHandoffs {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Database)?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(format!("{home}:{id}"))
-            .execute(&mut *tx)
+        notices::notify(&mut *tx, CHANNEL, &format!("{home}:{id}"))
             .await
             .map_err(StoreError::Database)?;
         tx.commit().await.map_err(StoreError::Database)?;
@@ -208,13 +199,12 @@ impl Handoffs for PgHandoffs {
         self: Arc<Self>,
         deliver: Box<dyn Fn(serde_json::Value) + Send + Sync>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(tokio::spawn(async move {
-            loop {
-                let Err(error) = self.listen_once(&*deliver).await;
-                tracing::warn!(%error, "listening for handed-over updates failed; listening again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }))
+        let deliver: Arc<dyn Fn(serde_json::Value) + Send + Sync> = Arc::from(deliver);
+        let db = self.db.clone();
+        Some(tokio::spawn(notices::listen(db, CHANNEL, move |payload| {
+            let (this, deliver) = (self.clone(), deliver.clone());
+            async move { this.on_notice(&payload, &*deliver).await }
+        })))
     }
 }
 

@@ -28,6 +28,7 @@ pub mod flows;
 pub mod handoffs;
 pub mod journal;
 pub mod locks;
+mod notices;
 pub mod registrations;
 mod sealing;
 #[cfg(test)]
