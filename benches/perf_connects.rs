@@ -69,41 +69,10 @@ const CONNECTED: &str = "Connected to Oidc";
 /// From the link's message to the user opening it.
 const THINK: Duration = Duration::from_secs(1);
 
-/// As `base_config` in tests/it/support/bot.rs with the server of
-/// tests/it/oidc.rs; the per-user limits at their defaults, spelled out
-/// (each user connects once, so they never bind).
+/// The bench's config: the oidc peer's MCP server, signed in to per user.
 fn config_text(telegram: &FakeTelegram, dir: &Path, mcp_url: &str) -> String {
-    format!(
-        r#"[telegram]
-token = "{token}"
-api_url = "{api}"
-
-[http]
-listen = "127.0.0.1:0"
-
-[vault]
-dir = "{vault}"
-
-[mcp]
-shutdown_grace = "3s"
-
-[limits]
-pending_flows_per_user = 3
-connects_per_minute = 6
-
-[[mcp.servers]]
-id = "oidc"
-name = "Oidc"
-url = "{mcp_url}"
-trusted = true
-timeout_secs = 60
-[mcp.servers.oauth]
-enabled = true
-"#,
-        token = telegram.token(),
-        api = telegram.api_url(),
-        vault = dir.join("vault").display(),
-    )
+    support::config(telegram, dir, "oidc", mcp_url, "")
+        + "name = \"Oidc\"\ntimeout_secs = 60\n[mcp.servers.oauth]\nenabled = true\n"
 }
 
 // ---------------------------------------------------------------------------

@@ -33,6 +33,10 @@ use rand::Rng;
 use rmcp::transport::auth::StoredAuthorizationState;
 use test_peers::EverythingServer;
 
+mod support;
+
+use support::kernel;
+
 const KEY: &str = "mcp.oauth.demo.credentials";
 
 /// Counts for one run: full measurement or a smoke run.
@@ -577,16 +581,6 @@ async fn measure_startup(runs: usize, warm_up: bool) -> Duration {
     }
     telegram.shutdown();
     median(took)
-}
-
-fn kernel() -> String {
-    std::process::Command::new("uname")
-        .arg("-r")
-        .output()
-        .ok()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|text| !text.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
