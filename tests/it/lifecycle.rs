@@ -141,6 +141,26 @@ async fn connect_user_7(
     assert!(matches!(outcomes.recv().await, Some(Outcome::Connected)));
 }
 
+/// Runs `calls` at once, across a token expiry: every one succeeds, the
+/// authorization server sees exactly one refresh, and no grant is revoked
+/// (a refresh token spent twice would revoke it).
+async fn all_with_one_refresh<T: std::fmt::Debug, E: std::fmt::Debug>(
+    oidc: &OidcMcpServer,
+    calls: impl Iterator<Item = impl Future<Output = Result<T, E>>>,
+) {
+    let before = oidc.stats().await["refreshes"].as_u64().unwrap();
+    let results = futures_util::future::join_all(calls).await;
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let stats = oidc.stats().await;
+    assert_eq!(
+        stats["refreshes"].as_u64().unwrap() - before,
+        1,
+        "one refresh for every call: {stats}"
+    );
+    assert_eq!(stats["grantsRevoked"], 0, "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_across_an_expiry_refresh_once() {
     let ttl = Duration::from_secs(2);
@@ -168,18 +188,8 @@ async fn many_concurrent_calls_across_an_expiry_refresh_once() {
         .await
         .expect("the first call");
     outlive(ttl).await;
-    let before = oidc.stats().await["refreshes"].as_u64().unwrap();
     let calls = (0..50).map(|_| gateway.call_tool(7, &server, "whoami", None, None));
-    let results = futures_util::future::join_all(calls).await;
-    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
-    assert!(failed.is_empty(), "{failed:?}");
-    let stats = oidc.stats().await;
-    assert_eq!(
-        stats["refreshes"].as_u64().unwrap() - before,
-        1,
-        "one refresh for 50 calls: {stats}"
-    );
-    assert_eq!(stats["grantsRevoked"], 0, "{stats}");
+    all_with_one_refresh(&oidc, calls).await;
     gateway.shutdown().await;
 }
 
@@ -401,18 +411,8 @@ async fn calls_on_two_replicas_across_an_expiry_refresh_once() {
             .expect("the first call");
     }
     outlive(ttl).await;
-    let before = oidc.stats().await["refreshes"].as_u64().unwrap();
     let calls = (0..50).map(|n| replicas[n % 2].call_tool(7, &server, "whoami", None, None));
-    let results = futures_util::future::join_all(calls).await;
-    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
-    assert!(failed.is_empty(), "{failed:?}");
-    let stats = oidc.stats().await;
-    assert_eq!(
-        stats["refreshes"].as_u64().unwrap() - before,
-        1,
-        "one refresh for both replicas: {stats}"
-    );
-    assert_eq!(stats["grantsRevoked"], 0, "{stats}");
+    all_with_one_refresh(&oidc, calls).await;
     for replica in replicas {
         replica.shutdown().await;
     }
