@@ -450,32 +450,38 @@ async fn probe_describes_a_servers_authorization() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
 }
 
-/// `mcpgram call` shows the server's progress on stderr, the result alone
-/// on stdout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_shows_progress_on_stderr() {
-    let server = test_peers::EverythingServer::start().await;
+/// `mcpgram <args>` with no config and a vault of its own: (exit code,
+/// stdout, stderr).
+async fn without_config(args: &[&str]) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
-        .args([
-            "call",
-            &server.mcp_url(),
-            "trigger-long-running-operation",
-            r#"{"duration": 1, "steps": 2}"#,
-            "--config",
-            "/nonexistent/mcpgram.toml",
-            "--vault-dir",
-        ])
+        .args(args)
+        .args(["--config", "/nonexistent/mcpgram.toml", "--vault-dir"])
         .arg(dir.path().join("vault"))
         .env_remove("MCPGRAM_VAULT_KEY")
         .output()
         .await
         .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mcpgram call` shows the server's progress on stderr, the result alone
+/// on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_shows_progress_on_stderr() {
+    let server = test_peers::EverythingServer::start().await;
+    let (code, stdout, stderr) = without_config(&[
+        "call",
+        &server.mcp_url(),
+        "trigger-long-running-operation",
+        r#"{"duration": 1, "steps": 2}"#,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
     // The last notification may race the result; the first one comes
     // half a second before it.
     assert!(stderr.contains("progress 1 of 2"), "{stderr}");
@@ -862,25 +868,8 @@ async fn a_connection_reset_while_opening_a_session_is_tried_once_more() {
     let front = test_peers::reset_front::ResetFront::start(backend_addr, 1).await;
     let mut url = backend.clone();
     url.set_port(Some(front.addr().port())).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcpgram"))
-        .args([
-            "tools",
-            url.as_str(),
-            "--config",
-            "/nonexistent/mcpgram.toml",
-        ])
-        .arg("--vault-dir")
-        .arg(dir.path().join("vault"))
-        .env_remove("MCPGRAM_VAULT_KEY")
-        .output()
-        .await
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (code, stdout, stderr) = without_config(&["tools", url.as_str()]).await;
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains("sum") && stdout.contains("echo"),
         "{stdout}"
