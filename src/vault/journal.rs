@@ -75,12 +75,21 @@ impl Journal {
         if let Some(dir) = path.parent() {
             file::create_private_dir(dir)?;
         }
-        let live = match fs::read(path) {
+        let read = match fs::read(path) {
             Ok(bytes) => replay(&bytes),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Replayed::default(),
             Err(source) => return Err(io("read", path, source)),
         };
-        let file = compact(path, &live)?;
+        let live = read.live;
+        // A start after a clean stop finds nothing to drop: no rewrite.
+        let file = if read.whole && read.frames == live.len() {
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|source| io("open", path, source))?
+        } else {
+            compact(path, &live)?
+        };
         let len = file
             .metadata()
             .map_err(|source| io("stat", path, source))?
@@ -180,7 +189,7 @@ impl Inner {
     /// goes on appending to the old file, which is still whole.
     fn compact(&mut self) {
         let live = match fs::read(&self.path) {
-            Ok(bytes) => replay(&bytes),
+            Ok(bytes) => replay(&bytes).live,
             Err(error) => {
                 tracing::warn!(path = %self.path.display(), %error, "could not read the journal to compact it");
                 return;
@@ -215,16 +224,27 @@ fn encode(frame: &Frame, out: &mut Vec<u8>) {
     }
 }
 
-/// The live records of a journal's bytes, in the order they were last
-/// written. Reading stops at the first frame that is cut short or not a
-/// frame at all.
-fn replay(bytes: &[u8]) -> Records {
+/// What a journal's bytes hold.
+#[derive(Default)]
+struct Replayed {
+    /// The live records, in the order they were last written.
+    live: Records,
+    /// Frames read, live or not.
+    frames: usize,
+    /// The bytes are a journal to their end (no broken frame).
+    whole: bool,
+}
+
+/// Reads a journal's bytes, stopping at the first frame that is cut short
+/// or not a frame at all.
+fn replay(bytes: &[u8]) -> Replayed {
     let Some(mut rest) = bytes.strip_prefix(MAGIC) else {
         if !bytes.is_empty() {
             tracing::warn!("the journal does not start as one; its records are dropped");
         }
-        return Vec::new();
+        return Replayed::default();
     };
+    let mut frames = 0;
     let mut records: HashMap<Name, (usize, Vec<u8>)> = HashMap::new();
     let mut order = 0;
     let take = |n: usize, rest: &mut &[u8]| -> Option<Vec<u8>> {
@@ -232,8 +252,11 @@ fn replay(bytes: &[u8]) -> Records {
         *rest = tail;
         Some(head.to_vec())
     };
+    // Every way out of the loop but the end of the bytes is a broken frame.
+    let mut whole = true;
     while let Some(kind) = take(1, &mut rest) {
         let Some(name) = take(32, &mut rest).and_then(|n| Name::try_from(n).ok()) else {
+            whole = false;
             break;
         };
         match kind[0] {
@@ -243,9 +266,11 @@ fn replay(bytes: &[u8]) -> Records {
                     .map(|l| u32::from_le_bytes(l) as usize)
                     .filter(|&l| l <= MAX_RECORD)
                 else {
+                    whole = false;
                     break;
                 };
                 let Some(sealed) = take(len, &mut rest) else {
+                    whole = false;
                     break;
                 };
                 order += 1;
@@ -254,10 +279,14 @@ fn replay(bytes: &[u8]) -> Records {
             b'D' => {
                 records.remove(&name);
             }
-            _ => break,
+            _ => {
+                whole = false;
+                break;
+            }
         }
+        frames += 1;
     }
-    if !rest.is_empty() {
+    if !whole {
         tracing::warn!(
             bytes = rest.len(),
             "the journal ends in a broken frame (a crash while writing?); the rest is dropped"
@@ -268,9 +297,14 @@ fn replay(bytes: &[u8]) -> Records {
         .map(|(name, (order, sealed))| (order, name, sealed))
         .collect();
     live.sort_by_key(|(order, ..)| *order);
-    live.into_iter()
-        .map(|(_, name, sealed)| (name, sealed))
-        .collect()
+    Replayed {
+        live: live
+            .into_iter()
+            .map(|(_, name, sealed)| (name, sealed))
+            .collect(),
+        frames,
+        whole,
+    }
 }
 
 /// Writes `live` as the journal at `path` (aside, then renamed over, the
@@ -312,6 +346,7 @@ pub fn reseal(
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|source| io("read", path, source))?;
     let live = replay(&bytes)
+        .live
         .into_iter()
         .map(|(name, sealed)| Ok((name, reseal(&sealed)?)))
         .collect::<Result<Vec<_>, VaultError>>()?;
@@ -363,6 +398,31 @@ mod tests {
         assert_eq!(leftovers, vec!["flows.journal"], "no temporary file left");
     }
 
+    /// A start after a clean stop rewrites nothing; one after removals
+    /// compacts.
+    #[tokio::test]
+    async fn only_a_journal_with_dead_frames_is_rewritten_at_open() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("flows.journal");
+        let inode = || fs::metadata(&path).unwrap().ino();
+        {
+            let (journal, _) = Journal::open(&path).unwrap();
+            journal.put(name(1), b"one".to_vec()).await.unwrap();
+        }
+        let before = inode();
+        {
+            let (journal, live) = Journal::open(&path).unwrap();
+            assert_eq!(live.len(), 1);
+            assert_eq!(inode(), before, "nothing to drop: the same file");
+            journal.put(name(2), b"two".to_vec()).await.unwrap();
+            journal.remove(name(2)).await.unwrap();
+        }
+        let (_journal, live) = Journal::open(&path).unwrap();
+        assert_eq!(live, vec![(name(1), b"one".to_vec())]);
+        assert_ne!(inode(), before, "dead frames: compacted into a new file");
+    }
+
     #[tokio::test]
     async fn concurrent_appends_are_all_written() {
         let temp = tempfile::tempdir().unwrap();
@@ -395,6 +455,23 @@ mod tests {
         fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
         let (_journal, live) = Journal::open(&path).unwrap();
         assert_eq!(live, vec![(name(1), b"kept".to_vec())]);
+        // Cut right after a frame's name: appends after it stay readable.
+        {
+            let (journal, _) = Journal::open(&path).unwrap();
+            journal.put(name(2), b"cut".to_vec()).await.unwrap();
+        }
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 4 - 3]).unwrap();
+        {
+            let (journal, live) = Journal::open(&path).unwrap();
+            assert_eq!(live, vec![(name(1), b"kept".to_vec())]);
+            journal.put(name(3), b"after".to_vec()).await.unwrap();
+        }
+        let (_journal, live) = Journal::open(&path).unwrap();
+        assert_eq!(
+            live,
+            vec![(name(1), b"kept".to_vec()), (name(3), b"after".to_vec())]
+        );
         // Not a journal at all: nothing is read, nothing panics.
         fs::write(&path, b"garbage").unwrap();
         let (_journal, live) = Journal::open(&path).unwrap();
