@@ -177,7 +177,7 @@ impl Open {
         params: CallToolRequestParams,
         watch: Option<Arc<Watch>>,
     ) -> Result<CallToolResult, Step> {
-        match self.tool(&params.name).await.map_err(Step::repeatable)? {
+        match self.tool(&params.name).await.map_err(Step::Repeatable)? {
             Some(tool) => {
                 let problems = tool.problems(params.arguments.as_ref());
                 if !problems.is_empty() {
@@ -214,12 +214,6 @@ enum Step {
     Refused(McpError),
 }
 
-impl Step {
-    fn repeatable(error: ServiceError) -> Self {
-        Step::Repeatable(error)
-    }
-}
-
 impl From<ServiceError> for Step {
     fn from(error: ServiceError) -> Self {
         Step::Failed(error)
@@ -249,7 +243,7 @@ impl Sessions {
         user_id: u64,
     ) -> Result<Vec<Tool>, McpError> {
         self.run(server, user_id, None, |live| async move {
-            live.list_tools().await.map_err(Step::repeatable)
+            live.list_tools().await.map_err(Step::Repeatable)
         })
         .await
     }
@@ -265,7 +259,7 @@ impl Sessions {
                 .peer()
                 .list_all_resources()
                 .await
-                .map_err(Step::repeatable)
+                .map_err(Step::Repeatable)
         })
         .await
     }
@@ -301,7 +295,7 @@ impl Sessions {
                 .peer()
                 .list_all_prompts()
                 .await
-                .map_err(Step::repeatable)
+                .map_err(Step::Repeatable)
         })
         .await
     }
@@ -338,7 +332,7 @@ impl Sessions {
         name: &str,
     ) -> Result<Option<Tool>, McpError> {
         self.run(server, user_id, None, |live| async move {
-            let found = live.tool(name).await.map_err(Step::repeatable)?;
+            let found = live.tool(name).await.map_err(Step::Repeatable)?;
             Ok(found.map(|checked| checked.tool.clone()))
         })
         .await
