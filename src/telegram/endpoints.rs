@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use teloxide::prelude::*;
 
 use super::TgBot;
-use teloxide::types::{ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
+use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, Me, User};
 
 use super::ask;
 use super::commands::{self, BrowseTap, CallRequest, Problem, Request};
@@ -23,6 +23,7 @@ use super::render::{Entry, Listing};
 use super::results;
 use super::running::{Running, Status};
 use super::send::{self, LinkButton};
+use super::typing::Typing;
 use super::wording::{self, OfferReason};
 use crate::config::ServerConfig;
 use crate::gateway::{
@@ -772,8 +773,10 @@ async fn run_op(
                 ResumeOp::ListPrompts => Listing::Prompts,
                 _ => Listing::Tools,
             };
-            typing(bot, from.chat);
-            match fetch(gateway, from.user_id, server, listing).await {
+            let typing = Typing::start(bot, from.chat);
+            let fetched = fetch(gateway, from.user_id, server, listing).await;
+            drop(typing);
+            match fetched {
                 Ok(listed) => {
                     done.release();
                     let (text, rows) = browse_page(listing, server, &listed.entries(), 0);
@@ -1036,10 +1039,11 @@ pub async fn browse_tap(
                     done.release();
                     return send::text(&bot, chat, &wording::gone(&server, listing)).await;
                 };
-                typing(&bot, chat);
+                let typing = Typing::start(&bot, chat);
                 let read = gateway
                     .read_resource(user_id, &server, &resource.uri, None)
                     .await;
+                drop(typing);
                 done.release();
                 match read {
                     Ok(read) => {
@@ -1326,12 +1330,12 @@ async fn offer_connect(
         chat_id: private_chat.0,
     };
     // A known server's link is ready in milliseconds (discovery's answers
-    // are kept): "typing…" only when starting takes long enough to see.
-    let slow = typing_after(bot, from.chat, TYPING_AFTER);
+    // are kept), so usually without "typing…".
+    let typing = Typing::start(bot, from.chat);
     let offer = gateway
         .start_connect_with(owner, &from.requester, server, options)
         .await;
-    slow.abort();
+    drop(typing);
     done.release();
     let offer = match offer {
         Ok(offer) => offer,
@@ -1407,29 +1411,4 @@ async fn offer_connect(
 /// sender through.
 fn sender(msg: &Message) -> u64 {
     msg.from.as_ref().map(|user| user.id.0).unwrap_or_default()
-}
-
-/// "typing…" in the chat, without waiting for Telegram: the MCP request
-/// must not wait for a round trip to the Bot API.
-/// How long a `/connect` may take before the chat shows "typing…".
-const TYPING_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// "typing…" in `chat` once `delay` has passed, unless aborted first.
-fn typing_after(
-    bot: &TgBot,
-    chat: ChatId,
-    delay: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    let bot = bot.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let _ = bot.send_chat_action(chat, ChatAction::Typing).await;
-    })
-}
-
-fn typing(bot: &TgBot, chat: ChatId) {
-    let bot = bot.clone();
-    tokio::spawn(async move {
-        let _ = bot.send_chat_action(chat, ChatAction::Typing).await;
-    });
 }

@@ -13,7 +13,8 @@
 //!   [`dialogue`] and [`ask`]: questions one at a time (guided calls,
 //!   servers' elicitation, consent, `/token`).
 //! - [`send`] and [`format`]: chunking, link buttons, no previews;
-//!   [`pace`]: every message within Telegram's flood limits.
+//!   [`pace`]: every message within Telegram's flood limits; [`typing`]:
+//!   "typing…" for work that takes a while.
 //! - [`notifier`]: tells a chat how its authorization flow ended.
 //! - [`journal`]: every webhook update recorded before it is acknowledged,
 //!   so one a dying replica leaves is answered by another.
@@ -31,6 +32,7 @@ pub mod results;
 pub mod running;
 pub mod schema;
 pub mod send;
+pub mod typing;
 pub mod wording;
 
 use std::future::Future;

@@ -11,11 +11,12 @@ use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use rmcp::model::{ElicitRequestParams, ElicitResult};
 use teloxide::prelude::*;
-use teloxide::types::{ChatAction, MessageId};
+use teloxide::types::MessageId;
 use tokio::sync::{oneshot, watch};
 
 use super::TgBot;
 use super::dialogue::Dialogues;
+use super::typing::Typing;
 use super::{ask, send, wording};
 use crate::config::ServerConfig;
 use crate::gateway::{CallObserver, Progress};
@@ -26,9 +27,6 @@ const SHOW_AFTER: Duration = Duration::from_millis(1500);
 /// At most one edit of the status message per this much time: the last
 /// progress in between is the one shown.
 const EDIT_EVERY: Duration = Duration::from_millis(1500);
-
-/// Telegram shows "typing…" for 5 s; renewed a little sooner.
-const TYPING_EVERY: Duration = Duration::from_secs(4);
 
 /// callback_data prefix of a Cancel button; the id is 16 hex digits.
 const CANCEL_PREFIX: &str = "cancel:";
@@ -185,11 +183,11 @@ async fn show(
     mut updates: watch::Receiver<Option<Progress>>,
     mut finish: oneshot::Receiver<()>,
 ) {
-    let typing = tokio::spawn(keep_typing(bot.clone(), chat));
+    let typing = Typing::start(&bot, chat);
     // Quiet until the call has taken a while or reported progress.
     tokio::select! {
         _ = &mut finish => {
-            typing.abort();
+            drop(typing);
             return;
         }
         _ = updates.changed() => {}
@@ -229,18 +227,11 @@ async fn show(
             }
         }
     }
-    typing.abort();
+    drop(typing);
     if let Some(id) = message
         && let Err(error) = bot.delete_message(chat, id).await
     {
         tracing::debug!(%error, "could not remove a call's status");
-    }
-}
-
-async fn keep_typing(bot: TgBot, chat: ChatId) {
-    loop {
-        let _ = bot.send_chat_action(chat, ChatAction::Typing).await;
-        tokio::time::sleep(TYPING_EVERY).await;
     }
 }
 

@@ -736,3 +736,45 @@ async fn a_page_required_first_is_asked_and_the_call_offered_again() {
     bot.stop().await;
     telegram.assert_no_errors();
 }
+
+/// "typing…" comes only once a call takes a while: a quick answer needs
+/// no sign, and costs one Bot API call instead of two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_shows_only_for_calls_that_take_a_while() {
+    let (_server, telegram, _bot) = everything_bot(EverythingServer::start().await).await;
+    let alice = telegram.user(1, "Alice");
+    let typing = |telegram: &FakeTelegram| {
+        telegram
+            .calls()
+            .iter()
+            .filter(|c| c.method == "sendchataction")
+            .count()
+    };
+    const SUM: &str = r#"/call every get-sum {"a": 1, "b": 2}"#;
+
+    // The first call opens the session.
+    telegram.send_private(&alice, SUM);
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("is 3"))
+        .await;
+    let before = typing(&telegram);
+    telegram.send_private(&alice, SUM);
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("is 3"))
+        .await;
+    assert_eq!(typing(&telegram), before, "a quick call shows no typing");
+
+    telegram.send_private(
+        &alice,
+        r#"/call every trigger-long-running-operation {"duration": 2, "steps": 2}"#,
+    );
+    telegram
+        .wait_for_call_count("sendchataction", before + 1, WAIT)
+        .await;
+    let action = telegram.wait_for_call("sendchataction", WAIT).await;
+    assert_eq!(action.params["action"], "typing");
+    telegram
+        .wait_for_message(1, WAIT, |m| m.text.contains("operation completed"))
+        .await;
+    telegram.assert_no_errors();
+}
