@@ -60,9 +60,16 @@ pub fn init() {
     init_with(Format::Text);
 }
 
+/// What is logged when `RUST_LOG` is unset: the bot's own INFO, and only
+/// warnings from rmcp, whose INFO lines (a session opened, its stream
+/// ended, with the server's whole self-description) come per user and
+/// session and would drown the rest.
+const DEFAULT_FILTER: &str = "info,rmcp=warn";
+
 /// Logs to stderr in `format`; call once at start.
 pub fn init_with(format: Format) {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry();
     let _ = match format {
         Format::Text => registry
