@@ -7,7 +7,9 @@
 //!   reply with the sum is recorded by the fake;
 //! - C, the fake alone: the same round trip with a minimal echo bot (one
 //!   long poll, one `sendMessage`), i.e. what the fake and two HTTP
-//!   exchanges cost by themselves;
+//!   exchanges cost by themselves; C', the same echo bot in a process of
+//!   its own, as the real bot is (this bench binary run again): what any
+//!   bot pays for crossing processes, before doing anything;
 //!
 //! interleaved in blocks (A, B, C, A, B, C, ...) since the machine is
 //! shared. B goes round robin over many users, each warmed first (sessions
@@ -91,14 +93,8 @@ async fn direct_call(client: &Direct) -> Duration {
 // B: the bot binary on the fake Telegram
 // ---------------------------------------------------------------------------
 
-fn chat_of(params: &serde_json::Value) -> Option<i64> {
-    let id = &params["chat_id"];
-    id.as_i64().or_else(|| id.as_str()?.parse().ok())
-}
-
-/// One `/call` from `user`: (until the bot's "typing…" reaches the fake,
-/// i.e. the update was delivered and dispatched; until the reply).
-async fn bot_call(telegram: &FakeTelegram, bot: &Bot, user: &FakeUser) -> (Duration, Duration) {
+/// One `/call` from `user`, until its reply reaches the fake.
+async fn bot_call(telegram: &FakeTelegram, bot: &Bot, user: &FakeUser) -> Duration {
     let call = tokio::time::timeout(WAIT / 2, bot_call_unguarded(telegram, user)).await;
     call.unwrap_or_else(|_| {
         panic!(
@@ -118,23 +114,14 @@ async fn bot_call(telegram: &FakeTelegram, bot: &Bot, user: &FakeUser) -> (Durat
     })
 }
 
-async fn bot_call_unguarded(telegram: &FakeTelegram, user: &FakeUser) -> (Duration, Duration) {
+async fn bot_call_unguarded(telegram: &FakeTelegram, user: &FakeUser) -> Duration {
     let chat = user.id as i64;
     let start = Instant::now();
     telegram.send_private(user, CALL);
-    // `sendChatAction` is not paced; older ones (another chat's
-    // renewal) are skipped.
-    loop {
-        let call = telegram.wait_for_call("sendchataction", WAIT).await;
-        if chat_of(&call.params) == Some(chat) {
-            break;
-        }
-    }
-    let typing = start.elapsed();
     telegram
         .wait_for_message(chat, WAIT, |m| m.text.contains(SUM))
         .await;
-    (typing, start.elapsed())
+    start.elapsed()
 }
 
 // ---------------------------------------------------------------------------
@@ -144,36 +131,51 @@ async fn bot_call_unguarded(telegram: &FakeTelegram, user: &FakeUser) -> (Durati
 /// Long-polls `telegram` and answers every message with [`SUM`] at once.
 fn echo_bot(telegram: &FakeTelegram) -> tokio::task::JoinHandle<()> {
     let base = format!("{}bot{}", telegram.api_url(), telegram.token());
-    tokio::spawn(async move {
-        let http = reqwest::Client::new();
-        let mut offset = 0i64;
-        loop {
-            let Ok(response) = http
-                .post(format!("{base}/getUpdates"))
-                .form(&[("offset", offset.to_string()), ("timeout", "10".to_owned())])
+    tokio::spawn(echo_loop(base))
+}
+
+/// The same minimal bot in a process of its own (this bench binary run
+/// again), as the real bot is.
+fn echo_process(telegram: &FakeTelegram) -> tokio::process::Child {
+    let base = format!("{}bot{}", telegram.api_url(), telegram.token());
+    tokio::process::Command::new(std::env::current_exe().unwrap())
+        .env(ECHO_ENV, base)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the echo bot")
+}
+
+const ECHO_ENV: &str = "PERF_CALLS_ECHO_BOT";
+
+async fn echo_loop(base: String) {
+    let http = reqwest::Client::new();
+    let mut offset = 0i64;
+    loop {
+        let Ok(response) = http
+            .post(format!("{base}/getUpdates"))
+            .form(&[("offset", offset.to_string()), ("timeout", "10".to_owned())])
+            .send()
+            .await
+        else {
+            return;
+        };
+        let Ok(body) = response.bytes().await else {
+            return;
+        };
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for update in body["result"].as_array().into_iter().flatten() {
+            offset = update["update_id"].as_i64().unwrap() + 1;
+            let chat = update["message"]["chat"]["id"].as_i64().unwrap();
+            http.post(format!("{base}/sendMessage"))
+                .form(&[("chat_id", chat.to_string()), ("text", SUM.to_owned())])
                 .send()
                 .await
-            else {
-                return;
-            };
-            let Ok(body) = response.bytes().await else {
-                return;
-            };
-            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            for update in body["result"].as_array().into_iter().flatten() {
-                offset = update["update_id"].as_i64().unwrap() + 1;
-                let chat = update["message"]["chat"]["id"].as_i64().unwrap();
-                http.post(format!("{base}/sendMessage"))
-                    .form(&[("chat_id", chat.to_string()), ("text", SUM.to_owned())])
-                    .send()
-                    .await
-                    .expect("sendMessage")
-                    .bytes()
-                    .await
-                    .unwrap();
-            }
+                .expect("sendMessage")
+                .bytes()
+                .await
+                .unwrap();
         }
-    })
+    }
 }
 
 async fn echo_call(telegram: &FakeTelegram, user: &FakeUser) -> Duration {
@@ -191,6 +193,10 @@ async fn echo_call(telegram: &FakeTelegram, user: &FakeUser) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if let Some(base) = std::env::var_os(ECHO_ENV) {
+        echo_loop(base.into_string().unwrap()).await;
+        return;
+    }
     let full = std::env::args().any(|arg| arg == "--bench");
     let counts = if full { &FULL } else { &SMOKE };
     let ticks = ticks_per_sec();
@@ -228,12 +234,17 @@ async fn main() {
     let echo_telegram = FakeTelegram::start().await;
     let echo = echo_bot(&echo_telegram);
     let echo_user = echo_telegram.user(1, "Echo");
+    let apart_telegram = FakeTelegram::start().await;
+    let apart = echo_process(&apart_telegram);
+    let apart_user = apart_telegram.user(1, "Echo");
+    let mut c_apart = Vec::new();
 
     // Warm: the direct session, and every user's session through the bot
     // (all at once; the bot sends at most 30 replies a second).
     for _ in 0..20 {
         direct_call(&direct).await;
         echo_call(&echo_telegram, &echo_user).await;
+        echo_call(&apart_telegram, &apart_user).await;
     }
     for (telegram, users) in [(&telegram, &users), (&pg_telegram, &pg_users)] {
         for user in users {
@@ -245,7 +256,7 @@ async fn main() {
                 .await;
         }
     }
-    // Let the pacing's windows and any "typing…" renewal pass.
+    // Let the pacing's windows pass.
     tokio::time::sleep(if full {
         Duration::from_secs(5)
     } else {
@@ -253,7 +264,7 @@ async fn main() {
     })
     .await;
 
-    let (mut a, mut b, mut b_typing, mut c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     let mut d = Vec::new();
     let mut cpu = Duration::ZERO;
     let mut next_user = 0usize;
@@ -266,17 +277,18 @@ async fn main() {
         for _ in 0..counts.per_block {
             let user = &users[next_user % users.len()];
             next_user += 1;
-            let (typing, reply) = bot_call(&telegram, &bot, user).await;
-            b_typing.push(typing);
-            b.push(reply);
+            b.push(bot_call(&telegram, &bot, user).await);
         }
         cpu += bot.cpu(ticks) - before;
         for n in 0..counts.per_block {
             let user = &pg_users[(next_user - counts.per_block + n) % pg_users.len()];
-            d.push(bot_call(&pg_telegram, &pg_bot, user).await.1);
+            d.push(bot_call(&pg_telegram, &pg_bot, user).await);
         }
         for _ in 0..counts.per_block {
             c.push(echo_call(&echo_telegram, &echo_user).await);
+        }
+        for _ in 0..counts.per_block {
+            c_apart.push(echo_call(&apart_telegram, &apart_user).await);
         }
     }
     let b_calls = b.len();
@@ -291,12 +303,13 @@ async fn main() {
             tokio::time::sleep(counts.pause).await;
             let user = &users[next_user % users.len()];
             next_user += 1;
-            b_paced.push(bot_call(&telegram, &bot, user).await.1);
+            b_paced.push(bot_call(&telegram, &bot, user).await);
         }
     }
     let elapsed = started.elapsed();
 
     echo.abort();
+    drop(apart);
     bot.stop().await;
     pg_bot.stop().await;
     drop(direct);
@@ -308,9 +321,9 @@ async fn main() {
 
     let a = row("A direct (rmcp, one warm session)", a);
     let b = row("B through the bot (/call → reply)", b);
-    let typing = row("B, until \"typing…\" (update delivered)", b_typing);
     let d = row("D through the bot on PostgreSQL (/call → reply)", d);
     let c = row("C fake + minimal echo bot", c);
+    let c_apart = row("C' the same echo bot in its own process", c_apart);
     let a_paced = row("A direct, paced", a_paced);
     let b_paced = row("B through the bot, paced", b_paced);
 
@@ -345,8 +358,8 @@ async fn main() {
     line(&a, &a);
     line(&b, &a);
     line(&d, &a);
-    line(&typing, &a);
     line(&c, &a);
+    line(&c_apart, &a);
     line(&a_paced, &a_paced);
     line(&b_paced, &a_paced);
     let per_call = cpu.as_secs_f64() * 1000.0 / b_calls as f64;
