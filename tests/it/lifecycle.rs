@@ -144,6 +144,12 @@ async fn connect_user_7(
 /// Runs `calls` at once, across a token expiry: every one succeeds, the
 /// authorization server sees exactly one refresh, and no grant is revoked
 /// (a refresh token spent twice would revoke it).
+/// Access tokens' lifetime in the refresh-once tests. Tokens are renewed
+/// with half their life left (a second, for 2 s tokens), so the renewed
+/// token must stay fresh while all the calls run, on a loaded machine too:
+/// with 2 s tokens a slow run renewed again mid-way.
+const CONCURRENT_TTL: Duration = Duration::from_secs(6);
+
 async fn all_with_one_refresh<T: std::fmt::Debug, E: std::fmt::Debug>(
     oidc: &OidcMcpServer,
     calls: impl Iterator<Item = impl Future<Output = Result<T, E>>>,
@@ -163,7 +169,7 @@ async fn all_with_one_refresh<T: std::fmt::Debug, E: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_across_an_expiry_refresh_once() {
-    let ttl = Duration::from_secs(2);
+    let ttl = CONCURRENT_TTL;
     let oidc = OidcMcpServer::start_with_access_ttl(ttl.as_secs()).await;
     let vault = tempfile::tempdir().unwrap();
     let mut config = Config::standalone(vault.path().to_path_buf());
@@ -374,7 +380,7 @@ async fn a_failing_token_endpoint_keeps_the_connection() {
 async fn calls_on_two_replicas_across_an_expiry_refresh_once() {
     let cluster = test_peers::postgres::cluster();
     let db = cluster.database();
-    let ttl = Duration::from_secs(2);
+    let ttl = CONCURRENT_TTL;
     let oidc = OidcMcpServer::start_with_access_ttl(ttl.as_secs()).await;
     let vault = tempfile::tempdir().unwrap();
     let mut config = Config::standalone(vault.path().to_path_buf());
