@@ -53,25 +53,15 @@ impl Drop for Lease {
         let (db, user, holder) = (self.db.clone(), user_key(self.user_id), self.holder.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                // Under a burst the pool may have no connection free for
-                // a while; the user stays locked out until this succeeds
-                // or the lease expires, so it is tried again.
-                for pause in [100, 500, 2000, 5000] {
-                    let ended = sqlx::query(
-                        "DELETE FROM command_leases WHERE user_id = $1 AND holder = $2",
-                    )
-                    .bind(user)
-                    .bind(&holder)
-                    .execute(db.pool())
-                    .await;
-                    match ended {
-                        Ok(_) => return,
-                        Err(error) => {
-                            tracing::warn!(%error, "could not end a command's lease yet");
-                            tokio::time::sleep(Duration::from_millis(pause)).await;
-                        }
-                    }
-                }
+                // The user stays locked out until this succeeds or the
+                // lease expires.
+                super::write_patiently("end a command's lease", &[100, 500, 2000, 5000], || {
+                    sqlx::query("DELETE FROM command_leases WHERE user_id = $1 AND holder = $2")
+                        .bind(user)
+                        .bind(&holder)
+                        .execute(db.pool())
+                })
+                .await;
             });
         }
     }

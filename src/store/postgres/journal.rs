@@ -84,22 +84,17 @@ async fn mark_done(db: Database, mut ended: mpsc::UnboundedReceiver<Ended>) {
         }
         // Tried again while the database is busy or away: a row left
         // undone would be taken for abandoned once this replica stops.
-        for pause in [100, 500, 2000, 5000, 10_000] {
-            if batch.is_empty() {
-                break;
-            }
-            let marked =
-                sqlx::query("UPDATE update_journal SET done = true WHERE update_id = ANY($1)")
-                    .bind(&batch)
-                    .execute(db.pool())
-                    .await;
-            match marked {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "could not mark handled updates done yet");
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-            }
+        if !batch.is_empty() {
+            super::write_patiently(
+                "mark handled updates done",
+                &[100, 500, 2000, 5000, 10_000],
+                || {
+                    sqlx::query("UPDATE update_journal SET done = true WHERE update_id = ANY($1)")
+                        .bind(&batch)
+                        .execute(db.pool())
+                },
+            )
+            .await;
         }
         batch.clear();
         for done in flushes.drain(..) {

@@ -157,6 +157,27 @@ impl Database {
     }
 }
 
+/// Runs `write` until it succeeds, pausing `pauses_ms` in turn after
+/// each failure; answers whether it did. For writes that must not be lost
+/// to a passing failure: under a burst the pool may have no connection
+/// free for a while, or the database may be restarting.
+pub(crate) async fn write_patiently<T, F, Fut>(what: &str, pauses_ms: &[u64], mut write: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    for pause in pauses_ms {
+        match write().await {
+            Ok(_) => return true,
+            Err(error) => {
+                tracing::warn!(%error, "could not {what} yet");
+                tokio::time::sleep(Duration::from_millis(*pause)).await;
+            }
+        }
+    }
+    false
+}
+
 /// Where `url` points, for the log: host and database, never the user or
 /// password.
 pub fn describe(url: &Secret) -> String {
@@ -194,6 +215,27 @@ fn failed(error: sqlx::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failures are tried again after each pause, until one try succeeds
+    /// or the pauses run out.
+    #[tokio::test]
+    async fn a_patient_write_is_tried_until_it_succeeds() {
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let flaky = || {
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(sqlx::Error::PoolTimedOut)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        assert!(write_patiently("write", &[1, 1, 1, 1], flaky).await);
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let never = || async { Err::<(), _>(sqlx::Error::PoolTimedOut) };
+        assert!(!write_patiently("write", &[1, 1], never).await);
+    }
 
     #[test]
     fn the_description_names_no_password() {
