@@ -306,11 +306,7 @@ async fn the_vault_from_the_command_line() {
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(&out)
     };
 
     let (code, _, stderr) = run(&["check-config"], None, None);
@@ -462,11 +458,7 @@ async fn without_config(args: &[&str]) -> (Option<i32>, String, String) {
         .output()
         .await
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&out)
 }
 
 /// `mcpgram call` shows the server's progress on stderr, the result alone
@@ -511,11 +503,7 @@ fn migrate(
         command.env(name, value);
     }
     let out = command.output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&out)
 }
 
 /// VALID with `tables` (`[vault]`, `[store]`) before its server.
@@ -817,11 +805,7 @@ async fn the_terminal_reads_its_tokens_where_the_config_keeps_them() {
             .output()
             .await
             .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(&out)
     };
 
     let (code, _, stderr) = call().await;
@@ -875,4 +859,13 @@ async fn a_connection_reset_while_opening_a_session_is_tried_once_more() {
         "{stdout}"
     );
     assert!(front.accepted() >= 2, "the first connection was reset");
+}
+
+/// A finished command as the tests read it: exit code, stdout, stderr.
+fn outcome(out: &std::process::Output) -> (Option<i32>, String, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

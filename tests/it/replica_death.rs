@@ -344,26 +344,11 @@ async fn a_replica_killed_mid_traffic_loses_nothing() {
 
     // Nobody saw another user's result.
     for user in &users {
-        let own = format!("sub={} ", login_of(user));
-        for message in telegram.messages(user.id as i64) {
-            assert!(
-                !message.text.contains("sub=") || message.text.contains(&own),
-                "user {} got {:?}",
-                user.id,
-                message.text
-            );
-        }
+        only_own(&telegram, user, "sub=", &format!("sub={} ", login_of(user)));
     }
     for user in &slow {
         let own = format!("Good morning, slow{}!", user.id);
-        for message in telegram.messages(user.id as i64) {
-            assert!(
-                !message.text.contains("Good morning") || message.text.contains(&own),
-                "user {} got {:?}",
-                user.id,
-                message.text
-            );
-        }
+        only_own(&telegram, user, "Good morning", &own);
     }
     // No refresh token spent twice: oidc-provider would have revoked the
     // grant (reuse detection), and the user's calls would have failed.
@@ -415,4 +400,16 @@ async fn a_replica_killed_mid_traffic_loses_nothing() {
         assert!(!logs.contains("panicked"), "{logs}");
     }
     telegram.assert_no_errors();
+}
+
+/// Every message of `user`'s that holds `marker` is their own (holds `own`).
+fn only_own(telegram: &FakeTelegram, user: &FakeUser, marker: &str, own: &str) {
+    for message in telegram.messages(user.id as i64) {
+        assert!(
+            !message.text.contains(marker) || message.text.contains(own),
+            "user {} got {:?}",
+            user.id,
+            message.text
+        );
+    }
 }

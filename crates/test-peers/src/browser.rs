@@ -25,6 +25,19 @@ impl Visit {
     }
 }
 
+/// Where a redirect from `current` leads: its `Location`, resolved
+/// against `current`.
+pub(crate) fn redirect_target(current: &Url, response: &reqwest::Response) -> Result<Url, String> {
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or_else(|| format!("{current}: a redirect without Location"))?;
+    current
+        .join(location)
+        .map_err(|e| format!("{current}: {e}"))
+}
+
 /// GETs `url` and follows up to ten redirects.
 pub async fn open(url: &str) -> Visit {
     let client = reqwest::Client::builder()
@@ -42,12 +55,7 @@ pub async fn open(url: &str) -> Visit {
             .unwrap_or_else(|e| panic!("browser GET {current} failed: {e}"));
         let status = response.status();
         if status.is_redirection() {
-            let location = response
-                .headers()
-                .get(LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .expect("redirect has a Location");
-            let next = current.join(location).expect("Location is a URL");
+            let next = redirect_target(&current, &response).expect("a usable Location");
             assert!(hops.len() < 10, "redirect loop: {hops:?}");
             hops.push(next);
             continue;

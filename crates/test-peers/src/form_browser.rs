@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{COOKIE, SET_COOKIE};
 use url::Url;
 
 /// A page at the end of its redirects.
@@ -76,12 +76,7 @@ impl FormBrowser {
             }
             let status = response.status();
             if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .ok_or_else(|| format!("{url}: a redirect without Location"))?;
-                url = url.join(location).map_err(|e| e.to_string())?;
+                url = crate::browser::redirect_target(&url, &response)?;
                 continue;
             }
             let body = response.text().await.map_err(|e| format!("{url}: {e}"))?;
