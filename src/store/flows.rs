@@ -3,10 +3,16 @@
 //! `/connect` and the callback loses nothing. A flow is named on disk by a
 //! hash of its state, never the state itself: the file must not hand out
 //! live states.
+//!
+//! What changes on a flow once it is written, where its link was posted
+//! and which browser took it, goes to the vault's notes beside the journal
+//! (see [`Note`]), not into a record sealed again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -32,6 +38,40 @@ pub struct FlowTable {
 struct Disk {
     vault: Arc<Vault>,
     journal: Journal,
+    /// Each flow's [`Note`], under the flow's name.
+    notes: Journal,
+}
+
+/// What may change on a pending flow after it is sealed: kept beside the
+/// sealed record, in clear, and laid over it when the flow is read back.
+/// Neither is secret: a message's place in its owner's own chat (whose id
+/// the vault's file names show anyway) and a SHA-256 of the browser's
+/// cookie. Sealing the whole flow again for them cost an X25519 agreement
+/// per link sent, a tenth of the bot's CPU per connect.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Note {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<ChatMessage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    binding: Option<String>,
+}
+
+impl Note {
+    fn of(flow: &PendingFlow) -> Self {
+        Self {
+            message: flow.message,
+            binding: flow.binding.clone(),
+        }
+    }
+
+    fn lay_over(self, flow: &mut PendingFlow) {
+        if self.message.is_some() {
+            flow.message = self.message;
+        }
+        if self.binding.is_some() {
+            flow.binding = self.binding;
+        }
+    }
 }
 
 impl FlowTable {
@@ -47,16 +87,29 @@ impl FlowTable {
     /// meanwhile are kept until the next sweep, so their owners hear of it.
     pub async fn durable(vault: Arc<Vault>) -> Result<Self, StoreError> {
         let (journal, records) = vault.open_journal(FOLDER).await?;
+        let (notes, noted) = vault.open_notes(FOLDER).await?;
+        let mut noted: HashMap<Name, Vec<u8>> = noted.into_iter().collect();
         let table = Self {
             disk: Some(Disk {
                 vault: vault.clone(),
                 journal,
+                notes,
             }),
             ..Self::default()
         };
         for (name, sealed) in records {
             match vault.open_value::<PendingFlow>(FOLDER, &sealed) {
-                Ok(flow) if digest(&flow.state) == name => table.remember(flow),
+                Ok(mut flow) if digest(&flow.state) == name => {
+                    if let Some(note) = noted.remove(&name) {
+                        match serde_json::from_slice::<Note>(&note) {
+                            Ok(note) => note.lay_over(&mut flow),
+                            Err(error) => {
+                                tracing::warn!(%error, "a pending flow's note is unreadable; the flow is kept without it");
+                            }
+                        }
+                    }
+                    table.remember(flow);
+                }
                 Ok(_) => {
                     tracing::warn!("a stored pending flow is filed under another name; dropped");
                     table.unpersist_name(name).await?;
@@ -65,6 +118,13 @@ impl FlowTable {
                     tracing::warn!(error = %chain(&error), "a stored pending flow is unreadable; dropped");
                     table.unpersist_name(name).await?;
                 }
+            }
+        }
+        // Notes of flows no longer there (the process stopped between
+        // the two removals).
+        if let Some(disk) = &table.disk {
+            for name in noted.into_keys() {
+                disk.notes.remove(name).await?;
             }
         }
         for (name, record) in vault.records::<PendingFlow>(FOLDER).await? {
@@ -103,6 +163,20 @@ impl FlowTable {
         Ok(())
     }
 
+    /// Writes what changed on a flow since it was sealed (see [`Note`]).
+    async fn note(&self, flow: &PendingFlow) -> Result<(), StoreError> {
+        if let Some(disk) = &self.disk {
+            let note = serde_json::to_vec(&Note::of(flow)).map_err(|source| {
+                crate::vault::VaultError::Serialize {
+                    key: format!("{FOLDER} note"),
+                    source,
+                }
+            })?;
+            disk.notes.put(digest(&flow.state), note).await?;
+        }
+        Ok(())
+    }
+
     async fn unpersist(&self, state: &FlowState) -> Result<(), StoreError> {
         self.unpersist_name(digest(state)).await
     }
@@ -110,6 +184,7 @@ impl FlowTable {
     async fn unpersist_name(&self, name: Name) -> Result<(), StoreError> {
         if let Some(disk) = &self.disk {
             disk.journal.remove(name).await?;
+            disk.notes.remove(name).await?;
         }
         Ok(())
     }
@@ -194,7 +269,7 @@ impl FlowStore for FlowTable {
             flow.binding = Some(binding.to_owned());
             flow.clone()
         };
-        self.persist(&bound).await.map_err(TakeError::from)?;
+        self.note(&bound).await.map_err(TakeError::from)?;
         Ok(bound)
     }
 
@@ -207,7 +282,7 @@ impl FlowStore for FlowTable {
             entry.clone()
         });
         match updated {
-            Some(flow) => self.persist(&flow).await,
+            Some(flow) => self.note(&flow).await,
             None => Ok(()),
         }
     }
@@ -310,6 +385,78 @@ mod tests {
         drop(table);
         let table = FlowTable::durable(vault()).await.unwrap();
         assert_eq!(table.count().await.unwrap(), 0);
+    }
+
+    /// Where the link went and which browser took the flow are noted
+    /// beside the sealed record, not sealed again, and come back with the
+    /// flow after a restart; a note whose flow is gone goes too.
+    #[tokio::test]
+    async fn changes_to_a_flow_are_noted_not_sealed_again() {
+        let temp = tempfile::tempdir().unwrap();
+        let vault =
+            || Arc::new(Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap());
+        let sealed_len = || {
+            std::fs::metadata(temp.path().join("flows.journal"))
+                .unwrap()
+                .len()
+        };
+        let message = ChatMessage {
+            chat_id: 1,
+            message_id: 9,
+        };
+        let (kept, taken);
+        {
+            let table = FlowTable::durable(vault()).await.unwrap();
+            kept = put(&table, flow(ALICE, "demo", TTL)).await;
+            taken = put(&table, flow(BOB, "demo", TTL)).await;
+            let before = sealed_len();
+            for f in [&kept, &taken] {
+                table
+                    .set_message(f.start_id.as_str(), message)
+                    .await
+                    .unwrap();
+                table
+                    .bind(f.start_id.as_str(), "cookie-hash")
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(sealed_len(), before, "nothing sealed again");
+            table.take(taken.state.as_str()).await.unwrap();
+        }
+        let notes = std::fs::read(temp.path().join("flows.notes")).unwrap();
+        assert!(
+            notes.windows(11).any(|w| w == b"cookie-hash"),
+            "the binding is in the notes"
+        );
+        let table = FlowTable::durable(vault()).await.unwrap();
+        let back = table.take(kept.state.as_str()).await.unwrap();
+        assert_eq!(back.message, Some(message));
+        assert_eq!(back.binding.as_deref(), Some("cookie-hash"));
+        assert!(matches!(
+            table.take(taken.state.as_str()).await,
+            Err(TakeError::Unknown)
+        ));
+        drop(table);
+        // Both flows gone: so are their notes, once compacted at open.
+        let _table = FlowTable::durable(vault()).await.unwrap();
+        let notes = std::fs::read(temp.path().join("flows.notes")).unwrap();
+        assert!(!notes.windows(11).any(|w| w == b"cookie-hash"));
+    }
+
+    /// A note left without its flow (the process stopped between the two
+    /// removals) is dropped at the next start.
+    #[tokio::test]
+    async fn a_note_without_its_flow_is_dropped() {
+        let temp = tempfile::tempdir().unwrap();
+        let vault =
+            Arc::new(Vault::open(temp.path(), &KeySource::File(temp.path().join("k"))).unwrap());
+        {
+            let (notes, _) = vault.open_notes(FOLDER).await.unwrap();
+            notes.put([7; 32], b"{}".to_vec()).await.unwrap();
+        }
+        drop(FlowTable::durable(vault.clone()).await.unwrap());
+        let (_notes, live) = vault.open_notes(FOLDER).await.unwrap();
+        assert!(live.is_empty());
     }
 
     /// Earlier versions kept a file per flow: those move into the journal.

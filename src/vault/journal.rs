@@ -115,7 +115,7 @@ impl Journal {
         self.append(Frame::Put { name, sealed })
     }
 
-    /// Appends a record's removal.
+    /// Appends a record's removal; nothing when no record has the name.
     pub async fn remove(&self, name: Name) -> Result<(), VaultError> {
         self.append(Frame::Remove { name })
     }
@@ -125,6 +125,11 @@ impl Journal {
         encode(&frame, &mut bytes);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *inner;
+        if let Frame::Remove { name } = &frame
+            && !inner.live.contains(name)
+        {
+            return Ok(());
+        }
         if let Err(source) = inner.file.write_all(&bytes) {
             // A frame written in part (the disk full) would end the
             // journal there at the next start, hiding every later one:
@@ -320,7 +325,11 @@ fn compact(path: &Path, live: &[(Name, Vec<u8>)]) -> Result<File, VaultError> {
             &mut bytes,
         );
     }
-    let old = path.with_extension("journal-old");
+    // `flows.journal` → `flows.journal-old`, `flows.notes` → `flows.notes-old`:
+    // two journals of one name must not share the place.
+    let mut old = path.as_os_str().to_owned();
+    old.push("-old");
+    let old = PathBuf::from(old);
     match fs::rename(path, &old) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -396,6 +405,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec!["flows.journal"], "no temporary file left");
+    }
+
+    /// Removing a name no record has costs nothing: callers may remove
+    /// what they are not sure was written (a flow's notes).
+    #[tokio::test]
+    async fn removing_an_absent_record_writes_nothing() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("flows.notes");
+        let (journal, _) = Journal::open(&path).unwrap();
+        journal.put(name(1), b"one".to_vec()).await.unwrap();
+        let len = || fs::metadata(&path).unwrap().len();
+        let before = len();
+        journal.remove(name(2)).await.unwrap();
+        assert_eq!(len(), before, "no frame for an absent name");
+        journal.remove(name(1)).await.unwrap();
+        assert_eq!(len(), before + 33, "a removal frame for a live one");
+        journal.remove(name(1)).await.unwrap();
+        assert_eq!(len(), before + 33, "and only once");
     }
 
     /// A start after a clean stop rewrites nothing; one after removals

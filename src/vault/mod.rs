@@ -364,6 +364,19 @@ impl Vault {
         blocking(path.clone(), move || journal::Journal::open(&path)).await
     }
 
+    /// Opens the notes `<dir>/<name>.notes`: a journal like
+    /// [`Vault::open_journal`]'s, whose records are not sealed. For what
+    /// is not secret and changes often beside a sealed record (where a
+    /// flow's link was posted), so that it costs an append, not a
+    /// record sealed again (an X25519 agreement each).
+    pub async fn open_notes(
+        &self,
+        name: &str,
+    ) -> Result<(journal::Journal, journal::Records), VaultError> {
+        let path = self.dir.join(format!("{name}.notes"));
+        blocking(path.clone(), move || journal::Journal::open(&path)).await
+    }
+
     /// Deletes a record file; answers whether it was there. The file is
     /// overwritten before it is unlinked, so no readable copy is left.
     pub async fn remove_record(&self, folder: &str, name: &str) -> Result<bool, VaultError> {
