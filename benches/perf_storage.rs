@@ -8,7 +8,7 @@
 //!   official everything server, a separate node process whose memory is
 //!   not counted), and what closing them gives back;
 //! - the time from spawning the release binary to its first `getUpdates`
-//!   (against the fake Telegram).
+//!   (against the fake Telegram), and its resident set once idle.
 //!
 //! `cargo bench --bench perf_storage` measures; without `--bench` (as in
 //! `cargo test --bench perf_storage`, which CI runs) it is a smoke run with
@@ -526,9 +526,18 @@ dir = "{vault}"
     )
 }
 
+/// The bot's resident set once idle, in MiB: all of it, and the part
+/// that is its own memory rather than pages of the binary mapped in.
+#[derive(Clone, Copy)]
+struct IdleRss {
+    total: f64,
+    anon: f64,
+}
+
 /// Spawns the binary and times until the fake Telegram sees its first
-/// `getUpdates`; then stops it with SIGTERM.
-async fn start_once(telegram: &FakeTelegram, config: &Path) -> Duration {
+/// `getUpdates`; then lets it idle for `idle` (long-polling, nothing to
+/// do), reads its resident set, and stops it with SIGTERM.
+async fn start_once(telegram: &FakeTelegram, config: &Path, idle: Duration) -> (Duration, IdleRss) {
     let polls = telegram
         .calls()
         .iter()
@@ -550,7 +559,14 @@ async fn start_once(telegram: &FakeTelegram, config: &Path) -> Duration {
         .wait_for_call_count("getupdates", polls + 1, Duration::from_secs(60))
         .await;
     let took = start.elapsed();
-    if let Some(pid) = child.id() {
+    // Not a wait for an event: the bot is meant to do nothing meanwhile.
+    tokio::time::sleep(idle).await;
+    let pid = child.id().expect("the bot runs");
+    let rss = IdleRss {
+        total: support::status_mib(pid, "VmRSS"),
+        anon: support::status_mib(pid, "RssAnon"),
+    };
+    {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(pid.to_string())
@@ -562,10 +578,25 @@ async fn start_once(telegram: &FakeTelegram, config: &Path) -> Duration {
     {
         let _ = child.kill().await;
     }
-    took
+    (took, rss)
 }
 
-async fn measure_startup(runs: usize, warm_up: bool) -> Duration {
+fn print_startup(starts: usize, startup: Duration, idle: Duration, idle_rss: IdleRss) {
+    println!(
+        "| Start-up to first `getUpdates` (median of {starts}) | {} | ≤ 50 ms |",
+        ms(startup)
+    );
+    println!(
+        "| Idle RSS, {:.1} s after the first `getUpdates` (median of {starts}) | {:.1} MiB ({:.1} MB): {:.1} MiB its own memory, the rest the binary's pages mapped in | ≤ 25 MB |",
+        idle.as_secs_f64(),
+        idle_rss.total,
+        idle_rss.total * 1.048_576,
+        idle_rss.anon
+    );
+}
+
+/// Median start-up time, and the median idle resident set.
+async fn measure_startup(runs: usize, warm_up: bool, idle: Duration) -> (Duration, IdleRss) {
     let telegram = FakeTelegram::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("mcpgram.toml");
@@ -573,14 +604,18 @@ async fn measure_startup(runs: usize, warm_up: bool) -> Duration {
     if warm_up {
         // The first start creates the vault and its key, and reads the
         // binary from disk: a restart is what is measured.
-        start_once(&telegram, &config).await;
+        start_once(&telegram, &config, Duration::ZERO).await;
     }
     let mut took = Vec::new();
+    let mut rss = Vec::new();
     for _ in 0..runs {
-        took.push(start_once(&telegram, &config).await);
+        let (time, idle_rss) = start_once(&telegram, &config, idle).await;
+        took.push(time);
+        rss.push(idle_rss);
     }
     telegram.shutdown();
-    median(took)
+    rss.sort_by(|a, b| a.total.total_cmp(&b.total));
+    (median(took), rss[rss.len() / 2])
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -591,6 +626,15 @@ async fn main() {
         "perf_storage: {} mode",
         if plan.full { "full" } else { "smoke" }
     );
+
+    // `cargo bench --bench perf_storage -- startup`: start-up and idle
+    // memory alone (they measure the release binary, not this process).
+    if std::env::args().any(|arg| arg == "startup") {
+        let idle = Duration::from_millis(if plan.full { 3000 } else { 100 });
+        let (startup, idle_rss) = measure_startup(plan.starts, plan.full, idle).await;
+        print_startup(plan.starts, startup, idle, idle_rss);
+        return;
+    }
 
     // First, while the heap holds nothing freed by the other measurements
     // for the sessions to reuse.
@@ -644,7 +688,8 @@ async fn main() {
     let flows = measure_flows(plan.flows).await;
 
     eprintln!("start-up: {} runs", plan.starts);
-    let startup = measure_startup(plan.starts, plan.full).await;
+    let idle = Duration::from_millis(if plan.full { 3000 } else { 100 });
+    let (startup, idle_rss) = measure_startup(plan.starts, plan.full, idle).await;
 
     let [small, large] = [&vault_rows[0], &vault_rows[1]];
     let [base_small, base_large] = [&baseline_rows[0], &baseline_rows[1]];
@@ -719,11 +764,7 @@ async fn main() {
         flows.json
     );
     print_sessions(&sessions);
-    println!(
-        "| Start-up to first `getUpdates` (median of {}) | {} | ≤ 50 ms |",
-        plan.starts,
-        ms(startup)
-    );
+    print_startup(plan.starts, startup, idle, idle_rss);
 
     // The smoke run's only claim: every measurement produced numbers.
     for d in [
@@ -740,4 +781,5 @@ async fn main() {
     assert!(save_ratio.is_finite() && load_ratio.is_finite());
     assert!(flows.rss_per_flow.is_finite() && flows.size_of > 0 && flows.heap > 0);
     assert!(sessions.before > 0 && sessions.open > 0 && sessions.closed > 0);
+    assert!(idle_rss.total > idle_rss.anon && idle_rss.anon > 0.0);
 }
