@@ -360,8 +360,7 @@ impl Vault {
         &self,
         name: &str,
     ) -> Result<(journal::Journal, journal::Records), VaultError> {
-        let path = self.dir.join(format!("{name}.journal"));
-        blocking(path.clone(), move || journal::Journal::open(&path)).await
+        self.open_journal_file(&format!("{name}.journal")).await
     }
 
     /// Opens the notes `<dir>/<name>.notes`: a journal like
@@ -373,7 +372,14 @@ impl Vault {
         &self,
         name: &str,
     ) -> Result<(journal::Journal, journal::Records), VaultError> {
-        let path = self.dir.join(format!("{name}.notes"));
+        self.open_journal_file(&format!("{name}.notes")).await
+    }
+
+    async fn open_journal_file(
+        &self,
+        file_name: &str,
+    ) -> Result<(journal::Journal, journal::Records), VaultError> {
+        let path = self.dir.join(file_name);
         blocking(path.clone(), move || journal::Journal::open(&path)).await
     }
 
