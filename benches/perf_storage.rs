@@ -52,6 +52,8 @@ struct Plan {
     /// Warm MCP sessions opened at once (distinct users, one server).
     sessions: usize,
     starts: usize,
+    /// How long each start idles before its resident set is read.
+    idle: Duration,
 }
 
 impl Plan {
@@ -65,6 +67,7 @@ impl Plan {
                 flows: 10_000,
                 sessions: 500,
                 starts: 10,
+                idle: Duration::from_secs(3),
             }
         } else {
             Self {
@@ -75,6 +78,7 @@ impl Plan {
                 flows: 50,
                 sessions: 5,
                 starts: 1,
+                idle: Duration::from_millis(100),
             }
         }
     }
@@ -566,12 +570,10 @@ async fn start_once(telegram: &FakeTelegram, config: &Path, idle: Duration) -> (
         total: support::status_mib(pid, "VmRSS"),
         anon: support::status_mib(pid, "RssAnon"),
     };
-    {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-    }
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     if tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .is_err()
@@ -630,9 +632,8 @@ async fn main() {
     // `cargo bench --bench perf_storage -- startup`: start-up and idle
     // memory alone (they measure the release binary, not this process).
     if std::env::args().any(|arg| arg == "startup") {
-        let idle = Duration::from_millis(if plan.full { 3000 } else { 100 });
-        let (startup, idle_rss) = measure_startup(plan.starts, plan.full, idle).await;
-        print_startup(plan.starts, startup, idle, idle_rss);
+        let (startup, idle_rss) = measure_startup(plan.starts, plan.full, plan.idle).await;
+        print_startup(plan.starts, startup, plan.idle, idle_rss);
         return;
     }
 
@@ -688,8 +689,7 @@ async fn main() {
     let flows = measure_flows(plan.flows).await;
 
     eprintln!("start-up: {} runs", plan.starts);
-    let idle = Duration::from_millis(if plan.full { 3000 } else { 100 });
-    let (startup, idle_rss) = measure_startup(plan.starts, plan.full, idle).await;
+    let (startup, idle_rss) = measure_startup(plan.starts, plan.full, plan.idle).await;
 
     let [small, large] = [&vault_rows[0], &vault_rows[1]];
     let [base_small, base_large] = [&baseline_rows[0], &baseline_rows[1]];
@@ -764,7 +764,7 @@ async fn main() {
         flows.json
     );
     print_sessions(&sessions);
-    print_startup(plan.starts, startup, idle, idle_rss);
+    print_startup(plan.starts, startup, plan.idle, idle_rss);
 
     // The smoke run's only claim: every measurement produced numbers.
     for d in [

@@ -64,6 +64,16 @@ impl Note {
         }
     }
 
+    /// A note as written; an unreadable one is logged and left out (its
+    /// flow is kept without it).
+    fn read(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes)
+            .inspect_err(|error| {
+                tracing::warn!(%error, "a pending flow's note is unreadable; the flow is kept without it");
+            })
+            .ok()
+    }
+
     fn lay_over(self, flow: &mut PendingFlow) {
         if self.message.is_some() {
             flow.message = self.message;
@@ -100,13 +110,8 @@ impl FlowTable {
         for (name, sealed) in records {
             match vault.open_value::<PendingFlow>(FOLDER, &sealed) {
                 Ok(mut flow) if digest(&flow.state) == name => {
-                    if let Some(note) = noted.remove(&name) {
-                        match serde_json::from_slice::<Note>(&note) {
-                            Ok(note) => note.lay_over(&mut flow),
-                            Err(error) => {
-                                tracing::warn!(%error, "a pending flow's note is unreadable; the flow is kept without it");
-                            }
-                        }
+                    if let Some(note) = noted.remove(&name).and_then(|bytes| Note::read(&bytes)) {
+                        note.lay_over(&mut flow);
                     }
                     table.remember(flow);
                 }
