@@ -35,8 +35,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// untrusted server is reached without a proxy: a proxy resolves the host
 /// itself, out of the guard's sight (`HTTPS_PROXY` would otherwise make
 /// the guard moot); trusted servers honour the environment's proxy.
+///
+/// HTTP/1.1 only: over HTTP/2 every user's session with the server would
+/// share one connection, and each 2025 session holds its GET stream open
+/// for as long as it lives. Servers (and the CDNs in front of them) allow
+/// 100 to 256 streams per connection, and hyper does not open a second
+/// connection when they are used up: past that many warm sessions, every
+/// request to the server would wait. Each GET stream gets a connection of
+/// its own instead, and the requests share a pool, as with the SDKs'
+/// clients.
 pub fn http_client(server: &ServerConfig) -> Result<reqwest::Client, McpError> {
     let mut builder = reqwest::Client::builder()
+        .http1_only()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT.min(server.timeout))
         .pool_idle_timeout(net_guard::POOL_IDLE_TIMEOUT)

@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fake_telegram::FakeTelegram;
 use mcpgram::config;
 use mcpgram::gateway::{Gateway, Silent};
 use mcpgram::store::Stores;
 use mcpgram::vault::{KeySource, Vault};
 use serde_json::json;
-use test_peers::EverythingServer;
+use test_peers::{EverythingServer, H2Front};
+
+use crate::support::bot::{BotProcess, base_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_close_and_the_next_call_reopens_one() {
@@ -62,4 +65,43 @@ async fn idle_sessions_close_and_the_next_call_reopens_one() {
     assert!(text.contains("The sum of 1 and 2 is 3."), "{text}");
     assert_eq!(gateway.warm_sessions(), 1, "opened again for the next call");
     gateway.shutdown().await;
+}
+
+/// Hosted servers are often reached over HTTP/2 and allow 100 to 256
+/// streams per connection. A warm 2025 session holds its GET stream open
+/// for as long as it lives, so sessions multiplexed over one connection
+/// would use the streams up, and every later request to that server,
+/// anyone's, would wait. Here the server's front allows two streams per
+/// connection: four users' sessions all answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_do_not_use_up_a_servers_http2_streams() {
+    let server = EverythingServer::start().await;
+    let backend: url::Url = server.mcp_url().parse().unwrap();
+    let front = H2Front::start(backend.socket_addrs(|| None).unwrap()[0], 2).await;
+    let telegram = FakeTelegram::start().await;
+    let url = format!("{}{}", front.url(), backend.path());
+    let ca = front.ca_file().display().to_string();
+    let bot = BotProcess::start_with_env(&telegram, &[("SSL_CERT_FILE", &ca)], |dir| {
+        base_config(&telegram, dir)
+            + &format!(
+                "\n[[mcp.servers]]\nid = \"hosted\"\nurl = \"{url}\"\ntrusted = true\ntimeout_secs = 5\n"
+            )
+    })
+    .await;
+    for id in 1..=4 {
+        let user = telegram.user(id, "User");
+        telegram.send_private(&user, r#"/call hosted get-sum {"a": 1, "b": 2}"#);
+        let reply = telegram
+            .wait_for_message(id as i64, Duration::from_secs(30), |m| {
+                !m.text.starts_with('⏳')
+            })
+            .await;
+        assert!(
+            reply.text.contains("The sum of 1 and 2 is 3."),
+            "user {id}: {}\n{}",
+            reply.text,
+            bot.logs()
+        );
+    }
+    assert_eq!(front.h2_connections(), 0, "MCP traffic goes over HTTP/1.1");
 }
