@@ -41,6 +41,8 @@
 //!   problem named by key; `${NAME}` secret references.
 //! - [`metrics`]: counters, histograms and gauges for `/metrics`.
 //! - [`net_guard`]: which addresses an untrusted server may resolve to.
+//! - [`open_files`]: the open-files limit, raised at start-up (a warm
+//!   session holds a connection of its own).
 //! - [`secret`]: the redacting string type every token travels in.
 //! - [`text`]: foreign text clipped and scrubbed for chats and pages.
 //! - [`tls`]: the one TLS stack every HTTP client shares.
@@ -56,6 +58,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod net_guard;
 pub mod oauth;
+pub mod open_files;
 pub mod secret;
 pub mod store;
 pub mod telegram;

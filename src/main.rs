@@ -348,6 +348,31 @@ fn probe_url(config: &Config, url: &str) -> ExitCode {
     }
 }
 
+/// Raises the open-files limit for serving, and tells the admin when it
+/// stays too low for many users' sessions.
+fn raise_open_files() {
+    use mcpgram::open_files::{self, Limit};
+    let limit = open_files::raise();
+    match limit {
+        Limit::Raised { from, to } => {
+            tracing::debug!(from, to, "open-files limit raised to the hard limit")
+        }
+        Limit::Kept(_) => {}
+        Limit::Refused { at } => {
+            tracing::debug!(at, "the system refused to raise the open-files limit")
+        }
+    }
+    if !limit.is_enough() {
+        tracing::warn!(
+            limit = limit.now(),
+            enough = open_files::ENOUGH,
+            "few open files allowed: each warm MCP session holds a connection, so about half \
+             as many users can call tools at once; raise the hard limit (LimitNOFILE, ulimit -n, \
+             or the container's nofile ulimit)"
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = std::fs::read_to_string(&cli.config)
@@ -463,7 +488,10 @@ fn main() -> ExitCode {
         config
     };
     match command {
-        Cmd::Run => match runtime.block_on(app::run(config)) {
+        Cmd::Run => match runtime.block_on(async {
+            raise_open_files();
+            app::run(config).await
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("mcpgram: {}", logging::scrub(&chain(&error).to_string()));

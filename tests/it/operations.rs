@@ -153,3 +153,44 @@ async fn sigterm_lets_calls_under_way_finish_and_a_second_signal_does_not_wait()
     bot.signal();
     assert_eq!(bot.exit_code(Duration::from_secs(10)).await, Some(1));
 }
+
+/// Each warm session holds a connection of its own: a bot started with the
+/// soft limit of open files services often get (1024, here 256) raises it
+/// to the hard limit before serving, and says nothing when that is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_files_limit_is_raised_to_the_hard_one() {
+    let own = max_open_files(std::process::id());
+    let hard = own.1.min(8192);
+    assert!(
+        hard > 256,
+        "this machine allows too few open files: {own:?}"
+    );
+    let telegram = FakeTelegram::start().await;
+    let nofile = format!("--nofile=256:{hard}");
+    let bot = BotProcess::start_under(&telegram, &["prlimit", &nofile, "--"], |dir| {
+        base_config(&telegram, dir)
+    })
+    .await;
+    assert_eq!(max_open_files(bot.pid()), (hard, hard));
+    let logs = bot.logs();
+    assert!(logs.contains("open-files limit raised"), "{logs}");
+    assert_eq!(
+        logs.contains("few open files allowed"),
+        hard < mcpgram::open_files::ENOUGH,
+        "{logs}"
+    );
+}
+
+/// The soft and hard "Max open files" of process `pid`.
+fn max_open_files(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("its limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("an open-files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}

@@ -75,14 +75,32 @@ impl BotProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mcpgram.toml");
         std::fs::write(&path, config(dir.path())).expect("write config");
-        Self::spawn(telegram, env, dir).await
+        Self::spawn(telegram, env, &[], dir).await
+    }
+
+    /// Like [`BotProcess::start`], with the bot run by `wrapper` (a command
+    /// that runs the one after it, as `prlimit` does).
+    pub async fn start_under(
+        telegram: &FakeTelegram,
+        wrapper: &[&str],
+        config: impl FnOnce(&Path) -> String,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mcpgram.toml");
+        std::fs::write(&path, config(dir.path())).expect("write config");
+        Self::spawn(telegram, &[], wrapper, dir).await
+    }
+
+    /// The bot's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the bot runs")
     }
 
     /// Stops the bot (SIGTERM) and starts it again on the same config and
     /// vault, as after a deploy; returns the first run's logs too.
     pub async fn restart(self, telegram: &FakeTelegram) -> (Self, String) {
         let (logs, dir) = self.stop_keeping_dir().await;
-        (Self::spawn(telegram, &[], dir).await, logs)
+        (Self::spawn(telegram, &[], &[], dir).await, logs)
     }
 
     /// Like [`BotProcess::restart`], with the config edited in between.
@@ -95,10 +113,15 @@ impl BotProcess {
         let path = dir.path().join("mcpgram.toml");
         let text = std::fs::read_to_string(&path).expect("read config");
         std::fs::write(&path, edit(text)).expect("write config");
-        (Self::spawn(telegram, &[], dir).await, logs)
+        (Self::spawn(telegram, &[], &[], dir).await, logs)
     }
 
-    async fn spawn(telegram: &FakeTelegram, env: &[(&str, &str)], dir: tempfile::TempDir) -> Self {
+    async fn spawn(
+        telegram: &FakeTelegram,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+        dir: tempfile::TempDir,
+    ) -> Self {
         let path = dir.path().join("mcpgram.toml");
         // Ready once it polls, or in webhook mode once it set its webhook.
         let webhook = std::fs::read_to_string(&path)
@@ -110,7 +133,14 @@ impl BotProcess {
             .iter()
             .filter(|c| c.method == ready_on)
             .count();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcpgram"))
+        let bin = env!("CARGO_BIN_EXE_mcpgram");
+        let (program, before) = match wrapper.split_first() {
+            Some((program, args)) => (*program, args),
+            None => (bin, &[][..]),
+        };
+        let mut child = Command::new(program)
+            .args(before)
+            .args(if wrapper.is_empty() { None } else { Some(bin) })
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "debug")
