@@ -20,6 +20,11 @@ fi
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     packages+=(postgresql)
 fi
+# prlimit runs a bot with a low open-files limit (util-linux is essential
+# on Debian; a trimmed image may lack it).
+if ! command -v prlimit >/dev/null; then
+    packages+=(util-linux)
+fi
 if [ "${#packages[@]}" -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
