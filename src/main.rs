@@ -487,11 +487,11 @@ fn main() -> ExitCode {
         }
         config
     };
+    if let Cmd::Run = command {
+        raise_open_files();
+    }
     match command {
-        Cmd::Run => match runtime.block_on(async {
-            raise_open_files();
-            app::run(config).await
-        }) {
+        Cmd::Run => match runtime.block_on(app::run(config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("mcpgram: {}", logging::scrub(&chain(&error).to_string()));

@@ -59,6 +59,14 @@ pub fn postgres_store() -> String {
     "\n[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n".to_owned()
 }
 
+/// A fresh directory with `config`'s text in its `mcpgram.toml`.
+fn configured(config: impl FnOnce(&Path) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("mcpgram.toml");
+    std::fs::write(&path, config(dir.path())).expect("write config");
+    dir
+}
+
 impl BotProcess {
     /// Writes `config` into a fresh directory and starts the bot with
     /// debug logging; returns once it polls Telegram for updates.
@@ -72,10 +80,7 @@ impl BotProcess {
         env: &[(&str, &str)],
         config: impl FnOnce(&Path) -> String,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("mcpgram.toml");
-        std::fs::write(&path, config(dir.path())).expect("write config");
-        Self::spawn(telegram, env, &[], dir).await
+        Self::spawn(telegram, env, &[], configured(config)).await
     }
 
     /// Like [`BotProcess::start`], with the bot run by `wrapper` (a command
@@ -85,10 +90,7 @@ impl BotProcess {
         wrapper: &[&str],
         config: impl FnOnce(&Path) -> String,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("mcpgram.toml");
-        std::fs::write(&path, config(dir.path())).expect("write config");
-        Self::spawn(telegram, &[], wrapper, dir).await
+        Self::spawn(telegram, &[], wrapper, configured(config)).await
     }
 
     /// The bot's process id.
